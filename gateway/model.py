@@ -1,0 +1,53 @@
+"""Frozen values shared by every layer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from gateway.errors import UsageError
+
+_PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})")
+AGENCY_ID = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Period:
+    """A reporting month (IOM data is shared monthly, Solihull 2.2.4)."""
+
+    year: int
+    month: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.month <= 12 and 1900 <= self.year <= 9999):
+            raise UsageError(f"period {self} is not a real month: write it as YYYY-MM, e.g. 2026-10")
+
+    @classmethod
+    def parse(cls, text: str) -> Period:
+        """Read `YYYY-MM`; raise UsageError naming the expected form."""
+        match = _PERIOD.fullmatch(text)
+        if match is None:
+            raise UsageError(f"period {text!r} is not YYYY-MM: write it like 2026-10")
+        return cls(int(match[1]), int(match[2]))
+
+    @classmethod
+    def of(cls, day: date) -> Period:
+        """The month that contains `day`."""
+        return cls(day.year, day.month)
+
+    @property
+    def first_day(self) -> date:
+        return date(self.year, self.month, 1)
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Agency:
+    """A partner agency: `id` names its folders, `kind` decides which columns it may send."""
+
+    id: str
+    name: str
+    kind: str

@@ -1,0 +1,285 @@
+"""Validate one file against Table 1 and the ownership matrix, streaming, and build its Report."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import BinaryIO
+
+from gateway.config import Config
+from gateway.fsio import open_regular
+from gateway.model import Agency, Period
+from gateway.validate.gate import SEPARATOR, compile_gate
+from gateway.validate.reader import UTF8_BOM, UTF16_BOMS, LineTooLong, bounded_lines, first_bad_byte
+from gateway.validate.report import Issue, Report, column_letter, mask
+from gateway.validate.rules import RowRules
+from gateway.validate.schema import Column, Standard, header_key
+
+
+def validate_file(
+    path: Path, agency: Agency, config: Config, standard: Standard, *, period: Period, today: date
+) -> Report:
+    """Check every row of `path` as `agency` would send it for `period`; write nothing.
+
+    A bad file gives a Report listing every error; raises UsageError or InputFileError only when
+    the file cannot be read safely (missing, a symlink, not a regular file).
+    """
+    stream, size = open_regular(path)
+    with stream:
+        return _Validation(path, agency, config, standard, RowRules(period, today, _formulas(config))).run(stream, size)
+
+
+def _formulas(config: Config) -> bool:
+    return config.policy.unsafe_allow_formula_cells
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """How one file's header maps onto the standard."""
+
+    width: int
+    cells: tuple[tuple[int, Column], ...]
+    gate: Callable[[str], object]
+    fast: Callable[[Sequence[str]], bool] | None
+
+
+class _Validation:
+    def __init__(self, path: Path, agency: Agency, config: Config, standard: Standard, rules: RowRules) -> None:
+        self.path, self.agency, self.config, self.standard, self.rules = path, agency, config, standard, rules
+        self.limits = config.limits
+
+    def new_report(self) -> Report:
+        return Report(
+            file=str(self.path),
+            agency=self.agency.id,
+            kind=self.agency.kind,
+            period=self.rules.period,
+            limit=self.limits.max_reported_errors,
+        )
+
+    def run(self, stream: BinaryIO, size: int) -> Report:
+        report = self.new_report()
+        head = stream.read(4)
+        if size > self.limits.max_file_bytes:
+            report.add(
+                Issue(
+                    None,
+                    None,
+                    "file-too-large",
+                    f"is {size:,} bytes, over the partnership's limit of "
+                    f"{self.limits.max_file_bytes:,} (limits.max_file_bytes): split it or ask the admin",
+                )
+            )
+        elif not head:
+            report.add(Issue(None, None, "empty-file", "is empty (0 bytes): export it again with its header row"))
+        elif head.startswith(UTF16_BOMS):
+            report.add(Issue(None, None, "encoding", "is UTF-16 (Excel's 'Unicode Text'): save it as 'CSV UTF-8'"))
+        else:
+            encoding = "utf-8-sig" if head.startswith(UTF8_BOM) else "utf-8"
+            try:
+                return self.scan(stream, encoding, report)
+            except UnicodeDecodeError:
+                return self.retry_legacy(stream, encoding)
+        return report
+
+    def retry_legacy(self, stream: BinaryIO, encoding: str) -> Report:
+        """Not UTF-8: accept Windows-1252 (Excel's plain 'CSV') if every byte is defined there."""
+        offset, byte = first_bad_byte(stream, "utf-8") or (0, 0)
+        legacy = None if encoding == "utf-8-sig" else first_bad_byte(stream, "cp1252")
+        if encoding == "utf-8" and legacy is None:
+            return self.scan(stream, "cp1252", self.new_report())
+        report = self.new_report()
+        detail = f"byte 0x{byte:02X} at offset {offset:,} is not UTF-8"
+        if legacy is not None:
+            detail += f", and byte 0x{legacy[1]:02X} at offset {legacy[0]:,} is not Windows-1252"
+        report.add(
+            Issue(
+                None,
+                None,
+                "encoding",
+                f"is neither UTF-8 nor Windows-1252 ({detail}): "
+                "save it from the spreadsheet as 'CSV UTF-8 (Comma delimited)'",
+            )
+        )
+        return report
+
+    def scan(self, stream: BinaryIO, encoding: str, report: Report) -> Report:
+        stream.seek(0)
+        report.encoding = encoding
+        csv.field_size_limit(self.limits.max_cell_chars)
+        text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
+        try:
+            self.scan_records(csv.reader(bounded_lines(text, self.limits.max_line_chars), strict=True), report)
+        finally:
+            text.detach()
+        return report
+
+    def scan_records(self, reader: Iterator[list[str]], report: Report) -> None:
+        row_number, last_row = 1, self.limits.max_rows + 1
+        try:
+            header = next(reader, None)
+            if header is None:
+                report.add(Issue(None, None, "empty-file", "has no header row: export it again with its header row"))
+                return
+            layout = self.layout(header, report)
+            if layout is None:
+                return
+            width, seps, gate, fast = layout.width, layout.width - 1, layout.gate, layout.fast
+            for row_number, row in enumerate(reader, start=2):
+                if row_number > last_row:
+                    report.add(
+                        Issue(
+                            None,
+                            None,
+                            "too-many-rows",
+                            f"has more than {self.limits.max_rows:,} rows "
+                            "(limits.max_rows): split it or ask the admin to raise the limit",
+                        )
+                    )
+                    break
+                if len(row) == width:
+                    joined = SEPARATOR.join(row)
+                    if joined.count(SEPARATOR) == seps and gate(joined) and (fast is None or fast(row)):
+                        continue
+                self.check_row(row, row_number, layout, report)
+        except csv.Error as exc:
+            report.add(self.syntax_issue(row_number + 1, str(exc)))
+        except LineTooLong:
+            report.add(
+                Issue(
+                    row_number + 1,
+                    None,
+                    "line-too-long",
+                    f"has a line over "
+                    f"{self.limits.max_line_chars:,} characters (limits.max_line_chars): is it really a CSV?",
+                )
+            )
+        report.rows = min(row_number, last_row) - 1
+        if report.rows == 0 and report.valid:
+            report.add(Issue(None, None, "no-rows", "has a header but no rows: there is nothing to share"))
+
+    def syntax_issue(self, row: int, problem: str) -> Issue:
+        if "field larger than field limit" in problem:
+            return Issue(
+                row,
+                None,
+                "cell-too-long",
+                f"has a cell over {self.limits.max_cell_chars:,} characters "
+                "(limits.max_cell_chars); reading stopped here: shorten it",
+            )
+        return Issue(
+            row,
+            None,
+            "csv-syntax",
+            f"is not valid CSV ({problem}); reading stopped here: "
+            'check the quotes in this row (a quote inside a cell is written twice: "")',
+        )
+
+    def layout(self, header: list[str], report: Report) -> _Layout | None:
+        """Map header cells to columns, reporting unknown, duplicate, missing and not-held ones."""
+        names = [self.standard.column_for(cell) for cell in header]
+        if not any(names):
+            report.add(
+                Issue(
+                    1,
+                    None,
+                    "no-header",
+                    f"row 1 names none of the Table 1 columns in its {len(header)} "
+                    "cell(s): the file must start with its header row, e.g. forename,surname,gender,...",
+                )
+            )
+            return None
+        seen: dict[str, int] = {}
+        layout: list[Column | None] = []
+        for index, (cell, name) in enumerate(zip(header, names, strict=True)):
+            layout.append(self.header_cell(index, cell, name, seen, report))
+            if name is not None and name not in seen:
+                seen[name] = index
+        for name, column in self.standard.columns.items():
+            if column.required and name not in seen:
+                report.add(Issue(1, name, "missing-column", f"required column {name} is not in the header: add it"))
+        cells = tuple((index, column) for index, column in enumerate(layout) if column is not None)
+        positions = {column.name: index for index, column in cells}
+        gate = compile_gate(layout, formula_guard=not self.rules.allow_formulas).fullmatch
+        return _Layout(len(header), cells, gate, self.rules.fast(positions))
+
+    def header_cell(
+        self, index: int, cell: str, name: str | None, seen: dict[str, int], report: Report
+    ) -> Column | None:
+        letter = column_letter(index)
+        if name is None:
+            close = difflib.get_close_matches(header_key(cell), list(self.standard.headers), 1, 0.75)
+            hint = f" (did you mean {self.standard.headers[close[0]]}?)" if close else ""
+            report.add(
+                Issue(
+                    1,
+                    letter,
+                    "unknown-column",
+                    f"header {cell!r} in column {letter} is not a Table 1 "
+                    f"column{hint}: rename it to the agreed name or remove the column",
+                )
+            )
+            return None
+        if name in seen:
+            report.add(
+                Issue(
+                    1,
+                    name,
+                    "duplicate-column",
+                    f"{name} is in the header twice (columns {column_letter(seen[name])} and {letter}): keep one",
+                )
+            )
+            return None
+        holders = self.standard.holders_of(name, self.config.ownership)
+        if self.agency.kind not in holders:
+            report.add(
+                Issue(
+                    1,
+                    name,
+                    "not-held",
+                    f"{name} may be shared only by its original holders "
+                    f"({', '.join(holders)}), and {self.agency.id} is a {self.agency.kind} agency "
+                    "(Solihull 1.4.1): remove the column",
+                )
+            )
+            return None
+        return self.standard.columns[name]
+
+    def check_row(self, row: list[str], row_number: int, layout: _Layout, report: Report) -> None:
+        """The exact checks, for a row the fast path did not pass: report every error in it."""
+        if not any(row):
+            report.add(Issue(row_number, None, "blank-row", "is empty: delete the row"))
+            return
+        if len(row) != layout.width:
+            report.add(
+                Issue(
+                    row_number,
+                    None,
+                    "field-count",
+                    f"has {len(row)} cells but the header has "
+                    f"{layout.width}: look for an unquoted comma or a missing cell",
+                )
+            )
+            return
+        present: dict[str, str] = {}
+        for index, column in layout.cells:
+            value = row[index]
+            if not value:
+                if column.required:
+                    report.add(Issue(row_number, column.name, "required", f"{column.name} is required: fill it in"))
+                continue
+            present[column.name] = value
+            failure = column.failure(value) or self.rules.cell(column, value)
+            if failure is not None:
+                report.add(
+                    Issue(row_number, column.name, failure.rule, f"{column.name} {failure.message}", mask(value))
+                )
+        found = self.rules.row(present)
+        if found is not None:
+            column_name, failure = found
+            report.add(Issue(row_number, column_name, failure.rule, failure.message, mask(present[column_name])))
