@@ -1,0 +1,54 @@
+"""Shared fixtures: a throw-away gateway root built from this checkout's schemas and config."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from gateway.model import Period
+from gateway.pipeline import Gateway, check_file
+from gateway.validate import Report
+
+REPO = Path(__file__).resolve().parents[1]
+PERIOD = Period(2026, 10)
+TODAY = date(2026, 11, 21)
+
+
+def make_root(target: Path, toml_extra: str = "", toml: str | None = None) -> Path:
+    """A gateway root in `target` with the shipped schemas and gateway.toml (plus `toml_extra`)."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "schemas", target / "schemas")
+    text = toml if toml is not None else (REPO / "gateway.toml").read_text(encoding="utf-8")
+    (target / "gateway.toml").write_text(text + toml_extra, encoding="utf-8")
+    return target
+
+
+def csv_bytes(rows: Sequence[Sequence[str]], encoding: str = "utf-8", newline: str = "\r\n") -> bytes:
+    """RFC 4180 bytes for `rows` (header first)."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator=newline).writerows(rows)
+    return buffer.getvalue().encode(encoding)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return make_root(tmp_path / "root")
+
+
+@pytest.fixture
+def validate_bytes(root: Path, tmp_path: Path) -> Callable[..., Report]:
+    """Validate `data` as `agency` would send it for 2026-10; returns the Report."""
+    gateway = Gateway.open(root)
+
+    def run(data: bytes, agency: str = "police") -> Report:
+        path = tmp_path / "submission.csv"
+        path.write_bytes(data)
+        return check_file(gateway, path, agency, PERIOD, TODAY)
+
+    return run

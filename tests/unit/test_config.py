@@ -1,0 +1,94 @@
+"""gateway.toml is checked on load: every mistake is reported at once, with its line and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, Limits, resolve_root
+from gateway.errors import ConfigError, UsageError
+from gateway.validate.schema import load_standard
+from tests.conftest import REPO, make_root
+
+STANDARD = load_standard(REPO)
+
+
+def _load(root: Path) -> Config:
+    return Config.load(root, columns=frozenset(STANDARD.columns), kinds=STANDARD.kinds)
+
+
+def test_shipped_config_loads_with_the_demo_agencies() -> None:
+    config = _load(REPO)
+    assert set(config.agencies) == {"police", "probation", "council", "housing", "treatment", "yos"}
+    assert all(agency.kind == agency.id for agency in config.agencies.values())
+    assert config.limits == Limits() and not config.policy.unsafe_allow_formula_cells
+
+
+BROKEN = """\
+[partnership]
+name = "Test"
+
+[agencies.police]
+name = "Police"
+kind = "polis"
+
+[agencies.Bad_Id]
+name = "x"
+kind = "council"
+
+[limits]
+max_rows = -5
+max_cels = 3
+
+[policy]
+unsafe_allow_formula_cells = "yes"
+
+[ownership]
+current_intelligence = ["police", "wizards"]
+shoe_size = ["police"]
+
+[extras]
+"""
+
+
+def test_every_mistake_is_reported_with_its_line(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root", toml=BROKEN)
+    with pytest.raises(ConfigError) as caught:
+        _load(root)
+    message = caught.value.message
+    expected = {
+        6: "kind must be one of",
+        8: "agency id 'Bad_Id'",
+        13: "limits.max_rows must be a whole number above 0",
+        14: "unknown setting 'max_cels'",
+        17: "must be true or false",
+        20: "ownership.current_intelligence must be a list of kinds",
+        21: "unknown column 'shoe_size'",
+        23: "unknown section [extras]",
+    }
+    for line, words in expected.items():
+        assert f"line {line}: " in message and words in message, (line, words, message)
+    assert "8 mistake(s)" in message
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root", toml='[partnership]\nname = "x\n')
+    with pytest.raises(ConfigError, match="line 2"):
+        _load(root)
+
+
+def test_missing_config_says_how_to_point_at_a_root(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--root"):
+        _load(tmp_path)
+
+
+def test_unknown_agency_lists_the_known_ones() -> None:
+    with pytest.raises(UsageError, match="council, housing, police, probation, treatment, yos"):
+        _load(REPO).agency("fire")
+
+
+def test_root_comes_from_argument_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOM_GATEWAY_ROOT", str(tmp_path))
+    assert resolve_root(None) == tmp_path.resolve()
+    assert resolve_root(str(REPO)) == REPO

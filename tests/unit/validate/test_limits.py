@@ -1,0 +1,70 @@
+"""Each limit in gateway.toml stops a file with a clear error instead of exhausting the gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.model import Period
+from gateway.pipeline import Gateway, check_file
+from gateway.validate import Report, mask
+from gateway.validate.report import column_letter
+from tests.conftest import TODAY, csv_bytes, make_root
+
+HEADER = ["forename", "surname", "gender", "date_of_birth", "criminal_history"]
+ROW = ["Ann", "Lee", "F", "01/01/1990", "notes"]
+
+
+def _validate(tmp_path: Path, limits: str, data: bytes) -> Report:
+    root = make_root(tmp_path / "root", toml_extra="")
+    text = (root / "gateway.toml").read_text(encoding="utf-8")
+    start = text.index("[limits]")
+    end = text.index("[policy]")
+    (root / "gateway.toml").write_text(text[:start] + "[limits]\n" + limits + "\n\n" + text[end:], encoding="utf-8")
+    path = tmp_path / "file.csv"
+    path.write_bytes(data)
+    return check_file(Gateway.open(root), path, "police", Period(2026, 10), TODAY)
+
+
+def test_file_size_limit(tmp_path: Path) -> None:
+    data = csv_bytes([HEADER, ROW])
+    report = _validate(tmp_path, f"max_file_bytes = {len(data) - 1}", data)
+    assert [i.rule for i in report.issues] == ["file-too-large"]
+    assert f"{len(data):,} bytes" in report.issues[0].message
+    assert _validate(tmp_path / "ok", f"max_file_bytes = {len(data)}", data).valid
+
+
+def test_row_limit(tmp_path: Path) -> None:
+    report = _validate(tmp_path, "max_rows = 3", csv_bytes([HEADER, ROW, ROW, ROW, ROW]))
+    assert report.counts == {"too-many-rows": 1} and report.rows == 3
+    assert _validate(tmp_path / "ok", "max_rows = 3", csv_bytes([HEADER, ROW, ROW, ROW])).valid
+
+
+def test_cell_limit_stops_reading_at_the_row(tmp_path: Path) -> None:
+    big = [*ROW[:4], "x" * 600]
+    report = _validate(tmp_path, "max_cell_chars = 500", csv_bytes([HEADER, ROW, big, ROW]))
+    assert [(i.row, i.rule) for i in report.issues] == [(3, "cell-too-long")]
+
+
+def test_line_limit_never_holds_a_longer_line(tmp_path: Path) -> None:
+    report = _validate(tmp_path, "max_line_chars = 100", csv_bytes([HEADER, ROW, [*ROW[:4], "y" * 300]]))
+    assert [(i.row, i.rule) for i in report.issues] == [(3, "line-too-long")]
+
+
+def test_reported_errors_are_capped_but_all_counted(tmp_path: Path) -> None:
+    rows = [HEADER] + [["Ann", "Lee", "X", "01/01/1990", ""]] * 30
+    report = _validate(tmp_path, "max_reported_errors = 5", csv_bytes(rows))
+    assert len(report.issues) == 5 and report.counts == {"gender-value": 30} and report.omitted == 25
+    assert "25 more error(s)" in report.to_text()
+
+
+def test_mask_keeps_only_the_shape() -> None:
+    assert mask("BH1 1AA") == "AA9 9AA"
+    assert mask("Siobhán O'Brien") == "Aaaaaaa A'Aaaaa"
+    assert mask("=cmd|' /C calc'!A0") == "=aaa|' /A aaaa'!A9"
+    assert mask("a\tb\nc\x07") == "a\\ta\\na\\x07"
+    long = mask("z" * 10_000)
+    assert long.startswith("a" * 40) and long.endswith("(10,000 characters)") and len(long) < 80
+
+
+def test_column_letters() -> None:
+    assert [column_letter(i) for i in (0, 25, 26, 27, 701, 702)] == ["A", "Z", "AA", "AB", "ZZ", "AAA"]
