@@ -50,14 +50,13 @@ FORMULA = Failure(
 
 def cro_check_letter_ok(value: str) -> bool:
     """True if a CRO number already in NNNNNN/YYC or SFYY/NNNNNC shape carries the right check letter."""
-    if value.startswith("SF"):
-        year, serial, letter = value[2:4], value[5:-1], value[-1]
-        digits = year + serial.zfill(5) if int(year) >= 65 else serial.zfill(6)
+    if value[0] == "S":
+        serial = value[5:-1]
+        number = int(value[2:4] + serial.zfill(5) if int(value[2:4]) >= 65 else serial)
     else:
-        serial, rest = value.split("/")
-        year, letter = rest[:2], rest[2]
-        digits = year + serial.zfill(6)
-    return CRO_LETTERS[int(digits) % 23] == letter
+        slash = value.index("/")
+        number = int(value[slash + 1 : slash + 3]) * 1_000_000 + int(value[:slash])
+    return CRO_LETTERS[number % 23] == value[-1]
 
 
 @dataclass(frozen=True, slots=True)

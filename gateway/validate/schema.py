@@ -27,6 +27,7 @@ _TOP_KEYS = {
     "title",
     "description",
     "x-version",
+    "x-unicode",
     "type",
     "additionalProperties",
     "required",
