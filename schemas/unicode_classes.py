@@ -4,7 +4,7 @@ Table 1 allows names in "letters of any script". Python's `re` (which evaluates 
 patterns) has no \\p{L} or \\p{M}, and its \\w counts superscript digits and Roman numerals as
 word characters, so the classes are spelled out here from the Unicode database:
 
-  LETTER = [^\\W\\d_ + (No and Nl characters that \\w accepts)]   every letter, no number
+  LETTER = [^\\W\\d_A-Za-z + (No, Nl that \\w accepts)]   every non-ASCII letter, no number
   MARK   = [Mn Mc Me]                                              combining marks of any script
 
 Run after a Python upgrade brings a newer Unicode version:  python schemas/unicode_classes.py
@@ -41,13 +41,15 @@ def classes() -> tuple[str, str]:
     """(LETTER, MARK) as regular-expression classes for this Python's Unicode version."""
     numbers = _ranges(lambda c: unicodedata.category(c) in ("No", "Nl") and re.fullmatch(r"\w", c) is not None)
     marks = _ranges(lambda c: unicodedata.category(c).startswith("M"))
-    return f"[^\\W\\d_{numbers}]", f"[{marks}]"
+    return f"[^\\W\\d_A-Za-z{numbers}]", f"[{marks}]"
 
 
 def main() -> None:
     letter, mark = classes()
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
-    # ASCII first: the same set, but most names never reach the long range lists below.
+    # ASCII first, so most names never reach the long range lists; the alternatives are
+    # disjoint (LETTER excludes A-Z a-z, marks are not \\w) so a near miss cannot backtrack
+    # exponentially.
     schema["$defs"]["name"]["pattern"] = f"^(?:[A-Za-z]|{letter})(?:[A-Za-z' .-]|{letter}|{mark}){{0,49}}$"
     schema["properties"]["title"]["pattern"] = f"^(?:[A-Za-z]|{letter})(?:[A-Za-z .'-]|{letter}){{0,19}}$"
     schema["x-unicode"] = unicodedata.unidata_version

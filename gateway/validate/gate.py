@@ -24,7 +24,7 @@ def compile_gate(layout: Sequence[Column | None], *, formula_guard: bool) -> re.
 
 def _cell(column: Column | None, formula_guard: bool) -> str:
     if column is None:
-        return _ANY_CELL
+        return rf"(?>{_ANY_CELL})"
     if column.pattern is not None:
         body = f"(?:{column.pattern.pattern})"
     elif column.enum is not None:
@@ -38,5 +38,6 @@ def _cell(column: Column | None, formula_guard: bool) -> str:
         guards += rf"(?=[^\x00]{{{column.min_length}}})"
     if column.free_text and formula_guard:
         guards += FORMULA_LOOKAHEAD
-    cell = guards + body
-    return cell if column.required else f"(?:{cell})?"
+    cell = guards + body if column.required else f"(?:{guards}{body})?"
+    # Atomic: once a cell has matched up to its boundary, a later failure never re-enters it.
+    return rf"(?>{cell}(?=\x00|\Z))"
