@@ -24,7 +24,7 @@ class Limits:
     max_file_bytes: int = 256 * 1024 * 1024
     max_rows: int = 1_000_000
     max_cell_chars: int = 65_536
-    max_line_chars: int = 1_048_576
+    max_line_bytes: int = 1_048_576
     max_reported_errors: int = 1_000
 
 

@@ -14,8 +14,15 @@ from typing import BinaryIO
 from gateway.config import Config
 from gateway.fsio import open_regular
 from gateway.model import Agency, Period
-from gateway.validate.gate import SEPARATOR, compile_gate
-from gateway.validate.reader import UTF8_BOM, UTF16_BOMS, LineTooLong, bounded_lines, first_bad_byte
+from gateway.validate.gate import Gate
+from gateway.validate.reader import (
+    READ_SIZE,
+    UTF8_BOM,
+    UTF16_BOMS,
+    LineGuard,
+    LineTooLong,
+    first_bad_byte,
+)
 from gateway.validate.report import Issue, Report, column_letter, mask
 from gateway.validate.rules import RowRules
 from gateway.validate.schema import Column, Standard, header_key
@@ -44,7 +51,7 @@ class _Layout:
 
     width: int
     cells: tuple[tuple[int, Column], ...]
-    gate: Callable[[str], object]
+    gate: Gate
     fast: Callable[[Sequence[str]], bool] | None
 
 
@@ -112,9 +119,10 @@ class _Validation:
         stream.seek(0)
         report.encoding = encoding
         csv.field_size_limit(self.limits.max_cell_chars)
-        text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
+        guard = LineGuard(stream, self.limits.max_line_bytes)
+        text = io.TextIOWrapper(io.BufferedReader(guard, READ_SIZE), encoding=encoding, errors="strict", newline="")
         try:
-            self.scan_records(csv.reader(bounded_lines(text, self.limits.max_line_chars), strict=True), report)
+            self.scan_records(csv.reader(text, strict=True), report)
         finally:
             text.detach()
         return report
@@ -129,7 +137,7 @@ class _Validation:
             layout = self.layout(header, report)
             if layout is None:
                 return
-            width, seps, gate, fast = layout.width, layout.width - 1, layout.gate, layout.fast
+            gate, fast = layout.gate, layout.fast
             for row_number, row in enumerate(reader, start=2):
                 if row_number > last_row:
                     report.add(
@@ -142,21 +150,19 @@ class _Validation:
                         )
                     )
                     break
-                if len(row) == width:
-                    joined = SEPARATOR.join(row)
-                    if joined.count(SEPARATOR) == seps and gate(joined) and (fast is None or fast(row)):
-                        continue
+                if gate(row) and (fast is None or fast(row)):
+                    continue
                 self.check_row(row, row_number, layout, report)
         except csv.Error as exc:
             report.add(self.syntax_issue(row_number + 1, str(exc)))
-        except LineTooLong:
+        except LineTooLong as exc:
             report.add(
                 Issue(
-                    row_number + 1,
+                    None,
                     None,
                     "line-too-long",
-                    f"has a line over "
-                    f"{self.limits.max_line_chars:,} characters (limits.max_line_chars): is it really a CSV?",
+                    f"line {exc.line:,} of the file is over {self.limits.max_line_bytes:,} bytes "
+                    "(limits.max_line_bytes); reading stopped there: is it really a CSV?",
                 )
             )
         report.rows = min(row_number, last_row) - 1
@@ -205,7 +211,7 @@ class _Validation:
                 report.add(Issue(1, name, "missing-column", f"required column {name} is not in the header: add it"))
         cells = tuple((index, column) for index, column in enumerate(layout) if column is not None)
         positions = {column.name: index for index, column in cells}
-        gate = compile_gate(layout, formula_guard=not self.rules.allow_formulas).fullmatch
+        gate = Gate(layout, formula_guard=not self.rules.allow_formulas)
         return _Layout(len(header), cells, gate, self.rules.fast(positions))
 
     def header_cell(

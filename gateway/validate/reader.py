@@ -3,25 +3,61 @@
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
-from typing import BinaryIO, TextIO
+import io
+from typing import BinaryIO
 
 UTF8_BOM = codecs.BOM_UTF8
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 CHUNK = 1 << 20
+_CR_TO_LF = bytes.maketrans(b"\r", b"\n")
+READ_SIZE = 1 << 16
 
 
 class LineTooLong(Exception):
-    """A physical line is longer than the configured cap (internal to the validator)."""
+    """Physical line `line` (1-based) of the file is longer than the cap."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
 
 
-def bounded_lines(text: TextIO, limit: int) -> Iterator[str]:
-    """Yield lines of `text`, raising LineTooLong rather than holding a longer one in memory."""
-    readline = text.readline
-    while line := readline(limit):
-        if len(line) >= limit and line[-1] not in "\r\n":
-            raise LineTooLong
-        yield line
+class LineGuard(io.RawIOBase):
+    """Pass a stream's bytes through, raising LineTooLong as soon as a line passes `max_line`
+    bytes, before it is decoded: no longer line is ever held in memory."""
+
+    def __init__(self, raw: BinaryIO, max_line: int) -> None:
+        super().__init__()
+        self.raw, self.max_line = raw, max_line
+        self.open_line = 0
+        self.line = 1
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = int(self.raw.readinto(buffer) or 0)  # type: ignore[attr-defined]
+        if count:
+            self._check_lines(bytes(memoryview(buffer)[:count]))
+        return count
+
+    def _check_lines(self, chunk: bytes) -> None:
+        first = min((i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0), default=-1)
+        last = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+        if first < 0:
+            self.open_line += len(chunk)
+        else:
+            if self.open_line + first > self.max_line:
+                raise LineTooLong(self.line)
+            if last - first > self.max_line:  # a whole line inside this chunk may be too long
+                start = first + 1
+                for segment in chunk[start:last].translate(_CR_TO_LF).split(b"\n"):
+                    if len(segment) > self.max_line:
+                        raise LineTooLong(self.line + chunk.count(b"\n", 0, start))
+                    start += len(segment) + 1
+            self.open_line = len(chunk) - last - 1
+            self.line += chunk.count(b"\n")
+        if self.open_line > self.max_line:
+            raise LineTooLong(self.line)
 
 
 def first_bad_byte(stream: BinaryIO, encoding: str) -> tuple[int, int] | None:

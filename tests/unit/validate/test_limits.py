@@ -46,8 +46,20 @@ def test_cell_limit_stops_reading_at_the_row(tmp_path: Path) -> None:
 
 
 def test_line_limit_never_holds_a_longer_line(tmp_path: Path) -> None:
-    report = _validate(tmp_path, "max_line_chars = 100", csv_bytes([HEADER, ROW, [*ROW[:4], "y" * 300]]))
-    assert [(i.row, i.rule) for i in report.issues] == [(3, "line-too-long")]
+    rows = [HEADER, ROW, [*ROW[:4], "two\nlines"], [*ROW[:4], "y" * 300], ROW]
+    report = _validate(tmp_path, "max_line_bytes = 100", csv_bytes(rows))
+    assert [(i.row, i.rule) for i in report.issues] == [(None, "line-too-long")]
+    assert report.issues[0].message.startswith("line 5 of the file is over 100 bytes")
+
+
+def test_line_limit_across_reads(tmp_path: Path) -> None:
+    # a line longer than one read of the byte guard (64 KiB) but under the cap is fine; over it is not
+    long_row = [*ROW[:4], "z" * 70_000]
+    assert _validate(
+        tmp_path, "max_line_bytes = 80000\nmax_cell_chars = 80000", csv_bytes([HEADER, long_row])
+    ).counts == {"max-length": 1}
+    report = _validate(tmp_path / "b", "max_line_bytes = 69000", csv_bytes([HEADER, ROW, long_row]))
+    assert report.issues[0].message.startswith("line 3 of the file")
 
 
 def test_reported_errors_are_capped_but_all_counted(tmp_path: Path) -> None:
