@@ -29,3 +29,15 @@ class SchemaError(GatewayError):
 
 class InputFileError(GatewayError):
     """A file handed to the gateway cannot be read safely (missing, symlink, not a regular file)."""
+
+
+class CryptoError(GatewayError):
+    """gpg or a cipher refused: a bad signature, a wrong password, a tampered package, a missing key."""
+
+
+class VaultError(GatewayError):
+    """The password vault cannot be opened or changed (wrong passphrase, damaged file)."""
+
+
+class PolicyError(GatewayError):
+    """A request breaks the partnership's policy (a weak password, a marking below the floor)."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,3 +36,40 @@ def open_regular(path: Path) -> tuple[BinaryIO, int]:
         raise InputFileError(f"{str(path)!r} is not a regular file (a folder, FIFO or device): name a CSV file")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb"), info.st_size
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or link inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_target(path: Path, mode: int = 0o600) -> Iterator[Path]:
+    """Yield a private temp path beside `path`; on success fsync it and rename it over `path`.
+
+    On an exception the temp file is removed and `path` is untouched: a reader never sees a
+    half-written file.
+    """
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = Path(name)
+    try:
+        os.fchmod(fd, mode)
+        os.close(fd)
+        yield temp
+        with temp.open("rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` to `path` atomically and durably (temp file, fsync, rename, fsync folder)."""
+    with atomic_target(path, mode) as temp, temp.open("wb") as handle:
+        handle.write(data)

@@ -1,0 +1,619 @@
+"""OpenPGP through GnuPG: the only module that runs python-gnupg or the gpg binary.
+
+Every decision is taken from gpg's machine-readable status lines (`[GNUPG:] VALIDSIG …`), never from
+its English messages, and every file gpg writes goes through `fsio.atomic_target`, so a reader never
+sees half a package and a failed decryption leaves nothing behind.
+
+Threat-model notes:
+- python-gnupg reads status lines from stderr (`--status-fd 2`), the stream gpg also logs to; a log
+  line carrying attacker text (a file name, a user id) could be taken for a status line, which is how
+  SigSpoof (CVE-2018-12020) forged good signatures. gpg's log therefore goes to /dev/null.
+- Trust is membership: a public key is in a keyring only because an admin registered it, so gpg's
+  web of trust is not consulted; revocation and expiry still are.
+- Nothing here touches the network (`--disable-dirmngr`, local key location only) or asks for a
+  passphrase (`--pinentry-mode error`: gateway and demo keys are unprotected; the folder is the guard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import stat
+import subprocess
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import gnupg
+
+from gateway.errors import CryptoError
+from gateway.fsio import atomic_target, open_regular
+
+GPG_BINARY = "/usr/bin/gpg"
+GPGCONF_BINARY = "/usr/bin/gpgconf"
+MAX_SIGNATURE_BYTES = 64 * 1024  # a detached signature is a few hundred bytes
+MAX_KEY_BYTES = 1024 * 1024  # a public key with many certifications stays far below this
+ALGORITHMS = ("ed25519", "rsa3072")
+
+_OPTIONS = (
+    "--log-file",
+    "/dev/null",
+    "--disable-dirmngr",
+    "--auto-key-locate",
+    "local",
+    "--no-auto-key-retrieve",
+    "--pinentry-mode",
+    "error",
+)
+_HEX40 = re.compile(r"[0-9A-F]{40}")
+_EMAIL = re.compile(r"[^@\s<>()]+@[^@\s<>()]+\.[^@\s<>()]+")
+_PUBKEY_ALGOS = {"1": "rsa", "2": "rsa", "3": "rsa", "16": "elgamal", "17": "dsa"}
+_INVALID_KEY_REASONS = {
+    "1": "not in this keyring",
+    "4": "revoked",
+    "5": "expired",
+    "9": "unusable here: its secret key is not in this keyring",
+    "13": "disabled",
+}
+
+Status = tuple[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """An OpenPGP v4 fingerprint: 40 upper-case hex digits or it is never built."""
+
+    value: str
+
+    def __post_init__(self) -> None:
+        if not _HEX40.fullmatch(self.value):
+            raise CryptoError(
+                f"{self.value[:80]!r} is not an OpenPGP fingerprint: expected 40 hexadecimal digits"
+                " (spaces allowed), as `gpg --fingerprint` prints them"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Fingerprint:
+        """Read a fingerprint written with spaces or in lower case; raise CryptoError naming the form."""
+        compact = "".join(text.split()).upper()
+        if not _HEX40.fullmatch(compact):
+            raise CryptoError(
+                f"{text[:80]!r} is not an OpenPGP fingerprint: expected 40 hexadecimal digits"
+                " (spaces allowed), as `gpg --fingerprint` prints them"
+            )
+        return cls(compact)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What a keyring knows about one primary key. `can_sign`/`can_encrypt` mean usable now."""
+
+    fingerprint: Fingerprint
+    user_ids: tuple[str, ...]
+    algorithm: str
+    created: datetime
+    expires: datetime | None
+    revoked: bool
+    expired: bool
+    has_secret: bool
+    can_sign: bool
+    can_encrypt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureCheck:
+    """The verdict on one signature; `problem` says why it is not valid, for a person to read.
+
+    `valid` means a good signature by a key in this keyring that is neither revoked nor expired now
+    (gpg's EXPKEYSIG/REVKEYSIG are judged at verification time: fail closed). `fingerprint` is the
+    primary key's, also for a signing subkey; it is None when gpg could not identify the key.
+    """
+
+    valid: bool
+    fingerprint: Fingerprint | None
+    signed_at: datetime | None
+    problem: str | None
+
+
+class Keyring:
+    """One GnuPG home (created 0700 if missing) and the one python-gnupg object that drives it."""
+
+    def __init__(self, home: Path) -> None:
+        """Open or create the keyring folder `home`.
+
+        Raises CryptoError if `home` is not a folder or others may read it, or gpg cannot run.
+        """
+        self._home = _private_folder(home)
+        try:
+            self._gpg: Any = gnupg.GPG(gpgbinary=GPG_BINARY, gnupghome=str(self._home), options=list(_OPTIONS))
+        except (OSError, ValueError) as exc:
+            raise CryptoError(f"gpg cannot run on keyring {str(self._home)!r} ({exc}): install GnuPG 2.2+") from None
+
+    def stop_agent(self) -> None:
+        """Stop the gpg-agent serving this home, before the home is deleted (a stale agent would
+        answer for a new home made at the same path)."""
+        subprocess.run(
+            [GPGCONF_BINARY, "--homedir", str(self._home), "--kill", "all"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+
+    @property
+    def home(self) -> Path:
+        """The GnuPG home folder."""
+        return self._home
+
+    def generate(
+        self,
+        name: str,
+        email: str,
+        *,
+        algorithm: str = "ed25519",
+        expire_days: int | None = 730,
+        comment: str = "",
+    ) -> Fingerprint:
+        """Make an unprotected key pair: a signing primary key and an encryption subkey.
+
+        Raises ValueError for an unknown algorithm or a non-positive `expire_days`; CryptoError for a
+        name, e-mail or comment gpg would misread, or if gpg fails.
+        """
+        params = _key_parameters(algorithm, expire_days) + _identity_parameters(name, email, comment)
+        text = "".join(f"{key}: {value}\n" for key, value in params) + "%no-protection\n%commit\n"
+        # bytes, not str: python-gnupg would encode text as Latin-1 and mangle "Siobhán" in the user id
+        result = self._gpg.gen_key(text.encode("utf-8"))
+        created = [args for code, args in _statuses(result) if code == "KEY_CREATED" and len(args) >= 2]
+        if _returncode(result) != 0 or not created:
+            raise CryptoError(f"gpg could not generate a key for {email!r}: check that {str(self._home)!r} is writable")
+        return Fingerprint.parse(created[-1][1])
+
+    def import_public(self, armored: bytes) -> tuple[Fingerprint, ...]:
+        """Add public keys (or revocation certificates) and return the fingerprints they touched.
+
+        Raises CryptoError if the data holds secret key material, or nothing could be imported.
+        """
+        if len(armored) > MAX_KEY_BYTES:
+            raise CryptoError(f"the key file is larger than {MAX_KEY_BYTES} bytes: export only the officer's key")
+        if _has_secret_material(self._gpg.scan_keys_mem(armored)):
+            raise CryptoError(
+                "the key file contains secret key material: send only the public key (gpg --armor --export FINGERPRINT)"
+                " and treat this private key as compromised"
+            )
+        result = self._gpg.import_keys(armored)
+        statuses = _statuses(result)
+        touched = [args[1] for code, args in statuses if code == "IMPORT_OK" and len(args) >= 2]
+        if _count(statuses, "IMPORT_RES", 8) > 0:
+            touched += _revoked_by_import(statuses)
+        if _returncode(result) != 0 or not touched:
+            raise CryptoError(
+                "nothing was imported: the data is not an OpenPGP public key; export it with gpg --armor --export"
+            )
+        return tuple(Fingerprint.parse(fpr) for fpr in dict.fromkeys(touched))
+
+    def export_public(self, fingerprint: Fingerprint) -> str:
+        """The armored public key.
+
+        Raises CryptoError if the keyring has no such key.
+        """
+        armored = self._gpg.export_keys(str(fingerprint), armor=True)
+        if not isinstance(armored, str) or "BEGIN PGP PUBLIC KEY BLOCK" not in armored:
+            raise CryptoError(_unknown_key(fingerprint))
+        return armored
+
+    def key(self, fingerprint: Fingerprint) -> KeyInfo:
+        """Describe one primary key.
+
+        Raises CryptoError if the keyring has no primary key with this fingerprint.
+        """
+        for info in self._key_infos([str(fingerprint)]):
+            if info.fingerprint == fingerprint:
+                return info
+        raise CryptoError(_unknown_key(fingerprint))
+
+    def keys(self) -> tuple[KeyInfo, ...]:
+        """Describe every primary key in the keyring."""
+        return self._key_infos(None)
+
+    def sign_detached(self, data: Path, signer: Fingerprint) -> bytes:
+        """Return a binary detached signature of the file `data`, made by `signer` (gpg reads the file).
+
+        Raises CryptoError if `signer` has no usable secret key here; InputFileError/UsageError for a
+        missing, linked or special file.
+        """
+        _require_regular(data)
+        # "--output -": given a file name, gpg would otherwise write FILE.sig beside the submission
+        args = ["--local-user", str(signer), "--output", "-", "--", _argv_path(data)]
+        result = self._gpg.sign_file(io.BytesIO(b""), detach=True, binary=True, extra_args=args)
+        statuses = _statuses(result)
+        made = [fields for code, fields in statuses if code == "SIG_CREATED" and len(fields) >= 6 and fields[0] == "D"]
+        if _returncode(result) != 0 or not made or not isinstance(result.data, bytes) or not result.data:
+            raise CryptoError(_signer_problem(statuses, signer))
+        self._require_own_key(Fingerprint.parse(made[-1][5]), signer)
+        return bytes(result.data)
+
+    def verify_detached(self, data: Path, signature: Path) -> SignatureCheck:
+        """Check a detached signature (binary .sig or armored .asc) over the file `data`.
+
+        Never raises for a bad, unknown or malformed signature: the verdict is in the result.
+        Raises InputFileError/UsageError only if either file is missing, a link or not a regular file.
+        """
+        _require_regular(data)
+        handle, size = open_regular(signature)
+        with handle:
+            if size > MAX_SIGNATURE_BYTES:
+                return SignatureCheck(False, None, None, _not_a_signature(f"{size} bytes is too large"))
+            blob = handle.read(MAX_SIGNATURE_BYTES)
+        result = self._gpg.verify_file(io.BytesIO(blob), data_filename=_argv_path(data))
+        return _signature_check(_statuses(result), _returncode(result), missing=_not_a_signature("no signature found"))
+
+    def encrypt_file(
+        self,
+        source: Path,
+        target: Path,
+        *,
+        recipients: Sequence[Fingerprint],
+        signer: Fingerprint,
+        literal_name: str,
+        compress_level: int = 1,
+    ) -> None:
+        """Encrypt `source` (AES-256, binary OpenPGP) to every recipient, signed by `signer`, into `target`.
+
+        gpg reads `source` itself, so memory does not grow with the file; `target` appears whole or not
+        at all. Raises ValueError for a bad `literal_name` or `compress_level`; CryptoError if there are
+        no recipients, a recipient key is unknown, revoked or expired, or the signer has no secret key.
+        """
+        _check_literal_name(literal_name)
+        if not 0 <= compress_level <= 9:
+            raise ValueError(f"compress_level must be 0-9, not {compress_level}")
+        if not recipients:
+            raise CryptoError("no recipients for this package: register an active officer key for the agency")
+        _require_regular(source)
+        args = ["--sign", "--local-user", str(signer), "--cipher-algo", "AES256"]
+        args += ["--compress-level", str(compress_level), "--set-filename", literal_name, "--", _argv_path(source)]
+        with atomic_target(target) as temp:
+            result = self._gpg.encrypt_file(
+                io.BytesIO(b""),
+                [str(fpr) for fpr in recipients],
+                armor=False,
+                always_trust=True,  # registered keys are trusted by membership; revoked/expired still fail
+                output=str(temp),
+                extra_args=args,
+            )
+            statuses = _statuses(result)
+            made = [fields for code, fields in statuses if code == "SIG_CREATED" and len(fields) >= 6]
+            if _returncode(result) != 0 or not result.ok or not made:
+                raise CryptoError(self._encrypt_problem(statuses, signer))
+            self._require_own_key(Fingerprint.parse(made[-1][5]), signer)
+
+    def decrypt_file(
+        self,
+        source: Path,
+        target: Path,
+        *,
+        signers: Collection[Fingerprint] | None = None,
+    ) -> SignatureCheck:
+        """Decrypt the OpenPGP file `source` into `target`; return the check of its embedded signature.
+
+        The plaintext is written beside `target` and renamed only once gpg reports a complete, intact
+        decryption; on any failure no file is left. With `signers`, the signature must also be valid
+        and made by one of those primary keys, or nothing is kept. Raises CryptoError for a tampered,
+        damaged or unencrypted file, one not encrypted to a key here, or (with `signers`) a bad signer.
+        """
+        _require_regular(source)
+        with atomic_target(target) as temp:
+            result = self._gpg.decrypt_file(io.BytesIO(b""), output=str(temp), extra_args=["--", _argv_path(source)])
+            statuses = _statuses(result)
+            _require_decrypted(statuses, _returncode(result), source)
+            check = _signature_check(statuses, 0, missing="the package is not signed")
+            if signers is not None and not (check.valid and check.fingerprint in signers):
+                raise CryptoError(
+                    f"{source.name!r} is not signed by a gateway key this keyring accepts"
+                    f" ({check.problem or 'signed by another key'}): import the gateway's current public key"
+                )
+        return check
+
+    def _key_infos(self, patterns: list[str] | None) -> tuple[KeyInfo, ...]:
+        secret = frozenset(str(key.get("fingerprint", "")) for key in self._gpg.list_keys(secret=True))
+        now = datetime.now(UTC)
+        return tuple(_key_info(raw, secret, now) for raw in self._gpg.list_keys(keys=patterns))
+
+    def _encrypt_problem(self, statuses: list[Status], signer: Fingerprint) -> str:
+        """Why encryption failed, for a person; gpg 2.2 often gives reason 0 for a revoked recipient."""
+        for code, args in statuses:
+            if code != "INV_RECP" or len(args) < 2:
+                continue
+            reason = _INVALID_KEY_REASONS.get(args[0], "unusable")
+            recipient = _fingerprint_or_none(args[1])
+            info = next((k for k in self._key_infos([args[1]]) if k.fingerprint == recipient), None)
+            if info is None:
+                reason = _INVALID_KEY_REASONS["1"]
+            elif info.revoked or info.expired:
+                reason = "revoked" if info.revoked else "expired"
+            elif not info.can_encrypt:
+                reason = "without a usable encryption subkey"
+            return f"recipient key {args[1]} is {reason}: import the officer's current key or remove the officer"
+        return _signer_problem(statuses, signer)
+
+    def _require_own_key(self, used: Fingerprint, signer: Fingerprint) -> None:
+        """Raise CryptoError unless `used` is `signer` or one of its subkeys."""
+        if used == signer:
+            return
+        for raw in self._gpg.list_keys(keys=[str(signer)]):
+            subkeys = {str(sub[2]) for sub in raw.get("subkeys", [])}
+            if raw.get("fingerprint") == str(signer) and str(used) in subkeys:
+                return
+        raise CryptoError(f"gpg signed with key {used}, not with {signer}: check the gateway key configuration")
+
+
+# --- keyring folder and arguments ---------------------------------------------------------------
+
+
+def _private_folder(home: Path) -> Path:
+    """Create `home` with mode 0700, or check an existing one is a private folder; raise CryptoError."""
+    home = home.absolute()
+    with contextlib.suppress(FileExistsError):
+        home.mkdir(mode=0o700, parents=True)  # the umask can only narrow this
+    info = home.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise CryptoError(f"keyring {str(home)!r} is not a folder: point the gateway at a folder of its own")
+    if info.st_mode & 0o077:
+        raise CryptoError(f"keyring {str(home)!r} is open to other users: run chmod 700 {str(home)!r}")
+    return home
+
+
+def _argv_path(path: Path) -> str:
+    """An absolute path for gpg's argv: it never starts with '-' and so is never read as an option."""
+    return os.path.abspath(path)
+
+
+def _require_regular(path: Path) -> None:
+    """Raise UsageError/InputFileError unless `path` is a regular file reached without a final symlink."""
+    handle, _ = open_regular(path)
+    handle.close()
+
+
+def _check_literal_name(name: str) -> None:
+    """Raise ValueError unless `name` is a plain file name a recipient's gpg could safely use."""
+    if not name or name in {".", ".."} or len(name.encode("utf-8")) > 255:
+        raise ValueError(f"literal_name {name!r} must be a file name of 1-255 bytes")
+    if any(ch in "/\\" or ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise ValueError(f"literal_name {name!r} must not contain a path separator or control character")
+
+
+# --- key generation ------------------------------------------------------------------------------
+
+
+def _key_parameters(algorithm: str, expire_days: int | None) -> list[tuple[str, str]]:
+    """gpg batch parameters for the key types; raise ValueError for anything else."""
+    if expire_days is not None and expire_days < 1:
+        raise ValueError(f"expire_days must be at least 1 (or None for no expiry), not {expire_days}")
+    expiry = [("Expire-Date", "0" if expire_days is None else f"{expire_days}d")]
+    if algorithm == "ed25519":
+        return [
+            ("Key-Type", "eddsa"),
+            ("Key-Curve", "ed25519"),
+            ("Key-Usage", "sign"),
+            ("Subkey-Type", "ecdh"),
+            ("Subkey-Curve", "cv25519"),
+            ("Subkey-Usage", "encrypt"),
+            *expiry,
+        ]
+    if algorithm == "rsa3072":
+        return [
+            ("Key-Type", "RSA"),
+            ("Key-Length", "3072"),
+            ("Key-Usage", "sign"),
+            ("Subkey-Type", "RSA"),
+            ("Subkey-Length", "3072"),
+            ("Subkey-Usage", "encrypt"),
+            *expiry,
+        ]
+    raise ValueError(f"unknown key algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
+
+
+def _identity_parameters(name: str, email: str, comment: str) -> list[tuple[str, str]]:
+    """The user id as batch parameters; raise CryptoError for text that would break the parameter file."""
+    for label, value, banned in (("name", name, "<>"), ("comment", comment, "()")):
+        if any(ord(ch) < 32 or ord(ch) == 127 or ch in banned for ch in value):
+            raise CryptoError(
+                f"the {label} {value!r} contains a line break, control character or one of {banned!r}: use plain text"
+            )
+    if len(name.strip()) < 2:
+        raise CryptoError(f"the name {name!r} is too short: give the officer's full name")
+    if not _EMAIL.fullmatch(email):
+        raise CryptoError(f"{email!r} is not an e-mail address: write it as name@agency.example")
+    params = [("Name-Real", name.strip()), ("Name-Email", email)]
+    return params + ([("Name-Comment", comment.strip())] if comment.strip() else [])
+
+
+# --- reading gpg's answers -------------------------------------------------------------------------
+
+
+def _statuses(result: Any) -> list[Status]:
+    """gpg's status lines, in order. Empty if python-gnupg could not read them (then every check fails)."""
+    text = getattr(result, "stderr", None)
+    if not isinstance(text, str):
+        return []
+    lines = (line[len("[GNUPG:] ") :].split() for line in text.splitlines() if line.startswith("[GNUPG:] "))
+    return [(parts[0], tuple(parts[1:])) for parts in lines if parts]
+
+
+def _returncode(result: Any) -> int:
+    """gpg's exit status; -1 if unknown."""
+    code = getattr(result, "returncode", None)
+    return code if isinstance(code, int) else -1
+
+
+def _count(statuses: list[Status], code: str, index: int) -> int:
+    """Integer field `index` of the last `code` line, 0 if absent."""
+    for found, args in reversed(statuses):
+        if found == code and len(args) > index and args[index].isdigit():
+            return int(args[index])
+    return 0
+
+
+def _revoked_by_import(statuses: list[Status]) -> list[str]:
+    """Keys a revocation certificate applied to: it yields no IMPORT_OK, only KEY_CONSIDERED lines.
+
+    Only those before IMPORT_RES count; after it, gpg's trust-database check considers other keys.
+    """
+    considered: list[str] = []
+    for code, args in statuses:
+        if code == "IMPORT_RES":
+            break
+        if code == "KEY_CONSIDERED" and args:
+            considered.append(args[0])
+    return considered
+
+
+def _has_secret_material(scanned: Any) -> bool:
+    """Whether a dry-run import listing shows a secret primary key or secret subkey."""
+    for key in scanned:
+        subkeys = key.get("subkey_info", {}).values()
+        if key.get("type") == "sec" or any(sub.get("type") == "ssb" for sub in subkeys):
+            return True
+    return False
+
+
+def _timestamp(text: str) -> datetime | None:
+    """A status-line time: seconds since the epoch or ISO 8601 basic (`20260101T120000`); UTC."""
+    if "T" in text:
+        try:
+            return datetime.strptime(text, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            return None
+    return datetime.fromtimestamp(int(text), UTC) if text.isdigit() and int(text) > 0 else None
+
+
+def _fingerprint_or_none(text: str) -> Fingerprint | None:
+    try:
+        return Fingerprint.parse(text)
+    except CryptoError:
+        return None
+
+
+def _signature_check(statuses: list[Status], returncode: int, *, missing: str) -> SignatureCheck:
+    """Judge the signatures in `statuses`: exactly one, good, by a live key; `missing` if there is none."""
+    groups: list[dict[str, tuple[str, ...]]] = []
+    for code, args in statuses:
+        if code == "NEWSIG":
+            groups.append({})
+        elif groups:
+            groups[-1].setdefault(code, args)
+    if not groups:
+        return SignatureCheck(False, None, None, missing)
+    if len(groups) > 1:
+        return SignatureCheck(False, None, None, "more than one signature: sign the file with one key only")
+    return _one_signature(groups[0], returncode)
+
+
+def _one_signature(codes: Mapping[str, tuple[str, ...]], returncode: int) -> SignatureCheck:
+    """The verdict for one signature's status codes (BADSIG, ERRSIG, REVKEYSIG, EXPKEYSIG, VALIDSIG…)."""
+    valid_args = codes.get("VALIDSIG", ())
+    primary = _fingerprint_or_none(valid_args[9] if len(valid_args) > 9 else valid_args[0]) if valid_args else None
+    signed_at = _timestamp(valid_args[2]) if len(valid_args) > 2 else None
+    if "BADSIG" in codes:
+        return SignatureCheck(False, None, None, "the file was changed after it was signed (BAD signature)")
+    if "ERRSIG" in codes:
+        args = codes["ERRSIG"]
+        key_id = args[0] if args else "?"
+        when = _timestamp(args[4]) if len(args) > 4 else None
+        if "NO_PUBKEY" in codes or (len(args) > 5 and args[5] == "9"):
+            problem = f"no public key for this signature (key ID {key_id}): the signer is not registered"
+        else:
+            problem = f"the signature cannot be checked (gpg error {args[5] if len(args) > 5 else '?'}): sign again"
+        return SignatureCheck(False, None, when, problem)
+    if "REVKEYSIG" in codes:
+        return SignatureCheck(False, primary, signed_at, "the signing key is revoked: the officer must rekey")
+    if "EXPKEYSIG" in codes:
+        return SignatureCheck(False, primary, signed_at, "the signing key has expired: the officer must renew it")
+    if "EXPSIG" in codes:
+        return SignatureCheck(False, primary, signed_at, "the signature has expired: sign the file again")
+    if "GOODSIG" in codes and primary is not None and returncode == 0:
+        return SignatureCheck(True, primary, signed_at, None)
+    return SignatureCheck(False, None, None, _not_a_signature("gpg could not check it"))
+
+
+def _not_a_signature(detail: str) -> str:
+    return f"not an OpenPGP signature ({detail}): sign with gpg --detach-sign FILE"
+
+
+def _require_decrypted(statuses: list[Status], returncode: int, source: Path) -> None:
+    """Raise CryptoError unless gpg decrypted a public-key-encrypted message completely and intact."""
+    codes = {code for code, _ in statuses}
+    intact = {"BEGIN_DECRYPTION", "DECRYPTION_OKAY", "GOODMDC", "END_DECRYPTION"} <= codes
+    if returncode == 0 and intact and not codes & {"DECRYPTION_FAILED", "BADMDC"}:
+        return
+    name = source.name
+    if "NO_SECKEY" in codes and "DECRYPTION_OKAY" not in codes:
+        key_ids = sorted({args[0] for code, args in statuses if code == "ENC_TO" and args})
+        raise CryptoError(
+            f"{name!r} is not encrypted to a key in this keyring (it names {', '.join(key_ids) or 'no key'}),"
+            " or it is damaged: pull it with the officer key it was sent to"
+        )
+    if "NEED_PASSPHRASE_SYM" in codes:
+        raise CryptoError(f"{name!r} is encrypted with a password, not to a key: open it with the agency password")
+    if "BEGIN_DECRYPTION" in codes or "ENC_TO" in codes:
+        raise CryptoError(
+            f"{name!r} failed its integrity check: it was damaged or tampered with; nothing was kept,"
+            " ask the sender to send it again"
+        )
+    raise CryptoError(f"{name!r} is not an OpenPGP encrypted file: nothing was decrypted")
+
+
+def _signer_problem(statuses: list[Status], signer: Fingerprint) -> str:
+    for code, args in statuses:
+        if code == "INV_SGNR" and args:
+            reason = _INVALID_KEY_REASONS.get(args[0], f"unusable (gpg reason {args[0]})")
+            return f"signing key {signer} is {reason}: use a current gateway key (iom-gateway keys list)"
+    return f"gpg could not sign with key {signer}: check it with iom-gateway keys list"
+
+
+def _unknown_key(fingerprint: Fingerprint) -> str:
+    return f"no key {fingerprint} in this keyring: import the officer's public key first (iom-gateway keys import)"
+
+
+# --- key listings ----------------------------------------------------------------------------------
+
+
+def _algorithm(raw: Mapping[str, Any]) -> str:
+    """`ed25519`, `rsa3072`, … for a listing row (curve name for ECC keys, family + length otherwise)."""
+    curve = str(raw.get("curve") or "")
+    if curve:
+        return curve
+    family = _PUBKEY_ALGOS.get(str(raw.get("algo")), f"algo{raw.get('algo')}")
+    return f"{family}{raw.get('length', '')}"
+
+
+def _epoch(text: Any) -> datetime | None:
+    value = str(text or "")
+    return _timestamp(value) if value else None
+
+
+def _key_info(raw: Mapping[str, Any], secret: frozenset[str], now: datetime) -> KeyInfo:
+    """A KeyInfo from one python-gnupg listing row (gpg's colon format, fixed-list-mode)."""
+    fingerprint = Fingerprint.parse(str(raw["fingerprint"]))
+    expires = _epoch(raw.get("expires"))
+    capabilities = str(raw.get("cap", ""))  # upper case: usable by the key as a whole right now
+    validity = str(raw.get("trust", ""))
+    # python-gnupg decodes gpg's UTF-8 listing as Latin-1; undo that for names such as "Siobhán"
+    user_ids = tuple(uid.encode("latin-1", "replace").decode("utf-8", "replace") for uid in raw.get("uids", []))
+    return KeyInfo(
+        fingerprint=fingerprint,
+        user_ids=user_ids,
+        algorithm=_algorithm(raw),
+        created=_epoch(raw.get("date")) or datetime.fromtimestamp(0, UTC),
+        expires=expires,
+        revoked=validity == "r",
+        expired=validity == "e" or (expires is not None and expires <= now),
+        has_secret=str(fingerprint) in secret,
+        can_sign="S" in capabilities,
+        can_encrypt="E" in capabilities,
+    )

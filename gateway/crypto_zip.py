@@ -1,0 +1,275 @@
+"""AES-256 ZIP packages (WinZip AE-2, Deflate) holding exactly one file: the only user of pyzipper.
+
+Recipients open them with 7-Zip (or WinZip); Info-ZIP `unzip` and the Windows Explorer cannot
+open AES ZIPs at all. Both directions stream in 1 MiB chunks: memory does not grow with the file.
+
+The reader accepts only the exact layout the writer makes (one local header, the encrypted data,
+an optional data descriptor, one central directory entry, the end record, nothing else) and
+compares every header byte against that layout. The WinZip AES authentication code covers only
+the encrypted data, so this is what makes a change to *any* byte of a package an error.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import unicodedata
+import zlib
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+import pyzipper
+
+from gateway.errors import CryptoError, InputFileError
+from gateway.secret import Secret
+
+CHUNK = 1 << 20
+# pyzipper (like zipfile) switches to ZIP64 above 2 GiB - 1. We write no ZIP64, so the layout stays
+# fixed; the cap leaves room for Deflate's worst-case growth (about 0.03%) and the headers.
+MAX_MEMBER_BYTES = 2_000_000_000
+MAX_NAME_CHARS = 200
+
+_LOCAL = struct.Struct("<4s2B4HL2L2H")
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+_END = struct.Struct("<4s4H2LH")
+_DESCRIPTOR = struct.Struct("<4s3L")
+_LOCAL_SIG, _CENTRAL_SIG, _END_SIG, _DESCRIPTOR_SIG = b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06", b"PK\x07\x08"
+_ENCRYPTED, _HAS_DESCRIPTOR, _UTF8_NAME = 0x0001, 0x0008, 0x0800
+_AES_METHOD = 99
+_AE_2 = 2  # WinZip AES version 2: no CRC, which would leak a hash of the plaintext
+_VERSION, _UNIX = 20, 3
+_EXTERNAL_ATTR = 0o600 << 16
+# WinZip AES extra field: id 0x9901, 7 bytes, AE-2, vendor "AE", strength 3 (256 bits), Deflate.
+_AES_EXTRA = struct.pack("<3H2sBH", 0x9901, 7, _AE_2, b"AE", 3, pyzipper.ZIP_DEFLATED)
+_SALT_AND_VERIFIER, _AUTH_CODE = 16 + 2, 10
+_MAX_CENTRAL = _CENTRAL.size + 4 * MAX_NAME_CHARS + len(_AES_EXTRA)
+
+CANNOT_OPEN = "the password does not open this package: ask your agency's PDO for the current password"
+NOT_A_PACKAGE = (
+    "this file is not an iom-gateway ZIP package (not a ZIP file, or cut short): "
+    "ask the sending gateway's admin to deliver it again"
+)
+NOT_AES = (
+    "the package is not AES-256 encrypted (it is unencrypted or uses the broken ZipCrypto): "
+    "refusing it; ask the sending gateway's admin to deliver it again"
+)
+
+
+def _name_problem(name: str) -> str | None:
+    """Why `name` is not a plain file name, or None if it is."""
+    if not name or len(name) > MAX_NAME_CHARS:
+        return f"it must have 1 to {MAX_NAME_CHARS} characters"
+    if any(c in name for c in "/\\:") or ".." in name:
+        return "it must not hold '/', '\\', ':' or '..'"
+    if name.startswith("."):
+        return "it must not start with '.'"
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        return "it must not hold NUL, control or invisible format characters"
+    return None
+
+
+def _password_bytes(password: Secret) -> bytes:
+    if not password:
+        raise ValueError("an AES ZIP package needs a non-empty password")
+    return password.reveal().encode("utf-8")
+
+
+def _new_member(member: str) -> Any:  # pyzipper ships no types
+    info = pyzipper.zipfile_aes.AESZipInfo(member, date_time=time.localtime()[:6])
+    info.compress_type = pyzipper.ZIP_DEFLATED
+    info.create_system = _UNIX
+    info.external_attr = _EXTERNAL_ATTR
+    return info
+
+
+def _copy_capped(source: BinaryIO, sink: IO[bytes]) -> None:
+    total = 0
+    while chunk := source.read(CHUNK):
+        total += len(chunk)
+        if total > MAX_MEMBER_BYTES:
+            raise InputFileError(
+                f"the file is larger than {MAX_MEMBER_BYTES:,} bytes, the most an AES ZIP package holds: "
+                "deliver it by OpenPGP, or split it"
+            )
+        sink.write(chunk)
+
+
+def write_aes_zip(source: BinaryIO, target: BinaryIO, *, member: str, password: Secret) -> None:
+    """Stream `source` into `target` as an AES-256 (AE-2) ZIP holding the single file `member`.
+
+    `target` may be seekable (sizes are patched into the local header) or not (a pipe: sizes go
+    in a data descriptor after the data); it is flushed, not closed. On an error `target` holds
+    a partial package: discard it.
+
+    Raises ValueError for a `member` that is not a plain file name or an empty password,
+    InputFileError for a source over MAX_MEMBER_BYTES, OSError when reading or writing fails.
+    """
+    problem = _name_problem(member)
+    if problem is not None:
+        raise ValueError(f"member name {member!r} is not a plain file name: {problem}")
+    secret = _password_bytes(password)
+    with pyzipper.AESZipFile(target, "w", compression=pyzipper.ZIP_DEFLATED, allowZip64=False) as archive:
+        archive.setpassword(secret)
+        archive.setencryption(pyzipper.WZ_AES, nbits=256, force_wz_aes_version=_AE_2)
+        with archive.open(_new_member(member), "w") as sink:
+            _copy_capped(source, sink)
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """The free fields of the one central directory entry; every other header byte is fixed."""
+
+    name: str
+    descriptor: bool
+    dostime: int
+    dosdate: int
+    compressed: int
+    size: int
+
+    @property
+    def raw_name(self) -> bytes:
+        return self.name.encode("ascii" if self.name.isascii() else "utf-8")
+
+    @property
+    def flags(self) -> int:
+        utf8 = 0 if self.name.isascii() else _UTF8_NAME
+        return _ENCRYPTED | utf8 | (_HAS_DESCRIPTOR if self.descriptor else 0)
+
+
+def _damaged(detail: str) -> CryptoError:
+    return CryptoError(
+        f"the package is damaged, was altered, or was not made by iom-gateway ({detail}): "
+        "do not use it; ask the sending gateway's admin to deliver it again"
+    )
+
+
+def _read_at(source: BinaryIO, offset: int, size: int) -> bytes:
+    source.seek(offset)
+    data = source.read(size)
+    if len(data) != size:
+        raise _damaged("it is cut short")
+    return data
+
+
+def _central_offset(source: BinaryIO, end: int) -> tuple[int, int]:
+    """Check the end record; return the central directory's offset and size."""
+    if end < _LOCAL.size + _CENTRAL.size + _END.size:
+        raise CryptoError(NOT_A_PACKAGE)
+    sig, disk, cd_disk, here, total, cd_size, cd_offset, comment = _END.unpack(
+        _read_at(source, end - _END.size, _END.size)
+    )
+    if sig != _END_SIG:
+        raise CryptoError(NOT_A_PACKAGE)
+    if here != 1 or total != 1:
+        raise CryptoError(
+            f"the package holds {total} files, not exactly one: it was not made by iom-gateway; "
+            "do not open it with another tool, and tell the gateway admin"
+        )
+    if (disk, cd_disk, comment) != (0, 0, 0) or cd_offset + cd_size + _END.size != end or cd_size > _MAX_CENTRAL:
+        raise _damaged("the end record does not match the layout")
+    return cd_offset, cd_size
+
+
+def _decode_name(raw: bytes, flags: int) -> str:
+    try:
+        name = raw.decode("utf-8" if flags & _UTF8_NAME else "ascii")
+    except UnicodeDecodeError:
+        raise CryptoError("the package's file name is not valid text: refusing it; tell the gateway admin") from None
+    problem = _name_problem(name)
+    if problem is not None:
+        raise CryptoError(
+            f"the package's file name {name!r} is not a plain file name ({problem}): refusing it, "
+            "as it could write outside the folder; tell the gateway admin"
+        )
+    return name
+
+
+def _central_member(entry: bytes) -> _Member:
+    """Parse the central directory entry: refuse other encryption and unsafe names."""
+    fields = _CENTRAL.unpack_from(entry)
+    flags, method, dostime, dosdate = fields[5:9]
+    compressed, size, name_len, extra_len, comment_len = fields[10:15]
+    if fields[0] != _CENTRAL_SIG or _CENTRAL.size + name_len + extra_len + comment_len != len(entry):
+        raise _damaged("the central directory is malformed")
+    if not flags & _ENCRYPTED or method != _AES_METHOD:
+        raise CryptoError(NOT_AES)
+    name = _decode_name(entry[_CENTRAL.size : _CENTRAL.size + name_len], flags)
+    return _Member(name, bool(flags & _HAS_DESCRIPTOR), dostime, dosdate, compressed, size)
+
+
+def _expected_central(m: _Member) -> bytes:
+    fixed = (_VERSION, _UNIX, _VERSION, 0, m.flags, _AES_METHOD, m.dostime, m.dosdate, 0, m.compressed, m.size)
+    counts = (len(m.raw_name), len(_AES_EXTRA), 0, 0, 0, _EXTERNAL_ATTR, 0)
+    return _CENTRAL.pack(_CENTRAL_SIG, *fixed, *counts) + m.raw_name + _AES_EXTRA
+
+
+def _expected_local(m: _Member) -> bytes:
+    sizes = (0, 0) if m.descriptor else (m.compressed, m.size)
+    fields = (_VERSION, 0, m.flags, _AES_METHOD, m.dostime, m.dosdate, 0, *sizes, len(m.raw_name), len(_AES_EXTRA))
+    return _LOCAL.pack(_LOCAL_SIG, *fields) + m.raw_name + _AES_EXTRA
+
+
+def _inspect(source: BinaryIO) -> _Member:
+    """Check that every header byte of `source` is where and what the writer puts there."""
+    end = source.seek(0, os.SEEK_END)
+    cd_offset, cd_size = _central_offset(source, end)
+    entry = _read_at(source, cd_offset, cd_size)
+    member = _central_member(entry)
+    if entry != _expected_central(member) or member.size > MAX_MEMBER_BYTES:
+        raise _damaged("the central directory holds unexpected values")
+    local = _expected_local(member)
+    if _read_at(source, 0, len(local)) != local:
+        raise _damaged("the local header does not match the central directory")
+    data_end = len(local) + member.compressed
+    descriptor = _DESCRIPTOR.pack(_DESCRIPTOR_SIG, 0, member.compressed, member.size) if member.descriptor else b""
+    if member.compressed < _SALT_AND_VERIFIER + _AUTH_CODE or data_end + len(descriptor) != cd_offset:
+        raise _damaged("the data does not fill the space the headers give it")
+    if _read_at(source, data_end, len(descriptor)) != descriptor:
+        raise _damaged("the data descriptor does not match the central directory")
+    return member
+
+
+def _copy_plaintext(archive: pyzipper.AESZipFile, member: _Member, secret: bytes, target: BinaryIO) -> None:
+    try:
+        plaintext = archive.open(member.name, "r", pwd=secret)
+    except RuntimeError:  # pyzipper's only signal for a wrong password (verifier mismatch)
+        raise CryptoError(CANNOT_OPEN) from None
+    except pyzipper.BadZipFile:
+        raise _damaged("the local header does not match the central directory") from None
+    written = 0
+    with plaintext:
+        try:
+            while chunk := plaintext.read(CHUNK):
+                target.write(chunk)
+                written += len(chunk)
+        except pyzipper.BadZipFile:
+            raise _damaged("the authentication code does not match the data") from None
+        except (zlib.error, EOFError):
+            raise _damaged("the compressed data is corrupt") from None
+    if written != member.size:
+        raise _damaged("the file is not the length the headers give")
+
+
+def read_aes_zip(source: BinaryIO, *, password: Secret, target: BinaryIO) -> str:
+    """Check the package in `source` (seekable), stream its one file into `target`; return its name.
+
+    The authentication code is checked only at the end of the data: on any error `target` may
+    already hold unauthenticated partial plaintext, and the caller must discard it.
+
+    Raises CryptoError for a wrong password, any altered or damaged byte, not exactly one file,
+    a file name that is not a plain name, a file that is not AES-encrypted, or not a ZIP at all;
+    ValueError for an unseekable source or an empty password; OSError when reading or writing fails.
+    """
+    if not source.seekable():
+        raise ValueError("read_aes_zip needs a seekable source: pass a file opened 'rb'")
+    secret = _password_bytes(password)
+    member = _inspect(source)
+    source.seek(0)
+    try:
+        archive = pyzipper.AESZipFile(source, "r")
+    except pyzipper.BadZipFile:
+        raise _damaged("pyzipper cannot read its directory") from None
+    with archive:
+        _copy_plaintext(archive, member, secret, target)
+    return member.name
