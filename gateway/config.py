@@ -9,10 +9,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError, UsageError
-from gateway.model import AGENCY_ID, Agency
+from gateway.errors import ConfigError, GatewayError, UsageError
+from gateway.marking import Level, Marking, Scheme
+from gateway.model import AGENCY_ID, Agency, Delivery
+from gateway.secret import Secret
 
 ROOT_ENV = "IOM_GATEWAY_ROOT"
+VAULT_ENV = "IOM_GATEWAY_VAULT_PASSPHRASE"
+CREDENTIAL_NAME = "vault-passphrase"
 CONFIG_NAME = "gateway.toml"
 EVERY_KIND = "*"
 
@@ -35,6 +39,35 @@ class Policy:
     unsafe_allow_formula_cells: bool = False
 
 
+PROTOCOL_MIN_PASSWORD = 8
+DEFAULT_FLOOR = Marking(Level.PROTECT, "PERSONAL")
+
+
+@dataclass(frozen=True, slots=True)
+class Passwords:
+    """AES-ZIP password settings: the policy floor is the protocol's (Solihull ISP 4.3.2)."""
+
+    min_length: int = PROTOCOL_MIN_PASSWORD
+    generated_length: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Submissions:
+    """How long a CSV may wait for its signature, and how old a signature may be."""
+
+    pairing_timeout_seconds: int = 300
+    signature_max_age_hours: int = 72
+    clock_skew_seconds: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class Packages:
+    """Packages expire after `expiry_days`; OpenPGP uses zlib level `compress_level`."""
+
+    expiry_days: int = 35
+    compress_level: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A checked gateway.toml: build it with `Config.load`."""
@@ -42,6 +75,14 @@ class Config:
     root: Path
     partnership: str
     agencies: Mapping[str, Agency]
+    purpose: str = ""
+    legal_basis: str = ""
+    marking: Marking = DEFAULT_FLOOR
+    banner: bool = True
+    passwords: Passwords = field(default_factory=Passwords)
+    submissions: Submissions = field(default_factory=Submissions)
+    packages: Packages = field(default_factory=Packages)
+    vault_passphrase_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
     policy: Policy = field(default_factory=Policy)
     ownership: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -55,6 +96,35 @@ class Config:
             raise UsageError(
                 f"agency {agency_id!r} is not in {CONFIG_NAME} (agencies: {known}): use one of those ids"
             ) from None
+
+    def recipients(self, sender: Agency) -> tuple[Agency, ...]:
+        """The agencies that receive `sender`'s files: its route, or every other partner."""
+        ids = sender.route or tuple(a for a in self.agencies if a != sender.id)
+        return tuple(self.agencies[a] for a in ids)
+
+    def vault_passphrase(self) -> Secret:
+        """The vault passphrase: ${VAULT_ENV}, a systemd credential, or [vault] passphrase_file (0600).
+
+        Raises ConfigError naming the three places when none is set, or a file others can read.
+        """
+        value = os.environ.get(VAULT_ENV)
+        if value:
+            return Secret(value)
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        candidates = [Path(credentials) / CREDENTIAL_NAME] if credentials else []
+        if self.vault_passphrase_file is not None:
+            candidates.append(self.vault_passphrase_file)
+        for path in candidates:
+            if path.is_file():
+                if path.stat().st_mode & 0o077:
+                    raise ConfigError(
+                        f"{str(path)!r} is readable by others: chmod 600 it (it holds the vault passphrase)"
+                    )
+                return Secret(path.read_text(encoding="utf-8").strip())
+        raise ConfigError(
+            f"no vault passphrase: set {VAULT_ENV}, pass a systemd credential named {CREDENTIAL_NAME!r}, "
+            "or set [vault] passphrase_file in gateway.toml to a 0600 file"
+        )
 
     @classmethod
     def load(cls, root: Path, *, columns: frozenset[str], kinds: frozenset[str]) -> Config:
@@ -79,6 +149,9 @@ class Config:
         config = checker.config(root, data, columns, kinds)
         checker.raise_problems()
         return config
+
+
+_ZERO_OK = frozenset({"pairing_timeout_seconds", "clock_skew_seconds", "compress_level"})
 
 
 def resolve_root(arg: str | None) -> Path:
@@ -110,17 +183,53 @@ class _Checker:
             raise ConfigError(f"{str(self.path)!r} has {len(self.problems)} mistake(s):\n{listed}")
 
     def config(self, root: Path, data: dict[str, Any], columns: frozenset[str], kinds: frozenset[str]) -> Config:
-        for section in sorted(set(data) - {"partnership", "limits", "policy", "agencies", "ownership"}):
+        known = {
+            "partnership",
+            "marking",
+            "passwords",
+            "submissions",
+            "packages",
+            "vault",
+            "limits",
+            "policy",
+            "agencies",
+            "ownership",
+        }
+        for section in sorted(set(data) - known):
             self.problem(section, f"unknown section [{section}]: remove it or check its spelling")
         partnership = self.table(data, "partnership")
         name = partnership.get("name")
         if not isinstance(name, str) or not name.strip():
             self.problem("partnership", '[partnership] needs name = "…" (the partnership\'s name)')
             name = ""
+        for key in sorted(set(partnership) - {"name", "purpose", "legal_basis"}):
+            self.problem(
+                f"partnership.{key}", f"unknown setting {key!r} in [partnership]: known are name, purpose, legal_basis"
+            )
+        marking, banner = self.marking(self.table(data, "marking"))
+        passwords = self.dataclass_table(Passwords, self.table(data, "passwords"), "passwords")
+        if passwords.min_length < PROTOCOL_MIN_PASSWORD:
+            self.problem(
+                "passwords.min_length", "passwords.min_length cannot go below the protocol's 8 (Solihull 4.3.2)"
+            )
+        if passwords.generated_length < 24:
+            self.problem("passwords.generated_length", "passwords.generated_length must be at least 24")
+        packages = self.dataclass_table(Packages, self.table(data, "packages"), "packages")
+        if packages.compress_level > 9:
+            self.problem("packages.compress_level", "packages.compress_level must be 0 (none) to 9")
+        agencies = self.agencies(self.table(data, "agencies"), kinds)
         return Config(
             root=root,
             partnership=name,
-            agencies=self.agencies(self.table(data, "agencies"), kinds),
+            purpose=str(partnership.get("purpose", "")),
+            legal_basis=str(partnership.get("legal_basis", "")),
+            marking=marking,
+            banner=banner,
+            passwords=passwords,
+            submissions=self.dataclass_table(Submissions, self.table(data, "submissions"), "submissions"),
+            packages=packages,
+            vault_passphrase_file=self.vault_file(root, self.table(data, "vault")),
+            agencies=agencies,
             limits=self.dataclass_table(Limits, self.table(data, "limits"), "limits"),
             policy=self.dataclass_table(Policy, self.table(data, "policy"), "policy"),
             ownership=self.ownership(self.table(data, "ownership"), columns, kinds),
@@ -145,10 +254,11 @@ class _Checker:
                     values[key] = value
                 else:
                     self.problem(where, f"{section}.{key} must be true or false")
-            elif isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            elif isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key in _ZERO_OK else 1):
                 values[key] = value
             else:
-                self.problem(where, f"{section}.{key} must be a whole number above 0")
+                lowest = "0 or more" if key in _ZERO_OK else "above 0"
+                self.problem(where, f"{section}.{key} must be a whole number {lowest}")
         return kind(**values)
 
     def agencies(self, table: dict[str, Any], kinds: frozenset[str]) -> dict[str, Agency]:
@@ -163,16 +273,65 @@ class _Checker:
             if not isinstance(entry, dict):
                 self.problem(where, f"agencies.{agency_id} must be a table [agencies.{agency_id}]")
                 continue
-            for key in sorted(set(entry) - {"name", "kind"}):
+            for key in sorted(set(entry) - {"name", "kind", "delivery", "route"}):
                 self.problem(f"{where}.{key}", f"unknown setting {key!r} for agency {agency_id!r}")
             name, kind = entry.get("name"), entry.get("kind")
             if not isinstance(name, str) or not name.strip():
                 self.problem(where, f'agency {agency_id!r} needs name = "…"')
             if kind not in kinds:
                 self.problem(f"{where}.kind", f"agency {agency_id!r} kind must be one of {', '.join(sorted(kinds))}")
+            delivery = entry.get("delivery", Delivery.GPG.value)
+            if delivery not in {d.value for d in Delivery}:
+                self.problem(f"{where}.delivery", f'agency {agency_id!r} delivery must be "gpg" or "aes-zip"')
+                delivery = Delivery.GPG.value
+            route = entry.get("route", [])
+            if not isinstance(route, list) or not all(isinstance(r, str) for r in route):
+                self.problem(f"{where}.route", f"agency {agency_id!r} route must be a list of agency ids")
+                route = []
             if isinstance(name, str) and isinstance(kind, str):
-                agencies[agency_id] = Agency(agency_id, name, kind)
+                agencies[agency_id] = Agency(agency_id, name, kind, Delivery(delivery), tuple(route))
+        for agency in agencies.values():
+            for target in agency.route:
+                if target not in agencies or target == agency.id:
+                    self.problem(
+                        f"agencies.{agency.id}.route",
+                        f"agency {agency.id!r} routes to {target!r}, which is not another agency of this partnership",
+                    )
         return agencies
+
+    def marking(self, table: dict[str, Any]) -> tuple[Marking, bool]:
+        for key in sorted(set(table) - {"scheme", "floor", "descriptor", "banner"}):
+            self.problem(f"marking.{key}", f"unknown setting {key!r} in [marking]")
+        scheme = table.get("scheme", Scheme.GPMS.value)
+        if scheme not in {s.value for s in Scheme}:
+            self.problem("marking.scheme", 'marking.scheme must be "gpms" or "gsc"')
+            scheme = Scheme.GPMS.value
+        floor = table.get("floor", "PROTECT")
+        try:
+            level = Level.parse(str(floor))
+        except GatewayError as exc:
+            self.problem("marking.floor", exc.message)
+            level = Level.PROTECT
+        descriptor = table.get("descriptor", "PERSONAL")
+        if not isinstance(descriptor, str) or (descriptor and not descriptor.replace("-", "").isalnum()):
+            self.problem("marking.descriptor", "marking.descriptor must be a word such as PERSONAL")
+            descriptor = "PERSONAL"
+        banner = table.get("banner", True)
+        if not isinstance(banner, bool):
+            self.problem("marking.banner", "marking.banner must be true or false")
+            banner = True
+        return Marking(level, descriptor.upper(), Scheme(scheme)), banner
+
+    def vault_file(self, root: Path, table: dict[str, Any]) -> Path | None:
+        for key in sorted(set(table) - {"passphrase_file"}):
+            self.problem(f"vault.{key}", f"unknown setting {key!r} in [vault]")
+        value = table.get("passphrase_file")
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problem("vault.passphrase_file", "vault.passphrase_file must be a path")
+            return None
+        return root / value
 
     def ownership(
         self, table: dict[str, Any], columns: frozenset[str], kinds: frozenset[str]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -44,10 +45,20 @@ class Period:
         return f"{self.year:04d}-{self.month:02d}"
 
 
+class Delivery(enum.Enum):
+    """How packages reach an agency: OpenPGP to its officers' keys, or an AES-256 ZIP."""
+
+    GPG = "gpg"
+    AES_ZIP = "aes-zip"
+
+
 @dataclass(frozen=True, slots=True)
 class Agency:
-    """A partner agency: `id` names its folders, `kind` decides which columns it may send."""
+    """A partner agency: `id` names its folders, `kind` decides which columns it may send,
+    `route` lists the agencies that receive its files."""
 
     id: str
     name: str
     kind: str
+    delivery: Delivery = Delivery.GPG
+    route: tuple[str, ...] = ()

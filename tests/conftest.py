@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.context import Root
 from gateway.model import Period
-from gateway.pipeline import Gateway, check_file
+from gateway.pipeline import check_file
 from gateway.validate import Report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def validate_bytes(root: Path, tmp_path: Path) -> Callable[..., Report]:
     """Validate `data` as `agency` would send it for 2026-10; returns the Report."""
-    gateway = Gateway.open(root)
+    gateway = Root.open(root)
 
     def run(data: bytes, agency: str = "police") -> Report:
         path = tmp_path / "submission.csv"

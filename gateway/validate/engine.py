@@ -38,7 +38,23 @@ def validate_file(
     """
     stream, size = open_regular(path)
     with stream:
-        return _Validation(path, agency, config, standard, RowRules(period, today, _formulas(config))).run(stream, size)
+        return validate_stream(stream, size, path, agency, config, standard, period=period, today=today)
+
+
+def validate_stream(
+    stream: BinaryIO,
+    size: int,
+    name: Path,
+    agency: Agency,
+    config: Config,
+    standard: Standard,
+    *,
+    period: Period,
+    today: date,
+) -> Report:
+    """Like validate_file, for a file the caller has already opened safely (read from its start)."""
+    stream.seek(0)
+    return _Validation(name, agency, config, standard, RowRules(period, today, _formulas(config))).run(stream, size)
 
 
 def _formulas(config: Config) -> bool:

@@ -68,18 +68,23 @@ def test_text_report_names_row_column_rule_and_fix() -> None:
     assert "B91 1AA" not in result.stdout
 
 
-def test_demo_runs_every_sample_and_succeeds() -> None:
+def test_demo_plays_the_whole_exchange() -> None:
     result = _run("demo")
     assert result.returncode == 0, result.stderr
-    for name, counts in EXPECTED.items():
-        assert f"== {name}: {'rejected' if counts else 'valid'}" in result.stdout
+    assert "delivered police-good-2026-10.csv from police-do (7 rows, PROTECT-PERSONAL) to 5 agencies" in result.stdout
+    assert "rejected  police-forged-2026-10.csv at authenticate" in result.stdout
+    assert "rejected  probation-invalid-rows-2026-10.csv at validate" in result.stdout
+    assert "pulled/housing/PROTECT-PERSONAL__police__2026-10__" in result.stdout
+    pulled = sorted((REPO / "demo" / "pulled").rglob("*.csv"))
+    assert len(pulled) == 3 and all(p.stat().st_mode & 0o777 == 0o600 for p in pulled)
 
 
 def test_help_lists_only_built_commands() -> None:
     result = _run("--help")
     assert result.returncode == 0
     commands = result.stdout.split("commands:")[1]
-    assert re.findall(r"^ {4}(\S+)", commands, re.MULTILINE) == ["validate", "demo"]
+    built = ["validate", "init", "demo", "run", "submit", "pull", "officers", "keys"]
+    assert re.findall(r"^ {4}(\S+)", commands, re.MULTILINE) == built
 
 
 def test_python_dash_m_works() -> None:

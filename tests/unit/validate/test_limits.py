@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.context import Root
 from gateway.model import Period
-from gateway.pipeline import Gateway, check_file
+from gateway.pipeline import check_file
 from gateway.validate import Report, mask
 from gateway.validate.report import column_letter
 from tests.conftest import TODAY, csv_bytes, make_root
@@ -22,7 +23,7 @@ def _validate(tmp_path: Path, limits: str, data: bytes) -> Report:
     (root / "gateway.toml").write_text(text[:start] + "[limits]\n" + limits + "\n\n" + text[end:], encoding="utf-8")
     path = tmp_path / "file.csv"
     path.write_bytes(data)
-    return check_file(Gateway.open(root), path, "police", Period(2026, 10), TODAY)
+    return check_file(Root.open(root), path, "police", Period(2026, 10), TODAY)
 
 
 def test_file_size_limit(tmp_path: Path) -> None:

@@ -1,0 +1,149 @@
+"""The demo: a fresh demo root, good and bad submissions, one gateway run, two recipients pulling."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.admin import export_password, init_root
+from gateway.context import Root
+from gateway.crypto_gpg import Fingerprint, Keyring
+from gateway.errors import UsageError
+from gateway.fsio import atomic_write_bytes
+from gateway.pipeline import OUTBOX, SAMPLES, Delivered, Duplicate, Rejected, Waiting, process_once, submit
+from gateway.recipient import pull
+
+MARKER = ".iom-gateway-demo-root"
+
+
+def run_demo(folder: Path, say: Callable[[str], None]) -> int:
+    """Play the whole exchange in `folder` (recreated); return the number of surprises (0 is success)."""
+    if folder.exists():
+        if not (folder / MARKER).exists():
+            raise UsageError(f"{str(folder)!r} exists and is not a demo root: remove it or run elsewhere")
+        for home in [folder / "keys" / "gnupg", *(folder / "keys").glob("demo-*/*"), folder / "keys" / "demo-forger"]:
+            if (home / "pubring.kbx").exists():
+                Keyring(home).stop_agent()
+        shutil.rmtree(folder)
+    folder.mkdir(mode=0o700, parents=True)
+    (folder / MARKER).write_text("made by iom-gateway demo; deleted by the next demo run\n", encoding="utf-8")
+    result = init_root(folder, demo=True)
+    root = Root.open(folder)
+    samples = folder / SAMPLES
+    say(
+        f"1. Created a demo root at {folder}: {len(root.config.agencies)} agencies, {len(result.officers)} officers "
+        f"with their own GnuPG homes under keys/demo-officers/, gateway key {result.gateway_key[-16:]}."
+    )
+    today = datetime.now(UTC).date()
+    submit(
+        root,
+        samples / "police-good-2026-10.csv",
+        agency_id="police",
+        officer_id="police-do",
+        marking=None,
+        gnupghome=None,
+        today=today,
+    )
+    submit(
+        root,
+        samples / "housing-good-windows-1252-2026-10.csv",
+        agency_id="housing",
+        officer_id="housing-pdo",
+        marking="RESTRICTED",
+        gnupghome=None,
+        today=today,
+    )
+    _drop_signed(root, samples / "probation-invalid-rows-2026-10.csv", "probation", "probation-do")
+    forger = Keyring(folder / "keys" / "demo-forger")
+    forged = forger.generate("Not An Officer", "forger@demo.invalid", comment="DEMO KEY, never for real data")
+    _drop_signed(
+        root,
+        samples / "police-good-2026-10.csv",
+        "police",
+        None,
+        name="police-forged-2026-10.csv",
+        keyring=forger,
+        fingerprint=forged,
+    )
+    say(
+        "2. Submitted: police-do's good file, housing-pdo's Windows-1252 file (marked RESTRICTED), a probation "
+        "file with invalid rows, and a police file signed by a key nobody registered."
+    )
+    outcomes = process_once(root, datetime.now(UTC))
+    say("3. Ran the gateway once:")
+    surprises = 0
+    for outcome in outcomes:
+        if isinstance(outcome, Delivered):
+            say(
+                f"   delivered {outcome.name} from {outcome.officer} ({outcome.rows} rows, {outcome.marking}) "
+                f"to {len(outcome.packages)} agencies"
+            )
+        elif isinstance(outcome, Rejected):
+            say(f"   rejected  {outcome.name} at {outcome.stage}: {outcome.reasons[0]}")
+            say(f"             report: {outcome.report.relative_to(folder)}")
+        elif isinstance(outcome, Duplicate | Waiting):
+            say(f"   {type(outcome).__name__.lower()} {outcome.name}")
+    delivered = sum(isinstance(o, Delivered) for o in outcomes)
+    rejected = sum(isinstance(o, Rejected) for o in outcomes)
+    surprises += (delivered != 2) + (rejected != 2)
+    pulled = folder / "pulled"
+    (pulled / "probation-do").mkdir(mode=0o700, parents=True)
+    (pulled / "housing").mkdir(mode=0o700, parents=True)
+    got = pull(
+        root,
+        "probation",
+        pulled / "probation-do",
+        officer="probation-do",
+        gnupghome=None,
+        password_file=None,
+        raw=False,
+        again=False,
+    )
+    export_password(root, "housing", folder / "keys" / "housing-password.txt")
+    got_zip = pull(
+        root,
+        "housing",
+        pulled / "housing",
+        officer="housing-pdo",
+        gnupghome=None,
+        password_file=folder / "keys" / "housing-password.txt",
+        raw=False,
+        again=False,
+    )
+    say(
+        f"4. probation-do pulled {sum(p.written is not None for p in got)} file(s) with their own key; housing "
+        f"pulled {sum(p.written is not None for p in got_zip)} AES-256 ZIP package(s) with the password the admin "
+        "exported to keys/housing-password.txt:"
+    )
+    for item in [*got, *got_zip]:
+        if item.written is not None:
+            say(f"   {item.written.relative_to(folder)}")
+    # probation receives both good files; housing receives police's (its own is not routed back to it)
+    surprises += (sum(p.written is not None for p in got) != 2) + (sum(p.written is not None for p in got_zip) != 1)
+    say(
+        f"5. Look at: inbox/ (encrypted packages and signed manifests), quarantine/ (rejected files, encrypted), "
+        f"outbox/*/rejected/ (reports), state/audit.jsonl (every step). All under {folder}."
+    )
+    return surprises
+
+
+def _drop_signed(
+    root: Root,
+    source: Path,
+    agency: str,
+    officer: str | None,
+    *,
+    name: str | None = None,
+    keyring: Keyring | None = None,
+    fingerprint: Fingerprint | None = None,
+) -> None:
+    """Put a file and its detached signature straight into an outbox, as a scheduled export would."""
+    if officer is not None:
+        keyring = Keyring(root.demo_home(officer))
+        fingerprint = Fingerprint.parse(root.registry.get(officer).fingerprint)
+    assert keyring is not None and fingerprint is not None  # noqa: S101 (one of the two is given)
+    target = root.path / OUTBOX / agency / (name or source.name)
+    atomic_write_bytes(target.with_name(target.name + ".sig"), keyring.sign_detached(source, fingerprint))
+    atomic_write_bytes(target, source.read_bytes())

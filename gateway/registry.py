@@ -1,0 +1,166 @@
+"""The register of Designated Officers (DO) and Primary Designated Officers (PDO)."""
+
+from __future__ import annotations
+
+import enum
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.errors import UsageError
+
+OFFICER_ID = re.compile(r"[a-z][a-z0-9-]{1,63}")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+class Role(enum.Enum):
+    DO = "DO"
+    PDO = "PDO"
+
+
+@dataclass(frozen=True, slots=True)
+class Officer:
+    """A registered officer and the fingerprint of their current OpenPGP key."""
+
+    id: str
+    agency: str
+    role: Role
+    name: str
+    email: str
+    fingerprint: str
+    status: str
+    demo: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "agency": self.agency,
+            "role": self.role.value,
+            "name": self.name,
+            "email": self.email,
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+        }
+
+
+def slug(text: str) -> str:
+    """`Karen Doyle` -> `karen-doyle`."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+class Registry:
+    """Officers in the state database; every change is also an audit event (recorded by the caller)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.db = connection
+
+    def add(self, officer: Officer) -> Officer:
+        """Register `officer`; raise UsageError for a taken id or fingerprint or a malformed field."""
+        if not OFFICER_ID.fullmatch(officer.id):
+            raise UsageError(f"officer id {officer.id!r} must be lower-case letters, digits and '-'")
+        if not EMAIL.fullmatch(officer.email):
+            raise UsageError(f"{officer.email!r} is not an e-mail address: give the officer's secure address")
+        if not officer.name.strip():
+            raise UsageError("the officer needs a name (--name)")
+        now = _now()
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute(
+                    "INSERT INTO officers (id, agency, role, name, email, fingerprint, status, demo, created, changed)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+                    (
+                        officer.id,
+                        officer.agency,
+                        officer.role.value,
+                        officer.name,
+                        officer.email,
+                        officer.fingerprint,
+                        int(officer.demo),
+                        now,
+                        now,
+                    ),
+                )
+                self.db.execute(
+                    "INSERT INTO officer_keys (fingerprint, officer, added) VALUES (?, ?, ?)",
+                    (officer.fingerprint, officer.id, now),
+                )
+        except sqlite3.IntegrityError:
+            raise UsageError(
+                f"officer {officer.id!r} or key {officer.fingerprint} is already registered: "
+                "choose another --id, or use `officers rekey` for a new key"
+            ) from None
+        return self.get(officer.id)
+
+    def get(self, officer_id: str) -> Officer:
+        """The officer called `officer_id`; raise UsageError naming `officers list`."""
+        row = self.db.execute("SELECT * FROM officers WHERE id = ?", (officer_id,)).fetchone()
+        if row is None:
+            raise UsageError(f"no officer {officer_id!r} in the register: see `iom-gateway officers list`")
+        return _officer(row)
+
+    def all(self, agency: str | None = None) -> list[Officer]:
+        """Every officer (of `agency`), by agency then id."""
+        if agency is None:
+            rows = self.db.execute("SELECT * FROM officers ORDER BY agency, id").fetchall()
+        else:
+            rows = self.db.execute("SELECT * FROM officers WHERE agency = ? ORDER BY id", (agency,)).fetchall()
+        return [_officer(row) for row in rows]
+
+    def by_fingerprint(self, fingerprint: str) -> Officer | None:
+        """The officer whose current key has `fingerprint`, or None."""
+        row = self.db.execute("SELECT * FROM officers WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return None if row is None else _officer(row)
+
+    def revoke(self, officer_id: str) -> Officer:
+        """Mark the officer revoked: their signatures are refused from now on."""
+        officer = self.get(officer_id)
+        if not officer.active:
+            raise UsageError(f"officer {officer_id!r} is already revoked")
+        self.db.execute("UPDATE officers SET status = 'revoked', changed = ? WHERE id = ?", (_now(), officer_id))
+        return self.get(officer_id)
+
+    def rekey(self, officer_id: str, fingerprint: str) -> Officer:
+        """Make `fingerprint` the officer's current key; the old one is retired (kept for history)."""
+        officer = self.get(officer_id)
+        if not officer.active:
+            raise UsageError(f"officer {officer_id!r} is revoked: register a new officer instead")
+        now = _now()
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("UPDATE officer_keys SET retired = ? WHERE fingerprint = ?", (now, officer.fingerprint))
+                self.db.execute(
+                    "INSERT INTO officer_keys (fingerprint, officer, added) VALUES (?, ?, ?)",
+                    (fingerprint, officer_id, now),
+                )
+                self.db.execute(
+                    "UPDATE officers SET fingerprint = ?, changed = ? WHERE id = ?", (fingerprint, now, officer_id)
+                )
+        except sqlite3.IntegrityError:
+            raise UsageError(
+                f"key {fingerprint} is already registered to an officer: each officer needs their own key"
+            ) from None
+        return self.get(officer_id)
+
+
+def _officer(row: sqlite3.Row) -> Officer:
+    return Officer(
+        row["id"],
+        row["agency"],
+        Role(row["role"]),
+        row["name"],
+        row["email"],
+        row["fingerprint"],
+        row["status"],
+        bool(row["demo"]),
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
