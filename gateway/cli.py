@@ -25,7 +25,7 @@ from gateway.context import Root
 from gateway.demo import run_demo
 from gateway.errors import GatewayError, UsageError
 from gateway.model import Period
-from gateway.pipeline import Delivered, Duplicate, Rejected, check_file, now_utc, process_once, submit
+from gateway.pipeline import Rejected, check_file, now_utc, process_once, submit
 from gateway.recipient import pull
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -224,18 +224,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     outcomes = process_once(_open(args), now_utc())
     for outcome in outcomes:
-        if isinstance(outcome, Delivered):
-            print(
-                f"delivered {outcome.agency}/{outcome.name}: {outcome.rows} rows, {outcome.marking}, "
-                f"to {', '.join(p.parent.name for p in outcome.packages)}"
-            )
-        elif isinstance(outcome, Rejected):
-            print(f"rejected  {outcome.agency}/{outcome.name} at {outcome.stage}: {outcome.reasons[0]}")
+        print(outcome.summary)
+        if isinstance(outcome, Rejected):
             print(f"          report: {outcome.report}")
-        elif isinstance(outcome, Duplicate):
-            print(f"duplicate {outcome.agency}/{outcome.name}: already delivered as {outcome.original}")
-        else:
-            print(f"waiting   {outcome.agency}/{outcome.name}: no signature yet")
     if not outcomes:
         print("nothing to process")
     return EXIT_REFUSED if any(isinstance(o, Rejected) for o in outcomes) else EXIT_OK

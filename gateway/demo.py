@@ -12,7 +12,7 @@ from gateway.context import Root
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.errors import UsageError
 from gateway.fsio import atomic_write_bytes
-from gateway.pipeline import OUTBOX, SAMPLES, Delivered, Duplicate, Rejected, Waiting, process_once, submit
+from gateway.pipeline import OUTBOX, SAMPLES, Delivered, Rejected, process_once, submit
 from gateway.recipient import pull
 
 MARKER = ".iom-gateway-demo-root"
@@ -75,16 +75,9 @@ def run_demo(folder: Path, say: Callable[[str], None]) -> int:
     say("3. Ran the gateway once:")
     surprises = 0
     for outcome in outcomes:
-        if isinstance(outcome, Delivered):
-            say(
-                f"   delivered {outcome.name} from {outcome.officer} ({outcome.rows} rows, {outcome.marking}) "
-                f"to {len(outcome.packages)} agencies"
-            )
-        elif isinstance(outcome, Rejected):
-            say(f"   rejected  {outcome.name} at {outcome.stage}: {outcome.reasons[0]}")
+        say(f"   {outcome.summary}")
+        if isinstance(outcome, Rejected):
             say(f"             report: {outcome.report.relative_to(folder)}")
-        elif isinstance(outcome, Duplicate | Waiting):
-            say(f"   {type(outcome).__name__.lower()} {outcome.name}")
     delivered = sum(isinstance(o, Delivered) for o in outcomes)
     rejected = sum(isinstance(o, Rejected) for o in outcomes)
     surprises += (delivered != 2) + (rejected != 2)

@@ -5,6 +5,7 @@ intake -> authenticate -> validate -> mark -> seal -> deliver -> record.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -60,6 +61,12 @@ class Delivered:
     rows: int
     packages: tuple[Path, ...]
 
+    @property
+    def summary(self) -> str:
+        recipients = ", ".join(p.parent.name for p in self.packages)
+        what = f"{self.rows} rows, {self.marking}"
+        return f"delivered {self.agency}/{self.name} from {self.officer}: {what}, to {recipients}"
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
@@ -69,6 +76,10 @@ class Rejected:
     reasons: tuple[str, ...]
     report: Path
 
+    @property
+    def summary(self) -> str:
+        return f"rejected  {self.agency}/{self.name} at {self.stage}: {self.reasons[0]}"
+
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
@@ -76,11 +87,19 @@ class Duplicate:
     name: str
     original: str
 
+    @property
+    def summary(self) -> str:
+        return f"duplicate {self.agency}/{self.name}: already delivered as {self.original}"
+
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
     agency: str
     name: str
+
+    @property
+    def summary(self) -> str:
+        return f"waiting   {self.agency}/{self.name}: no signature yet"
 
 
 Outcome = Delivered | Rejected | Duplicate | Waiting
@@ -149,17 +168,18 @@ def _process(root: Root, agency: Agency, pair: Pair, now: datetime) -> Outcome:
         if not report.valid:
             raise _Refused("validate", [f"{sum(report.counts.values())} row error(s) against Table 1"], report)
         marking = apply_marking(root.config.marking, requested)
-        root.journal.record_submission(
+        record = functools.partial(
+            root.journal.record_submission,
             submission,
             agency.id,
             pair.csv.name,
             digest,
-            "sealing",
             officer=officer,
             marking=marking.token,
             period=str(period),
             rows=report.rows,
         )
+        record("sealing")
         sealed = _seal_all(
             root,
             agency,
@@ -178,17 +198,7 @@ def _process(root: Root, agency: Agency, pair: Pair, now: datetime) -> Outcome:
         )
         if _sha256(stream) != digest or not _same_file(pair.csv, stream):
             raise _Refused("intake", ["the file changed while it was being processed: submit it again, complete"])
-    root.journal.record_submission(
-        submission,
-        agency.id,
-        pair.csv.name,
-        digest,
-        "delivered",
-        officer=officer,
-        marking=marking.token,
-        period=str(period),
-        rows=report.rows,
-    )
+    record("delivered")
     root.audit.append(
         "submission.delivered",
         actor=officer,

@@ -71,9 +71,12 @@ def test_text_report_names_row_column_rule_and_fix() -> None:
 def test_demo_plays_the_whole_exchange() -> None:
     result = _run("demo")
     assert result.returncode == 0, result.stderr
-    assert "delivered police-good-2026-10.csv from police-do (7 rows, PROTECT-PERSONAL) to 5 agencies" in result.stdout
-    assert "rejected  police-forged-2026-10.csv at authenticate" in result.stdout
-    assert "rejected  probation-invalid-rows-2026-10.csv at validate" in result.stdout
+    assert (
+        "delivered police/police-good-2026-10.csv from police-do: 7 rows, PROTECT-PERSONAL, "
+        "to probation, council, housing, treatment, yos"
+    ) in result.stdout
+    assert "rejected  police/police-forged-2026-10.csv at authenticate" in result.stdout
+    assert "rejected  probation/probation-invalid-rows-2026-10.csv at validate" in result.stdout
     assert "pulled/housing/PROTECT-PERSONAL__police__2026-10__" in result.stdout
     pulled = sorted((REPO / "demo" / "pulled").rglob("*.csv"))
     assert len(pulled) == 3 and all(p.stat().st_mode & 0o777 == 0o600 for p in pulled)
