@@ -16,9 +16,11 @@ from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.errors import GatewayError, InputFileError, PolicyError, UsageError
 from gateway.fsio import atomic_write_bytes, open_regular
 from gateway.model import Delivery
-from gateway.passwords import generate
+from gateway.passwords import PasswordPolicy, generate
+from gateway.passwords import check as check_password
 from gateway.pipeline import OUTBOX, QUARANTINE, SAMPLES
 from gateway.registry import Officer, Role, slug
+from gateway.secret import Secret
 from gateway.store import INBOX
 from gateway.vault import Vault
 
@@ -212,3 +214,19 @@ def officers(root: Root, agency: str | None) -> Sequence[Officer]:
     if agency is not None:
         root.config.agency(agency)
     return root.registry.all(agency)
+
+
+def import_password(root: Root, agency_id: str, source: Path) -> str:
+    """Make the password in `source` (a 0600 file) the agency's current one, if it meets the policy."""
+    agency = root.config.agency(agency_id)
+    if agency.delivery is not Delivery.AES_ZIP:
+        raise UsageError(f"{agency_id} takes OpenPGP delivery and has no password")
+    stream, _ = open_regular(source)
+    with stream:
+        if os.fstat(stream.fileno()).st_mode & 0o077:
+            raise PolicyError(f"{str(source)!r} is readable by others: chmod 600 it (it holds a password)")
+        password = Secret(stream.read(4096).decode("utf-8").strip())
+    check_password(password, PasswordPolicy(min_length=root.config.passwords.min_length))
+    record = root.vault.add(agency_id, password, datetime.now(UTC))
+    root.audit.append("password.imported", actor="admin", agency=agency_id, password_id=record.id)
+    return record.id

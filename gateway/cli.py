@@ -15,6 +15,7 @@ from gateway.admin import (
     add_officer,
     export_gateway_key,
     export_password,
+    import_password,
     init_root,
     officers,
     rekey_officer,
@@ -197,6 +198,10 @@ def _admin_commands(commands: Any) -> None:
     export.add_argument("--password", action="store_true", help="export the agency's password (needs --to)")
     export.add_argument("--to", type=Path, metavar="FILE", help="write to this new file (created 0600)")
     export.set_defaults(handler=_keys_export)
+    imported = keys.add_parser("import", help="set an AES-ZIP agency's password by hand (checked against the policy)")
+    imported.add_argument("--agency", required=True, metavar="A")
+    imported.add_argument("--password-file", required=True, type=Path, metavar="F", help="a 0600 file holding it")
+    imported.set_defaults(handler=_keys_import)
 
 
 def _open(args: argparse.Namespace) -> Root:
@@ -306,6 +311,12 @@ def _officers_one(args: argparse.Namespace) -> int:
 def _officers_rekey(args: argparse.Namespace) -> int:
     officer = rekey_officer(_open(args), args.officer, args.key)
     print(f"{officer.id} now signs with {officer.fingerprint}")
+    return EXIT_OK
+
+
+def _keys_import(args: argparse.Namespace) -> int:
+    record = import_password(_open(args), args.agency, args.password_file)
+    print(f"{args.agency} now uses password {record}; older packages keep theirs")
     return EXIT_OK
 
 

@@ -152,14 +152,15 @@ def _process(root: Root, agency: Agency, pair: Pair, now: datetime) -> Outcome:
     with stream:
         digest = _sha256(stream)
         submission = hashlib.sha256(f"{agency.id}\0{digest}".encode()).hexdigest()[:20]
-        earlier = root.journal.delivered_copy(agency.id, digest)
-        if earlier is not None:
-            return _duplicate(root, agency, pair, earlier.id)
         # gpg reads the file by name; the end of processing checks that the name still leads to
         # this very file (same inode) with the same bytes, so a swap in the outbox meanwhile
         # rejects the submission instead of delivering what was not checked.
         opened = pair.csv
         officer = _authenticate(root, agency, opened, pair.signature, now)
+        # only after authentication: an unsigned drop must not learn what was delivered before
+        earlier = root.journal.delivered_copy(agency.id, digest)
+        if earlier is not None:
+            return _duplicate(root, agency, pair, earlier.id)
         requested, base = requested_level(pair.csv.name)
         period = _period(base, now)
         report = validate_stream(

@@ -325,3 +325,126 @@ def test_submit_signs_and_drops_atomically_and_refuses_an_invalid_file(
     assert _cli(root, "run", "--once") == 0
     assert all(p.name.startswith("RESTRICTED-PERSONAL__") for p in _packages(root))
     assert datetime.now(UTC).year >= 2026
+
+
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("Short1!", "at least 8 characters"),
+        ("lowercase-only-1", "an upper-case letter"),
+        ("NoDigitsHere!", "a digit"),
+        ("NoSpecial123", "a special character"),
+    ],
+)
+def test_a_hand_set_password_that_breaks_the_policy_is_refused(
+    root: Path, password: str, rule: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = root / "pw.txt"
+    source.write_text(password)
+    source.chmod(0o600)
+    before = Root.open(root).vault.records()
+    assert _cli(root, "keys", "import", "--agency", "housing", "--password-file", str(source)) == 1
+    err = capsys.readouterr().err
+    assert rule in err and password not in err
+    assert Root.open(root).vault.records() == before
+
+
+def test_a_hand_set_password_that_meets_the_policy_becomes_current(root: Path) -> None:
+    source = root / "pw.txt"
+    source.write_text("Str0ng&Memorable-Passphrase")
+    source.chmod(0o644)
+    assert (
+        _cli(root, "keys", "import", "--agency", "housing", "--password-file", str(source)) == 1
+    )  # readable by others
+    source.chmod(0o600)
+    assert _cli(root, "keys", "import", "--agency", "housing", "--password-file", str(source)) == 0
+    record, secret = Root.open(root).vault.current("housing")
+    assert secret.reveal() == "Str0ng&Memorable-Passphrase" and record.status == "current"
+
+
+def test_officers_register_from_the_command_line(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = root / "other"
+    fingerprint = new_officer(home, "Karen Doyle", "k.doyle@police.example")
+    key = root / "doyle.asc"
+    key.write_bytes(gpg(home, "--armor", "--export", fingerprint).stdout)
+    assert (
+        _cli(
+            root,
+            "officers",
+            "add",
+            "--agency",
+            "police",
+            "--role",
+            "DO",
+            "--name",
+            "Karen Doyle",
+            "--email",
+            "k.doyle@police.example",
+            "--key",
+            str(key),
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert _cli(root, "officers", "list", "--agency", "police", "--json") == 0
+    listed = {o["id"]: o for o in json.loads(capsys.readouterr().out)}
+    assert listed["police-karen-doyle"] == {
+        "id": "police-karen-doyle",
+        "agency": "police",
+        "role": "DO",
+        "name": "Karen Doyle",
+        "email": "k.doyle@police.example",
+        "fingerprint": fingerprint,
+        "status": "active",
+    }
+    # her signature is accepted; after revocation it is refused
+    _drop(root, "police", GOOD, signer_home=home)
+    assert _cli(root, "run", "--once") == 0
+    assert _cli(root, "officers", "revoke", "police-karen-doyle") == 0
+    _drop(root, "police", SAMPLES / "police-good-2026-10.csv", signer_home=home, name="second-2026-10.csv")
+    assert _cli(root, "run", "--once") == 1
+    secret_key = root / "secret.asc"
+    secret_key.write_bytes(gpg(home, "--armor", "--export-secret-keys", fingerprint).stdout)
+    assert (
+        _cli(
+            root,
+            "officers",
+            "add",
+            "--agency",
+            "police",
+            "--role",
+            "DO",
+            "--name",
+            "Leaky",
+            "--email",
+            "leaky@police.example",
+            "--key",
+            str(secret_key),
+        )
+        == 1
+    )
+    assert "public key" in capsys.readouterr().err
+    events = [json.loads(line)["event"] for line in (root / "state" / "audit.jsonl").read_text().splitlines()]
+    assert "officer.added" in events and "officer.revoked" in events
+
+
+def test_pull_with_the_recipients_own_gnupg_home(root: Path) -> None:
+    _drop(root, "police", GOOD, signer_home=_home(root, "police-do"))
+    assert _cli(root, "run", "--once") == 0
+    out = root / "out"
+    out.mkdir()
+    assert (
+        _cli(
+            root,
+            "pull",
+            "--agency",
+            "council",
+            "--gnupghome",
+            str(_home(root, "council-pdo")),
+            "--to",
+            str(out),
+            "--raw",
+        )
+        == 0
+    )
+    assert next(out.glob("*.csv")).read_bytes() == GOOD.read_bytes()
