@@ -38,7 +38,7 @@ class InitResult:
     passwords: tuple[str, ...]
 
 
-def init_root(path: Path, *, demo: bool) -> InitResult:
+def init_root(path: Path, *, demo: bool, algorithm: str = "ed25519") -> InitResult:
     """Create (or complete) a gateway root at `path`: folders, gateway key, vault; `demo` adds the demo partnership."""
     path.mkdir(parents=True, exist_ok=True)
     if not (path / CONFIG_NAME).exists():
@@ -59,7 +59,7 @@ def init_root(path: Path, *, demo: bool) -> InitResult:
     for folder in (OUTBOX, INBOX, QUARANTINE):
         for agency in root.config.agencies:
             (path / folder / agency).mkdir(mode=0o700, parents=True, exist_ok=True)
-    gateway = _gateway_key(root)
+    gateway = _gateway_key(root, algorithm)
     passwords = _vault(root)
     officers = _demo_officers(root, gateway) if demo else ()
     if demo and (SOURCE / SAMPLES).is_dir() and path != SOURCE:
@@ -73,12 +73,14 @@ def _demo_passphrase(path: Path) -> None:
         atomic_write_bytes(secret, generate(32).reveal().encode())
 
 
-def _gateway_key(root: Root) -> Fingerprint:
+def _gateway_key(root: Root, algorithm: str) -> Fingerprint:
     current = root.journal.current_gateway_key()
     if current is not None:
         return Fingerprint.parse(current)
     name = f"iom-gateway {root.config.partnership}"
-    fingerprint = root.keyring.generate(name, f"gateway@{slug(root.config.partnership) or 'iom'}.invalid")
+    fingerprint = root.keyring.generate(
+        name, f"gateway@{slug(root.config.partnership) or 'iom'}.invalid", algorithm=algorithm
+    )
     expires = root.keyring.key(fingerprint).expires
     root.journal.add_gateway_key(str(fingerprint), expires.isoformat() if expires else None)
     root.audit.append("gateway.key.created", actor="admin", fingerprint=str(fingerprint))

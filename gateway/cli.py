@@ -109,6 +109,12 @@ def _exchange_commands(commands: Any) -> None:
         "its officers with their own GnuPG homes, and the sample files.",
     )
     init.add_argument("--demo", action="store_true", help="add the demo partnership (demo keys: never real data)")
+    init.add_argument(
+        "--algorithm",
+        choices=["ed25519", "rsa3072"],
+        default="ed25519",
+        help="the gateway key: ed25519/cv25519 (default), or RSA-3072 for partners with older tools",
+    )
     init.set_defaults(handler=_init)
 
     show = commands.add_parser(
@@ -209,7 +215,7 @@ def _open(args: argparse.Namespace) -> Root:
 
 
 def _init(args: argparse.Namespace) -> int:
-    result = init_root(resolve_root(args.root), demo=args.demo)
+    result = init_root(resolve_root(args.root), demo=args.demo, algorithm=args.algorithm)
     print(f"gateway root ready at {result.root}: gateway key {result.gateway_key}")
     if result.officers:
         print(f"demo officers: {', '.join(result.officers)} (keys under keys/demo-officers/: demo keys only)")
