@@ -92,3 +92,53 @@ def test_root_comes_from_argument_then_environment(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("IOM_GATEWAY_ROOT", str(tmp_path))
     assert resolve_root(None) == tmp_path.resolve()
     assert resolve_root(str(REPO)) == REPO
+
+
+EXCHANGE_MISTAKES = """\
+[partnership]
+name = "Test"
+
+[marking]
+floor = "SOMEWHAT SECRET"
+scheme = "nato"
+
+[passwords]
+min_length = 6
+
+[packages]
+compress_level = 12
+
+[agencies.police]
+name = "Police"
+kind = "police"
+delivery = "carrier-pigeon"
+route = ["nobody"]
+"""
+
+
+def test_exchange_settings_are_checked_with_their_lines(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root", toml=EXCHANGE_MISTAKES)
+    with pytest.raises(ConfigError) as caught:
+        _load(root)
+    message = caught.value.message
+    for line, words in {
+        5: "is not a protective marking",
+        6: "gpms",
+        9: "cannot go below the protocol's 8",
+        12: "0 (none) to 9",
+        17: "delivery must be",
+        18: "'nobody'",
+    }.items():
+        assert f"line {line}: " in message and words in message, (line, words, message)
+
+
+def test_marking_text_and_default_route() -> None:
+    config = _load(REPO)
+    assert config.marking.token == "PROTECT-PERSONAL" and config.marking.text == "PROTECT - PERSONAL"
+    assert [a.id for a in config.recipients(config.agencies["police"])] == [
+        "probation",
+        "council",
+        "housing",
+        "treatment",
+        "yos",
+    ]
