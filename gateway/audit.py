@@ -55,13 +55,6 @@ class AuditLog:
             fsync_dir(self.path.parent)
         return entry
 
-    def entries(self) -> list[dict[str, Any]]:
-        """Every entry, oldest first."""
-        if not self.path.exists():
-            return []
-        with self.path.open("rb") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
-
     def _tail(self) -> tuple[int, str]:
         if not self.path.exists() or self.path.stat().st_size == 0:
             return 0, GENESIS

@@ -4,7 +4,6 @@ intake -> authenticate -> validate -> mark -> seal -> deliver -> record.
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -320,7 +319,7 @@ def _seal_all(
             "sender": {"agency": agency.id, "officer": officer, "fingerprint": officer_fpr},
             "period": str(period),
             "rows": report.rows,
-            "columns": _columns(report, root, pair),
+            "columns": report.columns,
             "schema_version": root.standard.version,
             "plaintext_sha256": digest,
             "plaintext_bytes": size,
@@ -352,13 +351,6 @@ def _seal_all(
         )
         delivered.append(root.store.folder(plan.recipient.id) / payload_name)
     return delivered
-
-
-def _columns(report: Report, root: Root, pair: Pair) -> list[str]:
-    with pair.csv.open("rb") as handle:
-        first = handle.readline(1 << 20)
-    text = first.decode("cp1252" if report.encoding == "cp1252" else "utf-8-sig", errors="replace")
-    return [root.standard.column_for(cell) or cell for cell in next(csv.reader([text]), [])]
 
 
 def _publish_signed(root: Root, agency: str, name: str, document: bytes, gateway: Fingerprint) -> None:

@@ -205,6 +205,7 @@ class _Validation:
     def layout(self, header: list[str], report: Report) -> _Layout | None:
         """Map header cells to columns, reporting unknown, duplicate, missing and not-held ones."""
         names = [self.standard.column_for(cell) for cell in header]
+        report.columns = [name or cell for cell, name in zip(header, names, strict=True)]
         if not any(names):
             report.add(
                 Issue(

@@ -67,6 +67,7 @@ class Report:
     limit: int
     encoding: str | None = None
     rows: int = 0
+    columns: list[str] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
 

@@ -89,6 +89,7 @@ def test_a_plain_gpg_signature_is_accepted_and_delivered_to_every_partner(root: 
         manifest = json.loads(package.with_name(package.name.split(".")[0] + ".manifest.json").read_text())
         assert manifest["marking"] == "PROTECT - PERSONAL" and manifest["rows"] == 7
         assert manifest["sender"]["officer"] == "police-do"
+        assert manifest["columns"][:3] == ["title", "forename", "surname"] and len(manifest["columns"]) == 18
         assert "BEGIN PGP SIGNATURE" in manifest["sender_signature"]
 
 
@@ -362,29 +363,30 @@ def test_a_hand_set_password_that_meets_the_policy_becomes_current(root: Path) -
     assert secret.reveal() == "Str0ng&Memorable-Passphrase" and record.status == "current"
 
 
+def _add_police_do(root: Path, name: str, email: str, key: Path) -> int:
+    return _cli(
+        root,
+        "officers",
+        "add",
+        "--agency",
+        "police",
+        "--role",
+        "DO",
+        "--name",
+        name,
+        "--email",
+        email,
+        "--key",
+        str(key),
+    )
+
+
 def test_officers_register_from_the_command_line(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = root / "other"
     fingerprint = new_officer(home, "Karen Doyle", "k.doyle@police.example")
     key = root / "doyle.asc"
     key.write_bytes(gpg(home, "--armor", "--export", fingerprint).stdout)
-    assert (
-        _cli(
-            root,
-            "officers",
-            "add",
-            "--agency",
-            "police",
-            "--role",
-            "DO",
-            "--name",
-            "Karen Doyle",
-            "--email",
-            "k.doyle@police.example",
-            "--key",
-            str(key),
-        )
-        == 0
-    )
+    assert _add_police_do(root, "Karen Doyle", "k.doyle@police.example", key) == 0
     capsys.readouterr()
     assert _cli(root, "officers", "list", "--agency", "police", "--json") == 0
     listed = {o["id"]: o for o in json.loads(capsys.readouterr().out)}
@@ -405,24 +407,7 @@ def test_officers_register_from_the_command_line(root: Path, capsys: pytest.Capt
     assert _cli(root, "run", "--once") == 1
     secret_key = root / "secret.asc"
     secret_key.write_bytes(gpg(home, "--armor", "--export-secret-keys", fingerprint).stdout)
-    assert (
-        _cli(
-            root,
-            "officers",
-            "add",
-            "--agency",
-            "police",
-            "--role",
-            "DO",
-            "--name",
-            "Leaky",
-            "--email",
-            "leaky@police.example",
-            "--key",
-            str(secret_key),
-        )
-        == 1
-    )
+    assert _add_police_do(root, "Leaky", "leaky@police.example", secret_key) == 1
     assert "public key" in capsys.readouterr().err
     events = [json.loads(line)["event"] for line in (root / "state" / "audit.jsonl").read_text().splitlines()]
     assert "officer.added" in events and "officer.revoked" in events
