@@ -572,12 +572,17 @@ def _signer_problem(statuses: list[Status], signer: Fingerprint) -> str:
     for code, args in statuses:
         if code == "INV_SGNR" and args:
             reason = _INVALID_KEY_REASONS.get(args[0], f"unusable (gpg reason {args[0]})")
-            return f"signing key {signer} is {reason}: use a current gateway key (iom-gateway keys list)"
-    return f"gpg could not sign with key {signer}: check it with iom-gateway keys list"
+            return (
+                f"signing key {signer} is {reason}: use a current gateway key (re-run `iom-gateway init` to make one)"
+            )
+    return f"gpg could not sign with key {signer}: check it with `gpg --homedir keys/gnupg --list-keys`"
 
 
 def _unknown_key(fingerprint: Fingerprint) -> str:
-    return f"no key {fingerprint} in this keyring: import the officer's public key first (iom-gateway keys import)"
+    return (
+        f"no key {fingerprint} in this keyring: import the officer's public key first "
+        "(iom-gateway officers add ... --key KEY.asc)"
+    )
 
 
 # --- key listings ----------------------------------------------------------------------------------

@@ -251,7 +251,8 @@ class Vault:
             if record.agency == agency and record.status == CURRENT:
                 return record, secret
         raise VaultError(
-            f"no password for agency {agency!r}: run `iom-gateway keys rotate --agency {agency}` to make one"
+            f"no password for agency {agency!r}: run `iom-gateway init` to make one, "
+            f"or set one with `iom-gateway keys import --agency {agency} --password-file F`"
         )
 
     def password(self, record_id: str) -> Secret:

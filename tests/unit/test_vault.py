@@ -211,7 +211,7 @@ def test_an_agency_without_a_password_names_the_command(path: Path) -> None:
     with pytest.raises(VaultError) as raised:
         vault.current("council")
     assert raised.value.message.startswith("no password for agency 'council'")
-    assert "keys rotate --agency council" in raised.value.message
+    assert "keys import --agency council" in raised.value.message
     with pytest.raises(VaultError, match="no password with id 'pw-council-00000000'"):
         vault.password("pw-council-00000000")
 
