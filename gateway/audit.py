@@ -1,64 +1,711 @@
-"""The audit log: append-only JSON lines, each carrying the SHA-256 of the line before it.
+"""The audit log: canonical JSON lines, each carrying the SHA-256 of the line before it.
 
-Entries hold who, what, when and hashes: never a row's values, never a secret.
+Entries hold who, what, when and hashes: never a row's values, never a secret (callers guarantee it).
+Everything lives in `state/`: `audit.jsonl` (the log), `audit.head` (seq and hash of the last entry,
+kept outside the log), `audit.anchor` (the signed hash of the last entry a purge removed) and
+`audit.lock` (the flock every writer takes; a separate file, so a purge may replace the log).
+
+Threat-model limits: the chain and the head catch any edit, deletion, insertion or reordering made
+without recomputing them. Someone who can write `state/` can recompute both; only the signed
+`audit.checkpoint` entries and the signed anchor, made with the gateway key, expose that, and only for
+what they cover: entries after the last checkpoint rest on the head alone.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fcntl
 import hashlib
+import itertools
 import json
+import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.fsio import fsync_dir
+from gateway import faults
+from gateway.errors import GatewayError
+from gateway.fsio import atomic_write_bytes, fsync_dir
 
 AUDIT_FILE = "audit.jsonl"
+HEAD_FILE = "audit.head"
+ANCHOR_FILE = "audit.anchor"
+LOCK_FILE = "audit.lock"
 GENESIS = "0" * 64
+CHECKPOINT = "audit.checkpoint"
+RESERVED = frozenset({"seq", "time", "event", "actor", "agency", "ref", "prev"})
+
+Sign = Callable[[bytes], bytes]
+"""Make a signature of the bytes with the gateway key."""
+Check = Callable[[bytes, bytes], str | None]
+"""Return the signer's fingerprint if the signature over the bytes is good and by a gateway key, else None."""
+
+logger = logging.getLogger(__name__)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_REQUIRED = (("seq", int), ("time", str), ("event", str), ("actor", str), ("prev", str))
+_VERIFY = "run `iom-gateway audit verify`"
 
 
 def canonical(entry: Mapping[str, Any]) -> bytes:
-    """The one byte form an entry is hashed and stored in."""
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    """The one byte form an entry is hashed and stored in; raise TypeError/ValueError if it is not JSON."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def line_hash(line: bytes) -> str:
+    """The SHA-256 (hex) of one log line without its newline: what the next entry's `prev` holds."""
+    return hashlib.sha256(line).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The result of `AuditLog.verify`: `ok`, or the first `problem` and the `step` that found it."""
+
+    ok: bool
+    entries: int
+    checkpoints: int
+    last_seq: int | None
+    problem: str | None = None
+    step: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    number: int
+    raw: bytes
+    entry: dict[str, Any]
+
+    @property
+    def seq(self) -> int:
+        return int(self.entry["seq"])
+
+    @property
+    def hash(self) -> str:
+        return line_hash(self.raw)
+
+    @property
+    def where(self) -> str:
+        return f"entry {self.seq} (line {self.number})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchor:
+    seq: int
+    hash: str
+    key: str
+    signature: str
+
+
+class _Broken(Exception):
+    """One failed verification step (internal: `verify` turns it into a Verdict)."""
+
+    def __init__(self, step: int, problem: str) -> None:
+        super().__init__(problem)
+        self.step = step
+        self.problem = problem
 
 
 class AuditLog:
-    """Appends events to `state/audit.jsonl` durably, chaining each to the last."""
+    """The tamper-evident audit log of one gateway root (`<root>/state/`)."""
 
     def __init__(self, root: Path) -> None:
-        self.path = root / "state" / AUDIT_FILE
+        self.folder = root / "state"
+        self.path = self.folder / AUDIT_FILE
+        self.head_path = self.folder / HEAD_FILE
+        self.anchor_path = self.folder / ANCHOR_FILE
+        self.lock_path = self.folder / LOCK_FILE
 
-    def append(self, event: str, *, actor: str, agency: str | None = None, **details: Any) -> dict[str, Any]:
-        """Record one event and return it; the line is fsynced before this returns."""
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    # --- writing ---------------------------------------------------------------------------------
+
+    def append(
+        self, event: str, *, actor: str, agency: str | None = None, ref: str | None = None, **details: Any
+    ) -> dict[str, Any]:
+        """Record one event and return its entry; the line is fsynced and the head updated before this returns.
+
+        `ref` (kept only when given) lets a caller find the entry again to make a retried step idempotent.
+        A torn last line left by a killed writer is cut off first and recorded as `audit.repaired`.
+        Raises ValueError if a detail uses a reserved key, TypeError/ValueError if one is not JSON;
+        GatewayError if the log's last line is damaged.
+        """
+        _check_details(details)
+        with self._writing():
+            return self._append_locked(event, actor, agency, ref, details)
+
+    def checkpoint(self, sign: Sign, key: str) -> dict[str, Any] | None:
+        """Append a signed `audit.checkpoint` covering the last entry, unless that entry is one; return it or None.
+
+        The signature is over canonical({"covers_hash", "covers_seq"}); `key` names the signer.
+        Raises whatever `sign` raises (CryptoError for an unusable gateway key); GatewayError for a damaged log.
+        """
+        with self._writing():
+            last = self._last_line()
+            if last is None or last.entry.get("event") == CHECKPOINT:
+                return None
+            covered = {"covers_hash": last.hash, "covers_seq": last.seq}
+            signature = base64.b64encode(sign(canonical(covered))).decode("ascii")
+            details = {**covered, "key": key, "signature": signature}
+            return self._append_locked(CHECKPOINT, "gateway", None, None, details)
+
+    def purge_before(self, cutoff: datetime, sign: Sign, key: str) -> int:
+        """Remove the leading entries older than `cutoff` (never the last one); return how many went.
+
+        The signed anchor (seq and hash of the last removed entry) is written first, then the shortened
+        log replaces the old one, then `audit.purged` is appended. Raises ValueError for a naive
+        `cutoff`; whatever `sign` raises; GatewayError for a damaged log.
+        """
+        _require_aware(cutoff)
+        with self._writing():
+            lines = self._read_lines()
+            count = _expired(lines, cutoff)
+            if count == 0:
+                return 0
+            through = lines[count - 1]
+            anchored = {"hash": through.hash, "seq": through.seq}
+            signature = base64.b64encode(sign(canonical(anchored))).decode("ascii")
+            record = {**anchored, "time": _now(), "key": key, "signature": signature}
+            atomic_write_bytes(self.anchor_path, canonical(record) + b"\n")
+            faults.reached("audit.purge.anchored")
+            atomic_write_bytes(self.path, b"".join(line.raw + b"\n" for line in lines[count:]))
+            details = {"removed": count, "through_seq": through.seq}
+            self._append_locked("audit.purged", "gateway", None, None, details)
+        return count
+
+    def repair(self) -> bool:
+        """Undo what a crash can leave behind; return whether anything changed. Run at start-up only.
+
+        Cuts off a torn last line (recorded as `audit.repaired`), finishes a purge interrupted after its
+        anchor was written, and rewrites a head that is missing or names an earlier entry of this log.
+        A head that contradicts the log is left for `verify` to report. Raises GatewayError for a
+        damaged log.
+        """
+        if not self.path.exists():
+            return False
+        with self._locked():
+            repaired = self._repair_tail()
+            finished = self._finish_purge()
+            return self._repair_head() or repaired or finished
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Yield the entries in order. A torn last line (a write cut short) is not an entry and is skipped.
+
+        Raises GatewayError naming the line if a line is not a JSON object.
+        """
+        with self._locked(shared=True):
+            try:
+                handle = self.path.open("rb")
+            except FileNotFoundError:
+                return
+            size = os.fstat(handle.fileno()).st_size
+        with handle:
+            read = 0
+            for number, raw in enumerate(handle, start=1):
+                read += len(raw)
+                if read > size or not raw.endswith(b"\n"):
+                    return
+                yield _parse(raw[:-1], number).entry
+
+    def find_ref(self, ref: str) -> dict[str, Any] | None:
+        """Return the entry recorded with `ref`, or None. Raises GatewayError for a damaged log."""
+        return next((entry for entry in self.entries() if entry.get("ref") == ref), None)
+
+    def select(self, since: datetime | None = None, event: str | None = None) -> list[dict[str, Any]]:
+        """Return the entries at or after `since` whose event is `event` or under it (`submission` → `submission.x`).
+
+        Raises ValueError for a naive `since`; GatewayError for a damaged log.
+        """
+        if since is not None:
+            _require_aware(since)
+        return [
+            entry
+            for entry in self.entries()
+            if (since is None or _entry_time(entry) >= since)
+            and (event is None or entry.get("event") == event or str(entry.get("event")).startswith(event + "."))
+        ]
+
+    def expired(self, cutoff: datetime) -> int:
+        """Count the entries `purge_before(cutoff, …)` would remove, changing nothing.
+
+        Raises ValueError for a naive `cutoff`; GatewayError for a damaged log.
+        """
+        _require_aware(cutoff)
+        with self._locked(shared=True):
+            return _expired(self._read_lines(), cutoff)
+
+    def verify(self, check: Check) -> Verdict:
+        """Check the log, stopping at the first failed step; never raises for a damaged or tampered log.
+
+        1. Every line is a JSON object in canonical form with seq, time, event, actor and prev, and the
+           file ends with a newline (no torn or truncated last line).
+        2. seq numbers run consecutively from 1, or from the anchor's seq + 1 after a purge (lines up to
+           the anchor are allowed only as the leftovers of a purge interrupted by a crash).
+        3. Every prev is the SHA-256 of the line before (the first: GENESIS, or the anchor's hash), and
+           after an interrupted purge the anchor's entry hashes to the anchor's hash.
+        4. Every checkpoint's signature verifies through `check`, by the key it names, and its
+           covers_hash is the hash of entry covers_seq when that entry is still in the log.
+        5. audit.head names the last entry's seq and hash (catches lines removed or added at the end);
+           a missing head with a non-empty log fails, as does an empty log a head or anchor speaks of.
+        6. If audit.anchor exists, its signature verifies through `check` by the key it names. (An
+           anchor that cannot even be read fails this step at once: steps 2 and 3 need it.)
+        """
+        with self._locked(shared=True):
+            log = _read_optional(self.path) or b""
+            head = _read_optional(self.head_path)
+            anchor = _read_optional(self.anchor_path)
+        return _verify(log, head, anchor, check)
+
+    # --- internals (callers hold the lock) -------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, *, shared: bool = False) -> Iterator[None]:
+        """Hold audit.lock; a shared hold on a root without state/ creates nothing and locks nothing."""
+        if shared and not self.folder.exists():
+            yield
+            return
+        if not self.folder.exists():
+            self.folder.mkdir(mode=0o700, exist_ok=True)
+            fsync_dir(self.folder.parent)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # read the tail and append as one step across processes
-            sequence, previous = self._tail()
-            entry = {
-                "seq": sequence + 1,
-                "time": datetime.now(UTC).isoformat(timespec="seconds"),
-                "event": event,
-                "actor": actor,
-                "agency": agency,
-                **details,
-                "prev": previous,
-            }
-            os.write(fd, canonical(entry) + b"\n")
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the lock exclusively with any torn tail already repaired."""
+        with self._locked():
+            self._repair_tail()
+            yield
+
+    def _append_locked(
+        self, event: str, actor: str, agency: str | None, ref: str | None, details: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        seq, previous = self._tail()
+        entry: dict[str, Any] = {"seq": seq + 1, "time": _now(), "event": event, "actor": actor, "agency": agency}
+        if ref is not None:
+            entry["ref"] = ref
+        entry.update(details)
+        entry["prev"] = previous
+        line = canonical(entry)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            if faults.armed():  # two writes, so a crash test can leave a torn line
+                half = len(line) // 2
+                _write_all(fd, line[:half])
+                faults.reached("audit.append.partial")
+                _write_all(fd, line[half:] + b"\n")
+            else:
+                _write_all(fd, line + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
-        if sequence == 0:
-            fsync_dir(self.path.parent)
+        if created:
+            fsync_dir(self.folder)
+        faults.reached("audit.append.written")
+        self._write_head(seq + 1, line_hash(line))
         return entry
 
     def _tail(self) -> tuple[int, str]:
-        if not self.path.exists() or self.path.stat().st_size == 0:
+        """seq and hash of the last entry; the anchor's (or 0 and GENESIS) for an empty log."""
+        last = self._last_line()
+        if last is not None:
+            return last.seq, last.hash
+        raw = _read_optional(self.anchor_path)
+        if raw is None:
             return 0, GENESIS
-        with self.path.open("rb") as handle:
-            handle.seek(max(0, self.path.stat().st_size - 65536))
-            last = handle.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
-        return int(json.loads(last)["seq"]), hashlib.sha256(last).hexdigest()
+        try:
+            anchor = _parse_anchor(raw)
+        except _Broken as broken:
+            raise GatewayError(f"{broken.problem}; {_VERIFY}") from None
+        return anchor.seq, anchor.hash
+
+    def _last_line(self) -> _Line | None:
+        """The last complete line, parsed; None for an empty log. Reads backwards: the log may be large."""
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return None
+        with handle:
+            position = handle.seek(0, os.SEEK_END)
+            tail = b""
+            while position > 0:
+                step = min(65536, position)
+                position -= step
+                handle.seek(position)
+                tail = handle.read(step) + tail
+                cut = tail.rfind(b"\n", 0, len(tail) - 1)
+                if cut >= 0:
+                    return _parse(tail[cut + 1 : -1], None)
+            return _parse(tail[:-1], None) if tail else None
+
+    def _read_lines(self) -> list[_Line]:
+        """Every complete line, parsed; raise GatewayError naming the first that is not an entry."""
+        data = _read_optional(self.path) or b""
+        complete = data[: data.rfind(b"\n") + 1]
+        return [_parse(raw, number) for number, raw in enumerate(complete.split(b"\n")[:-1], start=1)]
+
+    def _repair_tail(self) -> bool:
+        """Cut the log back to its last newline and record what was removed; False if it was whole."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+                return False
+            keep = _after_last_newline(fd, size)
+            digest = hashlib.sha256()
+            for offset in range(keep, size, 65536):
+                digest.update(os.pread(fd, min(65536, size - offset), offset))
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        removed = {"removed_bytes": size - keep, "removed_sha256": digest.hexdigest()}
+        logger.warning("audit log: removed a torn last line of %d bytes left by an interrupted write", size - keep)
+        self._append_locked("audit.repaired", "gateway", None, None, removed)
+        return True
+
+    def _finish_purge(self) -> bool:
+        """Drop the lines a crash left before the anchor's entry, if they chain to it; record the purge."""
+        raw = _read_optional(self.anchor_path)
+        lines = self._read_lines()
+        if raw is None or not lines:
+            return False
+        try:
+            anchor = _parse_anchor(raw)
+        except _Broken:
+            return False
+        count = next((index + 1 for index, line in enumerate(lines[:-1]) if line.seq == anchor.seq), 0)
+        if count == 0 or lines[count - 1].hash != anchor.hash:
+            return False
+        atomic_write_bytes(self.path, b"".join(line.raw + b"\n" for line in lines[count:]))
+        logger.warning("audit log: finished a purge interrupted after its anchor was written")
+        details = {"removed": count, "through_seq": anchor.seq, "resumed": True}
+        self._append_locked("audit.purged", "gateway", None, None, details)
+        return True
+
+    def _repair_head(self) -> bool:
+        """Rewrite a head that a crash left missing or behind the log; False if it is current or suspect."""
+        last = self._last_line()
+        if last is None:
+            return False
+        head = _read_optional(self.head_path)
+        current = canonical({"hash": last.hash, "seq": last.seq}) + b"\n"
+        if head == current:
+            return False
+        if head is not None:
+            try:
+                seq, digest = _parse_head(head)
+            except _Broken:
+                return False
+            behind = [line for line in self._read_lines() if line.seq == seq and seq < last.seq]
+            if not behind or behind[0].hash != digest:
+                return False
+        logger.warning("audit log: the head was missing or behind the log after a crash; rewrote it")
+        self._write_head(last.seq, last.hash)
+        return True
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        atomic_write_bytes(self.head_path, canonical({"hash": digest, "seq": seq}) + b"\n")
+
+
+# --- verification (pure) ---------------------------------------------------------------------------
+
+
+def _verify(log: bytes, head: bytes | None, anchor_raw: bytes | None, check: Check) -> Verdict:
+    """The six steps of `AuditLog.verify` over the files' bytes."""
+    lines: list[_Line] = []
+    try:
+        lines = _step1_lines(log)
+        anchor = _parse_anchor(anchor_raw) if anchor_raw is not None else None
+        _step2_sequence(lines, anchor)
+        _step3_chain(lines, anchor)
+        _step4_checkpoints(lines, check)
+        _step5_head(lines, head, anchor)
+        if anchor is not None:
+            _step6_anchor(anchor, check)
+    except _Broken as broken:
+        return _verdict(lines, broken.problem, broken.step)
+    return _verdict(lines, None, None)
+
+
+def _verdict(lines: Sequence[_Line], problem: str | None, step: int | None) -> Verdict:
+    checkpoints = sum(1 for line in lines if line.entry.get("event") == CHECKPOINT)
+    last = lines[-1].seq if lines else None
+    return Verdict(problem is None, len(lines), checkpoints, last, problem, step)
+
+
+def _step1_lines(log: bytes) -> list[_Line]:
+    lines: list[_Line] = []
+    raws = log.split(b"\n")
+    for number, raw in enumerate(raws[:-1], start=1):
+        after = f"line {number} (after entry {lines[-1].seq})" if lines else f"line {number}"
+        try:
+            line = _parse(raw, number)
+        except GatewayError:
+            raise _Broken(1, f"{after}: not a JSON audit entry: the line was edited, inserted or damaged") from None
+        missing = [name for name, kind in _REQUIRED if not _is(line.entry.get(name), kind)]
+        if missing or line.seq < 1 or not _HEX64.fullmatch(line.entry["prev"]):
+            fields = ", ".join(missing) or "seq or prev"
+            raise _Broken(1, f"{after}: {fields} missing or malformed: the line was edited or inserted")
+        if _canonical_or_none(line.entry) != raw:
+            raise _Broken(1, f"{line.where}: not in canonical form: the line was edited by hand")
+        lines.append(line)
+    if raws[-1]:
+        after = f" after entry {lines[-1].seq}" if lines else ""
+        raise _Broken(
+            1,
+            f"line {len(raws)}{after}: the last line is incomplete (no newline at the end): a write was cut short"
+            " by a crash (the gateway removes it when it next starts) or the file was truncated",
+        )
+    return lines
+
+
+def _step2_sequence(lines: Sequence[_Line], anchor: _Anchor | None) -> None:
+    if not lines:
+        return
+    first = lines[0]
+    start = anchor.seq + 1 if anchor is not None else 1
+    if first.seq > start:
+        after = " after the purge recorded in audit.anchor" if anchor is not None else ""
+        raise _Broken(
+            2, f"{first.where}: the log should begin with entry {start}{after}: entries before it were deleted"
+        )
+    for before, line in itertools.pairwise(lines):
+        if line.seq != before.seq + 1:
+            raise _Broken(
+                2,
+                f"{line.where}: expected entry {before.seq + 1} after entry {before.seq}:"
+                " an entry was deleted, inserted or reordered here",
+            )
+    if anchor is not None and lines[-1].seq <= anchor.seq:
+        raise _Broken(
+            2,
+            f"{lines[-1].where}: audit.anchor says entries through {anchor.seq} were purged, yet the log ends"
+            " there: entries after it were deleted",
+        )
+
+
+def _step3_chain(lines: Sequence[_Line], anchor: _Anchor | None) -> None:
+    for index, line in enumerate(lines):
+        if index > 0:
+            expected, source = lines[index - 1].hash, f"the SHA-256 of entry {lines[index - 1].seq}"
+        elif line.seq == 1:
+            expected, source = GENESIS, "the genesis value (64 zeros)"
+        elif anchor is not None and line.seq == anchor.seq + 1:
+            expected, source = anchor.hash, "the hash recorded in audit.anchor"
+        else:
+            continue  # the leftovers of an interrupted purge: they must chain into the anchor's entry
+        if line.entry["prev"] != expected:
+            raise _Broken(
+                3, f"{line.where}: prev is not {source}: an entry was edited, deleted, inserted or reordered before it"
+            )
+    if anchor is not None and lines and lines[0].seq <= anchor.seq:
+        anchored = lines[anchor.seq - lines[0].seq]
+        if anchored.hash != anchor.hash:
+            raise _Broken(
+                3, f"{anchored.where}: does not hash to what audit.anchor records: it or the anchor was edited"
+            )
+
+
+def _step4_checkpoints(lines: Sequence[_Line], check: Check) -> None:
+    first = lines[0].seq if lines else 0
+    for line in lines:
+        if line.entry["event"] != CHECKPOINT:
+            continue
+        entry = line.entry
+        covers, digest, key = entry.get("covers_seq"), entry.get("covers_hash"), entry.get("key")
+        malformed = _Broken(4, f"{line.where}: the checkpoint's covers_seq, covers_hash or key is malformed")
+        if not (isinstance(covers, int) and isinstance(digest, str) and isinstance(key, str)):
+            raise malformed
+        if isinstance(covers, bool) or not 1 <= covers < line.seq:
+            raise malformed
+        signed = canonical({"covers_hash": digest, "covers_seq": covers})
+        _require_signature(4, signed, entry.get("signature"), key, check, f"{line.where}: the checkpoint's")
+        covered = lines[covers - first] if covers >= first else None
+        if covered is not None and covered.hash != digest:
+            raise _Broken(
+                4,
+                f"{line.where}: the checkpoint signed entry {covers} with another hash than {covered.where} has"
+                " now: entries up to it were edited, inserted or deleted and the chain recomputed",
+            )
+
+
+def _step5_head(lines: Sequence[_Line], head: bytes | None, anchor: _Anchor | None) -> None:
+    if not lines:
+        if head is not None:
+            raise _Broken(5, "the log is empty but audit.head names an entry: the log was deleted or emptied")
+        if anchor is not None:
+            raise _Broken(5, f"the log is empty but audit.anchor says entries through {anchor.seq} were purged")
+        return
+    last = lines[-1]
+    if head is None:
+        raise _Broken(
+            5,
+            f"audit.head is missing but the log ends with {last.where}: the head was deleted"
+            " (or the gateway crashed on its very first write: it restores the head when it next starts)",
+        )
+    seq, digest = _parse_head(head)
+    if seq > last.seq:
+        raise _Broken(5, f"the log ends with {last.where} but audit.head names entry {seq}: entries were deleted")
+    if seq < last.seq:
+        raise _Broken(
+            5,
+            f"the log ends with {last.where} but audit.head names entry {seq}: entries were added after it, or"
+            " the gateway crashed before updating the head (it repairs that when it next starts)",
+        )
+    if digest != last.hash:
+        raise _Broken(
+            5,
+            f"{last.where} does not hash to what audit.head records: the last entry was edited, or entries"
+            " were replaced and the chain recomputed",
+        )
+
+
+def _step6_anchor(anchor: _Anchor, check: Check) -> None:
+    signed = canonical({"hash": anchor.hash, "seq": anchor.seq})
+    _require_signature(6, signed, anchor.signature, anchor.key, check, "audit.anchor's")
+
+
+def _require_signature(step: int, signed: bytes, signature: Any, key: str, check: Check, what: str) -> None:
+    """Raise _Broken at `step` unless `signature` (base64) over `signed` is good and made by `key`."""
+    try:
+        blob = base64.b64decode(signature if isinstance(signature, str) else "", validate=True)
+    except (binascii.Error, ValueError):
+        blob = b""
+    signer = check(signed, blob) if blob else None
+    if signer is None:
+        raise _Broken(
+            step,
+            f"{what} signature does not verify with a gateway key: it was forged or edited (or the key"
+            " that made it is no longer in the gateway keyring: import it)",
+        )
+    if _compact(signer) != _compact(key):
+        raise _Broken(step, f"{what} signature was made by {signer}, not by {key} as it says: it was edited")
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+
+def _parse(raw: bytes, number: int | None) -> _Line:
+    """One line as an entry; raise GatewayError naming the line if it is not a JSON object with a seq."""
+    where = f"line {number}" if number is not None else "the last line"
+    try:
+        entry = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # a forged line may nest past the recursion limit
+        entry = None
+    if not isinstance(entry, dict) or not _is(entry.get("seq"), int):
+        raise GatewayError(f"{where} of the audit log is not an audit entry: it is damaged or was edited; {_VERIFY}")
+    return _Line(number or 0, raw, entry)
+
+
+def _parse_anchor(raw: bytes) -> _Anchor:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        data = None
+    fields = ("seq", int), ("hash", str), ("key", str), ("signature", str)
+    if not isinstance(data, dict) or not all(_is(data.get(name), kind) for name, kind in fields):
+        raise _Broken(6, "audit.anchor is not a JSON object with seq, hash, key and signature: it was edited")
+    return _Anchor(data["seq"], data["hash"], data["key"], data["signature"])
+
+
+def _parse_head(raw: bytes) -> tuple[int, str]:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or not _is(data.get("seq"), int) or not _is(data.get("hash"), str):
+        raise _Broken(5, "audit.head is not a JSON object with seq and hash: it was edited or damaged")
+    return data["seq"], data["hash"]
+
+
+def _is(value: Any, kind: type) -> bool:
+    """isinstance, except that a bool is not an int."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _canonical_or_none(entry: Mapping[str, Any]) -> bytes | None:
+    try:
+        return canonical(entry)
+    except ValueError:  # NaN or Infinity, which json.loads accepts but the log never holds
+        return None
+
+
+def _compact(fingerprint: str) -> str:
+    return "".join(fingerprint.split()).upper()
+
+
+# --- small helpers ---------------------------------------------------------------------------------
+
+
+def _check_details(details: Mapping[str, Any]) -> None:
+    reserved = sorted(RESERVED & details.keys())
+    if reserved:
+        raise ValueError(f"audit details may not use the reserved keys {', '.join(reserved)}")
+    canonical(details)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _require_aware(moment: datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{moment.isoformat()} has no time zone: audit times are compared in UTC")
+
+
+def _entry_time(entry: Mapping[str, Any]) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(entry["time"]))
+    except (KeyError, ValueError):
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise GatewayError(f"audit entry {entry.get('seq')} has no valid time: {_VERIFY}")
+    return moment
+
+
+def _expired(lines: Sequence[_Line], cutoff: datetime) -> int:
+    """How many leading entries are older than `cutoff`; never the last one."""
+    count = 0
+    for line in lines[:-1]:
+        if _entry_time(line.entry) >= cutoff:
+            break
+        count += 1
+    return count
+
+
+def _read_optional(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just after the last newline before `size` (0 if there is none)."""
+    position = size
+    while position > 0:
+        step = min(65536, position)
+        position -= step
+        cut = os.pread(fd, step, position).rfind(b"\n")
+        if cut >= 0:
+            return position + cut + 1
+    return 0

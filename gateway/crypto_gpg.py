@@ -22,6 +22,7 @@ import os
 import re
 import stat
 import subprocess
+import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,6 +121,7 @@ class SignatureCheck:
     fingerprint: Fingerprint | None
     signed_at: datetime | None
     problem: str | None
+    key_expired: bool = False  # good signature by a key that has expired since (gpg's EXPKEYSIG)
 
 
 class Keyring:
@@ -251,6 +253,36 @@ class Keyring:
                 return SignatureCheck(False, None, None, _not_a_signature(f"{size} bytes is too large"))
             blob = handle.read(MAX_SIGNATURE_BYTES)
         result = self._gpg.verify_file(io.BytesIO(blob), data_filename=_argv_path(data))
+        return _signature_check(_statuses(result), _returncode(result), missing=_not_a_signature("no signature found"))
+
+    def sign_bytes(self, data: bytes, signer: Fingerprint) -> bytes:
+        """Return a binary detached signature of `data` (passed to gpg on stdin), made by `signer`.
+
+        Raises CryptoError if `signer` has no usable secret key here.
+        """
+        args = ["--local-user", str(signer), "--output", "-"]
+        result = self._gpg.sign_file(io.BytesIO(data), detach=True, binary=True, extra_args=args)
+        statuses = _statuses(result)
+        made = [fields for code, fields in statuses if code == "SIG_CREATED" and len(fields) >= 6 and fields[0] == "D"]
+        if _returncode(result) != 0 or not made or not isinstance(result.data, bytes) or not result.data:
+            raise CryptoError(_signer_problem(statuses, signer))
+        self._require_own_key(Fingerprint.parse(made[-1][5]), signer)
+        return bytes(result.data)
+
+    def verify_bytes(self, data: bytes, signature: bytes) -> SignatureCheck:
+        """Check a detached signature (binary or armored) over the in-memory `data`.
+
+        Never raises for a bad, unknown or malformed signature: the verdict is in the result.
+        """
+        if len(signature) > MAX_SIGNATURE_BYTES:
+            return SignatureCheck(False, None, None, _not_a_signature(f"{len(signature)} bytes is too large"))
+        # gpg takes the data on stdin but the signature only as a file: a private folder, removed on return
+        with tempfile.TemporaryDirectory(prefix="iom-verify-") as folder:
+            sig_path = Path(folder) / "data.sig"
+            fd = os.open(sig_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(signature)
+            result = self._gpg.verify_data(str(sig_path), data)
         return _signature_check(_statuses(result), _returncode(result), missing=_not_a_signature("no signature found"))
 
     def encrypt_file(
@@ -533,7 +565,9 @@ def _one_signature(codes: Mapping[str, tuple[str, ...]], returncode: int) -> Sig
     if "REVKEYSIG" in codes:
         return SignatureCheck(False, primary, signed_at, "the signing key is revoked: the officer must rekey")
     if "EXPKEYSIG" in codes:
-        return SignatureCheck(False, primary, signed_at, "the signing key has expired: the officer must renew it")
+        return SignatureCheck(
+            False, primary, signed_at, "the signing key has expired: the officer must renew it", key_expired=True
+        )
     if "EXPSIG" in codes:
         return SignatureCheck(False, primary, signed_at, "the signature has expired: sign the file again")
     if "GOODSIG" in codes and primary is not None and returncode == 0:

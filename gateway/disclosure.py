@@ -1,0 +1,141 @@
+"""The disclosure register: who sent what to whom, and why, month by month (pure; writes only to a stream).
+
+The protocols require a record of every disclosure (Warwickshire ISP 2.3.3.3 and 2.4.2, Solihull ISP
+4.4.3). It is read from the audit log's `package.delivered` entries, so it can only say what the
+log says: one line per package delivered to a recipient agency. Months and times are UTC, as the
+log records them.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from gateway.errors import GatewayError
+
+EVENT = "package.delivered"
+COLUMN_SEPARATOR = "; "
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_REQUIRED = ("agency", "sender", "officer", "marking", "rows", "columns", "package", "method")
+
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    """One package delivered to one agency: a line of the register."""
+
+    date: str
+    time: str
+    from_agency: str
+    officer: str
+    to_agency: str
+    marking: str
+    rows: int
+    columns: tuple[str, ...]
+    purpose: str
+    legal_basis: str
+    package: str
+    method: str
+
+
+HEADER = tuple(field.name for field in fields(Disclosure))
+
+
+def register(entries: Iterable[Mapping[str, Any]], year: int, month: int) -> list[Disclosure]:
+    """Return the disclosures of `year`-`month` (UTC) among audit `entries`, oldest first.
+
+    Raises ValueError for a month outside 1-12; GatewayError naming the entry if a `package.delivered`
+    entry lacks a field the register needs.
+    """
+    if not 1 <= month <= 12:
+        raise ValueError(f"month must be 1-12, not {month}")
+    found: list[tuple[datetime, Disclosure]] = []
+    for entry in entries:
+        if entry.get("event") != EVENT:
+            continue
+        moment = _time(entry)
+        if (moment.year, moment.month) == (year, month):
+            found.append((moment, _disclosure(entry, moment)))
+    return [disclosure for _, disclosure in sorted(found, key=lambda pair: pair[0])]
+
+
+def write_csv(rows: Iterable[Disclosure], stream: TextIO) -> None:
+    """Write the register as CSV (header first); a cell a spreadsheet would run as a formula is quoted with '."""
+    writer = csv.writer(stream, lineterminator="\r\n")
+    writer.writerow(HEADER)
+    for row in rows:
+        writer.writerow([_defuse(cell) for cell in _cells(row)])
+
+
+def write_html(rows: Sequence[Disclosure], stream: TextIO, title: str) -> None:
+    """Write the register as a small, complete HTML5 document; every value is escaped."""
+    total = sum(row.rows for row in rows)
+    noun = "disclosure" if len(rows) == 1 else "disclosures"
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in HEADER)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in _cells(row)) + "</tr>\n" for row in rows
+    )
+    stream.write(
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n"
+        "<style>table{border-collapse:collapse}th,td{border:1px solid #999;padding:2px 6px;text-align:left}</style>\n"
+        f"</head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
+        f'<p class="summary">{len(rows)} {noun}, {total} rows in all (times in UTC).</p>\n'
+        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
+        "</body>\n</html>\n"
+    )
+
+
+def to_json(rows: Iterable[Disclosure]) -> list[dict[str, Any]]:
+    """The register as JSON-ready objects (columns as a list)."""
+    return [{**asdict(row), "columns": list(row.columns)} for row in rows]
+
+
+def _disclosure(entry: Mapping[str, Any], moment: datetime) -> Disclosure:
+    missing = [name for name in _REQUIRED if name not in entry]
+    rows, columns = entry.get("rows"), entry.get("columns")
+    if missing or not isinstance(rows, int) or isinstance(rows, bool) or not isinstance(columns, list):
+        what = ", ".join(missing) or "rows or columns in the expected form"
+        raise GatewayError(
+            f"audit entry {entry.get('seq')} ({EVENT}) lacks {what}: the register cannot list it;"
+            " run `iom-gateway audit verify`"
+        )
+    return Disclosure(
+        date=moment.date().isoformat(),
+        time=moment.time().isoformat(timespec="seconds"),
+        from_agency=str(entry["sender"]),
+        officer=str(entry["officer"]),
+        to_agency=str(entry["agency"]),
+        marking=str(entry["marking"]),
+        rows=rows,
+        columns=tuple(str(column) for column in columns),
+        purpose=str(entry.get("purpose") or ""),
+        legal_basis=str(entry.get("legal_basis") or ""),
+        package=str(entry["package"]),
+        method=str(entry["method"]),
+    )
+
+
+def _time(entry: Mapping[str, Any]) -> datetime:
+    """The entry's time in UTC; raise GatewayError if it has none."""
+    try:
+        moment = datetime.fromisoformat(str(entry.get("time")))
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None:
+        raise GatewayError(f"audit entry {entry.get('seq')} has no valid time: run `iom-gateway audit verify`")
+    return moment.astimezone(UTC)
+
+
+def _cells(row: Disclosure) -> list[str]:
+    values = (getattr(row, name) for name in HEADER)
+    return [COLUMN_SEPARATOR.join(value) if isinstance(value, tuple) else str(value) for value in values]
+
+
+def _defuse(cell: str) -> str:
+    """Prefix ' to a cell a spreadsheet would read as a formula (CSV injection)."""
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell

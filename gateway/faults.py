@@ -1,0 +1,66 @@
+"""Fault injection for the crash tests: inert unless armed.
+
+The CLI arms it from IOM_GATEWAY_UNSAFE_FAULT (read by config, audited and logged as unsafe). A
+spec is a comma-separated list of `point[@n][:action]`: on the n-th time (default 1st) the code
+reaches `point`, do `action`: `kill` (default) sends this process SIGKILL, as a power cut would;
+`enospc` raises OSError(ENOSPC), as a full disk would. Unknown points are simply never reached.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+from dataclasses import dataclass
+
+ACTIONS = ("kill", "enospc")
+_SPEC = re.compile(r"([a-z][a-z0-9_.-]*)(?:@([1-9][0-9]*))?(?::(kill|enospc))?")
+
+
+@dataclass(slots=True)
+class _Fault:
+    at: int
+    action: str
+    hits: int = 0
+
+
+_armed: dict[str, _Fault] = {}
+
+
+def parse(spec: str) -> dict[str, tuple[int, str]]:
+    """Read a spec into {point: (n, action)}; raise ValueError naming the malformed part."""
+    faults: dict[str, tuple[int, str]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        match = _SPEC.fullmatch(part)
+        if match is None:
+            raise ValueError(f"fault {part!r} is not point[@n][:kill|enospc]")
+        faults[match[1]] = (int(match[2] or 1), match[3] or "kill")
+    return faults
+
+
+def arm(spec: str) -> None:
+    """Arm the faults in `spec` for this process; raise ValueError if it is malformed."""
+    _armed.clear()
+    _armed.update({point: _Fault(at, action) for point, (at, action) in parse(spec).items()})
+
+
+def disarm() -> None:
+    _armed.clear()
+
+
+def armed() -> bool:
+    return bool(_armed)
+
+
+def reached(point: str) -> None:
+    """Mark that execution reached `point`; act if a fault is armed there (no-op otherwise)."""
+    fault = _armed.get(point)
+    if fault is None:
+        return
+    fault.hits += 1
+    if fault.hits != fault.at:
+        return
+    if fault.action == "enospc":
+        raise OSError(errno.ENOSPC, f"No space left on device (injected at {point})")
+    os.kill(os.getpid(), signal.SIGKILL)
