@@ -94,13 +94,14 @@ def _vault(root: Root) -> tuple[str, ...]:
     if not root.vault_path.exists():
         Vault.create(root.vault_path, root.config.vault_passphrase())
     made = []
-    for agency in aes:
-        try:
-            root.vault.current(agency.id)
-        except GatewayError:
-            record = root.vault.add(agency.id, generate(root.config.passwords.generated_length), datetime.now(UTC))
-            root.audit.append("password.created", actor="admin", agency=agency.id, password_id=record.id)
-            made.append(record.id)
+    with root.changing_vault() as vault:
+        for agency in aes:
+            try:
+                vault.current(agency.id)
+            except GatewayError:
+                record = vault.add(agency.id, generate(root.config.passwords.generated_length), datetime.now(UTC))
+                root.audit.append("password.created", actor="admin", agency=agency.id, password_id=record.id)
+                made.append(record.id)
     return tuple(made)
 
 
@@ -229,6 +230,7 @@ def import_password(root: Root, agency_id: str, source: Path) -> str:
             raise PolicyError(f"{str(source)!r} is readable by others: chmod 600 it (it holds a password)")
         password = Secret(stream.read(4096).decode("utf-8").strip())
     check_password(password, PasswordPolicy(min_length=root.config.passwords.min_length))
-    record = root.vault.add(agency_id, password, datetime.now(UTC))
+    with root.changing_vault() as vault:
+        record = vault.add(agency_id, password, datetime.now(UTC))
     root.audit.append("password.imported", actor="admin", agency=agency_id, password_id=record.id)
     return record.id

@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from datetime import date
+import time
+from dataclasses import asdict
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,13 @@ from gateway.config import resolve_root
 from gateway.context import Root
 from gateway.demo import run_demo
 from gateway.errors import GatewayError, UsageError
+from gateway.fsio import atomic_write_bytes
 from gateway.model import Period
-from gateway.pipeline import Rejected, check_file, now_utc, process_once, submit
+from gateway.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
+from gateway.pipeline import Rejected, check_file, submit
 from gateway.recipient import pull
+from gateway.retention import purge
+from gateway.watch import run_once, serve
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -51,6 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayError as exc:
         print(f"iom-gateway: {exc.message}", file=sys.stderr)
         return exc.exit_code
+
+
+class _UtcFormatter(logging.Formatter):
+    converter = time.gmtime  # type: ignore[assignment]  # typeshed's signature is narrower than the runtime's
+
+
+def _structured_logging() -> None:
+    """One key=value line per event on stderr, for journald: time, level, logger, then the event."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _UtcFormatter("time=%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    )
+    logger = logging.getLogger()
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_validate)
 
     _exchange_commands(commands)
+    _oversight_commands(commands)
     return parser
 
 
@@ -127,10 +149,14 @@ def _exchange_commands(commands: Any) -> None:
 
     run = commands.add_parser(
         "run",
-        help="process the submissions waiting in every outbox",
-        description="Process every complete submission in every outbox once, then exit. Exit 1 if any was rejected.",
+        help="the daemon: watch every outbox and process submissions as they arrive",
+        description="Watch every outbox (inotify, or polling per [daemon] in gateway.toml) and process each "
+        "submission once it is complete. First finishes or rolls back whatever a crash left in flight. "
+        "SIGTERM/SIGINT finish the file in hand and exit 0; SIGHUP reloads gateway.toml. Logs one "
+        "key=value line per event to stderr. With --once: process what is there now and exit "
+        "(exit 1 if any was rejected).",
     )
-    run.add_argument("--once", action="store_true", required=True, help="process what is there and exit")
+    run.add_argument("--once", action="store_true", help="process what is there and exit")
     run.set_defaults(handler=_run)
 
     submit = commands.add_parser(
@@ -233,7 +259,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    outcomes = process_once(_open(args), now_utc())
+    path = resolve_root(args.root)
+    if not args.once:
+        _structured_logging()
+        return serve(path)
+    outcomes = run_once(path)
     for outcome in outcomes:
         print(outcome.summary)
         if isinstance(outcome, Rejected):
@@ -338,4 +368,147 @@ def _keys_export(args: argparse.Namespace) -> int:
         f"wrote the current password of {args.agency} ({record}) to {args.to} (mode 0600): hand it to the "
         "agency's PDO out of band, then delete the file"
     )
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- oversight
+
+
+def _oversight_commands(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
+        title="audit commands", metavar="ACTION", required=True
+    )
+    verify = audit.add_parser(
+        "verify",
+        help="check the hash chain, signed checkpoints and head; exit 1 naming the first broken entry",
+        description="Check state/audit.jsonl step by step: canonical lines, consecutive numbers, the hash chain, "
+        "the checkpoints signed by the gateway key, the head kept outside the log, and the anchor left by purge. "
+        "Exit 0 intact, 1 on any edit, deletion, insertion or reordering.",
+    )
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(handler=_audit_verify)
+    show = audit.add_parser("show", help="list audit events", description="List audit events, oldest first.")
+    show.add_argument("--since", type=_day, metavar="YYYY-MM-DD", help="only events on or after this day (UTC)")
+    show.add_argument("--event", metavar="NAME", help="only this event, or those under it (submission = submission.*)")
+    show.add_argument("--json", action="store_true", help="print a JSON list")
+    show.set_defaults(handler=_audit_show)
+    report = audit.add_parser(
+        "report",
+        help="the disclosure register for a month",
+        description="What was disclosed to whom in a month: date, from agency and officer, to agency, marking, "
+        "rows, columns shared, purpose and legal basis (Warwickshire 2.3.3.3, Solihull 4.4.3).",
+    )
+    report.add_argument("--month", type=_period, required=True, metavar="YYYY-MM", help="the month")
+    report.add_argument("--format", choices=REPORT_FORMATS, default="csv", help="csv (default), html or json")
+    report.add_argument("--json", action="store_true", help="same as --format json")
+    report.add_argument("--to", type=Path, metavar="FILE", help="write to FILE (mode 0600) instead of the screen")
+    report.set_defaults(handler=_audit_report)
+
+    purge = commands.add_parser(
+        "purge",
+        help="delete what is past retention, and the passwords only expired packages needed",
+        description="Delete expired packages, the AES passwords that only they needed, quarantined submissions, "
+        "rejection reports and audit entries past the retention in gateway.toml [retention]. Run daily by "
+        "iom-gateway-purge.timer.",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
+    purge.add_argument("--json", action="store_true", help="print one JSON object")
+    purge.set_defaults(handler=_purge)
+
+    health = commands.add_parser(
+        "status",
+        help="queues, last run, refusals, keys near expiry, agencies late for the month",
+        description="Health at a glance. Exit 0; the 'attention' lines say what to act on.",
+    )
+    health.add_argument("--json", action="store_true", help="print one JSON object")
+    health.set_defaults(handler=_status)
+
+
+def _day(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: write it as YYYY-MM-DD") from None
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    verdict = verify_audit(_open(args))
+    if args.json:
+        print(json.dumps(asdict(verdict), indent=2))
+    elif verdict.ok:
+        print(
+            f"audit log intact: {verdict.entries} entries, {verdict.checkpoints} signed checkpoint(s), "
+            f"last entry {verdict.last_seq}"
+        )
+    else:
+        print(f"audit log BROKEN (step {verdict.step}): {verdict.problem}")
+    return EXIT_OK if verdict.ok else EXIT_REFUSED
+
+
+def _audit_show(args: argparse.Namespace) -> int:
+    entries = audit_events(_open(args), args.since, args.event)
+    if args.json:
+        print(json.dumps(entries, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    for entry in entries:
+        fixed = {"seq", "time", "event", "actor", "agency", "prev", "ref"}
+        details = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in entry.items() if k not in fixed)
+        print(
+            f"{entry['seq']:>6} {entry['time']} {entry['event']:24} actor={entry['actor']} "
+            f"agency={entry.get('agency') or '-'} {details}".rstrip()
+        )
+    return EXIT_OK
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    text = disclosure_report(_open(args), args.month, "json" if args.json else args.format)
+    if args.to is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(args.to, text.encode("utf-8"))
+        print(f"wrote the disclosure register for {args.month} to {args.to}")
+    return EXIT_OK
+
+
+def _purge(args: argparse.Namespace) -> int:
+    result = purge(_open(args), datetime.now(UTC), dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+        return EXIT_OK
+    verb = "would delete" if result.dry_run else "deleted"
+    print(
+        f"{verb}: {len(result.packages)} expired package(s), {len(result.passwords)} password(s), "
+        f"{len(result.quarantined)} quarantined file(s), {len(result.reports)} report(s), "
+        f"{result.audit_entries} audit entr(y/ies)"
+    )
+    for name in (*result.packages, *result.passwords, *result.quarantined, *result.reports):
+        print(f"  {name}")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    health = status(_open(args), datetime.now(UTC))
+    if args.json:
+        print(json.dumps(health.to_json(), indent=2))
+        return EXIT_OK
+    run = health.last_run
+    print(f"iom-gateway status at {health.now}")
+    if run is None:
+        print("last run:      never")
+    else:
+        state = f"finished {run['finished']}" if run["finished"] else f"running (heartbeat {run['heartbeat']})"
+        print(
+            f"last run:      {run['mode']} pid {run['pid']} started {run['started']}, {state}, "
+            f"{run['processed']} processed, {run['errors']} refused"
+        )
+    print(f"in flight:     {health.in_flight}")
+    print("agency        outbox waiting   inbox unpulled")
+    for agency in health.outbox_waiting:
+        print(f"{agency:14}{health.outbox_waiting[agency]:>14}   {health.inbox_unpulled[agency]:>14}")
+    print(f"refused (24h): {health.errors_24h}")
+    print(f"late for {health.period} (due day {health.due_day}): {', '.join(health.late) or 'none'}")
+    attention = health.attention
+    print("attention:     " + ("none" if not attention else ""))
+    for line in attention:
+        print(f"  - {line}")
     return EXIT_OK

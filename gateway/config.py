@@ -15,6 +15,7 @@ from gateway.model import AGENCY_ID, Agency, Delivery
 from gateway.secret import Secret
 
 ROOT_ENV = "IOM_GATEWAY_ROOT"
+FAULT_ENV = "IOM_GATEWAY_UNSAFE_FAULT"
 VAULT_ENV = "IOM_GATEWAY_VAULT_PASSPHRASE"
 CREDENTIAL_NAME = "vault-passphrase"
 CONFIG_NAME = "gateway.toml"
@@ -58,6 +59,7 @@ class Submissions:
     pairing_timeout_seconds: int = 300
     signature_max_age_hours: int = 72
     clock_skew_seconds: int = 600
+    due_day: int = 10  # `status` lists agencies with no submission for the month after this day
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,29 @@ class Packages:
 
     expiry_days: int = 35
     compress_level: int = 1
+
+
+WATCHERS = ("inotify", "polling")
+
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """How `run` notices files: inotify, or polling for network shares where inotify sees nothing."""
+
+    watcher: str = "inotify"
+    settle_seconds: int = 2  # a file is taken once closed and unchanged this long
+    poll_seconds: int = 1  # the polling watcher's interval
+    rescan_seconds: int = 120  # a full scan catches what an inotify overflow lost
+    checkpoint_minutes: int = 60  # the audit log's signed checkpoints
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long things live (packages: until their manifest's expiry, [packages] expiry_days)."""
+
+    quarantine_days: int = 30
+    reports_days: int = 30
+    audit_days: int = 2192  # six years
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +111,8 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     policy: Policy = field(default_factory=Policy)
     ownership: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    daemon: Daemon = field(default_factory=Daemon)
+    retention: Retention = field(default_factory=Retention)
 
     def agency(self, agency_id: str) -> Agency:
         """The agency called `agency_id`; raise UsageError listing the partnership's agencies."""
@@ -154,6 +181,11 @@ class Config:
 _ZERO_OK = frozenset({"pairing_timeout_seconds", "clock_skew_seconds", "compress_level"})
 
 
+def unsafe_fault_injection() -> str | None:
+    """The crash tests' fault spec (IOM_GATEWAY_UNSAFE_FAULT), or None: never set outside a test."""
+    return os.environ.get(FAULT_ENV) or None
+
+
 def resolve_root(arg: str | None) -> Path:
     """The gateway root: --root, else $IOM_GATEWAY_ROOT, else the current folder."""
     chosen = arg or os.environ.get(ROOT_ENV) or "."
@@ -194,6 +226,8 @@ class _Checker:
             "policy",
             "agencies",
             "ownership",
+            "daemon",
+            "retention",
         }
         for section in sorted(set(data) - known):
             self.problem(section, f"unknown section [{section}]: remove it or check its spelling")
@@ -218,6 +252,9 @@ class _Checker:
         if packages.compress_level > 9:
             self.problem("packages.compress_level", "packages.compress_level must be 0 (none) to 9")
         agencies = self.agencies(self.table(data, "agencies"), kinds)
+        submissions = self.dataclass_table(Submissions, self.table(data, "submissions"), "submissions")
+        if submissions.due_day > 28:
+            self.problem("submissions.due_day", "submissions.due_day must be 1 to 28 (every month has that day)")
         return Config(
             root=root,
             partnership=name,
@@ -226,13 +263,15 @@ class _Checker:
             marking=marking,
             banner=banner,
             passwords=passwords,
-            submissions=self.dataclass_table(Submissions, self.table(data, "submissions"), "submissions"),
+            submissions=submissions,
             packages=packages,
             vault_passphrase_file=self.vault_file(root, self.table(data, "vault")),
             agencies=agencies,
             limits=self.dataclass_table(Limits, self.table(data, "limits"), "limits"),
             policy=self.dataclass_table(Policy, self.table(data, "policy"), "policy"),
             ownership=self.ownership(self.table(data, "ownership"), columns, kinds),
+            daemon=self.daemon(self.table(data, "daemon")),
+            retention=self.dataclass_table(Retention, self.table(data, "retention"), "retention"),
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -243,7 +282,7 @@ class _Checker:
         return value
 
     def dataclass_table(self, kind: Any, table: dict[str, Any], section: str) -> Any:
-        known = {f.name: f for f in fields(kind)}
+        known = {f.name: f for f in fields(kind) if f.type in ("int", "bool")}
         values: dict[str, Any] = {}
         for key, value in table.items():
             where = f"{section}.{key}"
@@ -321,6 +360,17 @@ class _Checker:
             self.problem("marking.banner", "marking.banner must be true or false")
             banner = True
         return Marking(level, descriptor.upper(), Scheme(scheme)), banner
+
+    def daemon(self, table: dict[str, Any]) -> Daemon:
+        rest = dict(table)
+        watcher = rest.pop("watcher", "inotify")
+        if watcher not in WATCHERS:
+            self.problem("daemon.watcher", 'daemon.watcher must be "inotify" or "polling" (for network shares)')
+            watcher = "inotify"
+        numbers = self.dataclass_table(Daemon, rest, "daemon")
+        return Daemon(
+            watcher, numbers.settle_seconds, numbers.poll_seconds, numbers.rescan_seconds, numbers.checkpoint_minutes
+        )
 
     def vault_file(self, root: Path, table: dict[str, Any]) -> Path | None:
         for key in sorted(set(table) - {"passphrase_file"}):

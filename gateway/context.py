@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.audit import AuditLog
@@ -11,6 +13,7 @@ from gateway.config import Config
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.db import connect
 from gateway.errors import ConfigError
+from gateway.fsio import locked
 from gateway.journal import Journal
 from gateway.registry import Registry
 from gateway.store import PackageStore
@@ -20,6 +23,7 @@ from gateway.vault import Vault
 KEYS = "keys"
 GNUPG_HOME = "gnupg"
 VAULT_FILE = "vault.json"
+VAULT_LOCK = "vault.lock"
 DEMO_OFFICERS = "demo-officers"
 
 
@@ -30,6 +34,7 @@ class Root:
     path: Path
     config: Config
     standard: Standard
+    _vault: tuple[object, Vault] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, path: Path) -> Root:
@@ -67,9 +72,30 @@ class Root:
     def vault_path(self) -> Path:
         return self.path / KEYS / VAULT_FILE
 
-    @functools.cached_property
+    @property
     def vault(self) -> Vault:
-        return Vault.open(self.vault_path, self.config.vault_passphrase())
+        """The vault as it is on disk now: reopened when another process (an admin command) saved it."""
+        try:
+            info = self.vault_path.stat()
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if self._vault is None or stamp != self._vault[0]:
+            self._vault = (stamp, Vault.open(self.vault_path, self.config.vault_passphrase()))
+        return self._vault[1]
+
+    @contextmanager
+    def changing_vault(self) -> Iterator[Vault]:
+        """Hold the vault lock and yield the vault read afresh, so no other process's change is lost."""
+        with locked(self.path / KEYS / VAULT_LOCK):
+            self._vault = None
+            yield self.vault
+            self._vault = None
+
+    def close(self) -> None:
+        """Close the state database if it was opened (before this Root is replaced by a reload)."""
+        if "db" in self.__dict__:
+            self.db.close()
 
     def gateway_key(self) -> Fingerprint:
         """The current gateway signing key; raise ConfigError if the root was never initialised."""

@@ -32,6 +32,27 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS pulls (
         package TEXT NOT NULL, puller TEXT NOT NULL, pulled TEXT NOT NULL, PRIMARY KEY (package, puller))""",
 )
+# Each step moves the database one version up (PRAGMA user_version); none is ever edited once shipped.
+_MIGRATIONS = (
+    # 1: submissions and deliveries move through explicit states; audit events wait in an outbox
+    # table in the same transaction as the state change that causes them (record, then act).
+    (
+        "ALTER TABLE submissions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE submissions ADD COLUMN sealed_at TEXT",
+        "ALTER TABLE submissions ADD COLUMN stage TEXT",
+        "CREATE INDEX IF NOT EXISTS submissions_by_status ON submissions (status)",
+        "CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries (status, expires)",
+        """CREATE TABLE IF NOT EXISTS audit_outbox (
+            ref TEXT PRIMARY KEY, entry TEXT NOT NULL, created TEXT NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS quarantine (
+            file TEXT PRIMARY KEY, agency TEXT NOT NULL, submission TEXT NOT NULL, key TEXT NOT NULL,
+            created TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'kept')""",
+        """CREATE TABLE IF NOT EXISTS runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, mode TEXT NOT NULL, pid INTEGER NOT NULL,
+            started TEXT NOT NULL, heartbeat TEXT NOT NULL, finished TEXT, processed INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0)""",
+    ),
+)
 
 
 def connect(root: Path) -> sqlite3.Connection:
@@ -48,4 +69,17 @@ def connect(root: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA foreign_keys=ON")
     for statement in _SCHEMA:
         connection.execute(statement)
+    _migrate(connection)
     return connection
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring an older database up to date, one version per transaction."""
+    while (version := int(connection.execute("PRAGMA user_version").fetchone()[0])) < len(_MIGRATIONS):
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            if int(connection.execute("PRAGMA user_version").fetchone()[0]) != version:
+                continue  # another process migrated meanwhile
+            for statement in _MIGRATIONS[version]:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {version + 1:d}")

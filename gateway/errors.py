@@ -41,3 +41,7 @@ class VaultError(GatewayError):
 
 class PolicyError(GatewayError):
     """A request breaks the partnership's policy (a weak password, a marking below the floor)."""
+
+
+class StorageError(GatewayError):
+    """The state database or a folder cannot be written now (disk full, read-only): try again later."""

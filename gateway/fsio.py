@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import tempfile
@@ -73,3 +74,14 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write `data` to `path` atomically and durably (temp file, fsync, rename, fsync folder)."""
     with atomic_target(path, mode) as temp, temp.open("wb") as handle:
         handle.write(data)
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the (private, created if needed) lock file `path`, waiting for it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,10 +1,31 @@
-"""Durable states of submissions, deliveries and pulls (the journal seam; SQLite for now)."""
+"""Durable states of submissions, deliveries and pulls (the journal seam; SQLite for now).
+
+A submission moves  received -> sealing -> delivered -> done,  or  received -> rejecting -> rejected,
+or to abandoned when its files vanish mid-flight. Each (submission, recipient) delivery moves
+sealing -> delivered -> purged, or rolled_back. Every state is written before the side effect it
+announces ("record, then act"), so a restart knows what to finish or undo.
+
+An audit event caused by a state change is staged in `audit_outbox` in the same transaction; the
+pipeline appends it to the audit log and then clears it, so a crash never loses or doubles it.
+"""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+from gateway.errors import StorageError
+
+RECEIVED, SEALING, DELIVERED, DONE = "received", "sealing", "delivered", "done"
+REJECTING, REJECTED, ABANDONED = "rejecting", "rejected", "abandoned"
+IN_FLIGHT = (RECEIVED, SEALING, REJECTING)
+PURGED, ROLLED_BACK = "purged", "rolled_back"
+_COLUMNS = "id, agency, name, sha256, status, officer, marking, period, rows, reason, attempts, sealed_at, stage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,7 +35,35 @@ class SubmissionRecord:
     name: str
     sha256: str
     status: str
-    updated: str
+    officer: str | None
+    marking: str | None
+    period: str | None
+    rows: int | None
+    reason: str | None
+    attempts: int
+    sealed_at: str | None
+    stage: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    submission: str
+    recipient: str
+    package: str
+    method: str
+    key_id: str
+    status: str
+    created: str
+    expires: str
+
+
+@dataclass(frozen=True, slots=True)
+class StagedAudit:
+    ref: str
+    event: str
+    actor: str
+    agency: str | None
+    details: dict[str, Any]
 
 
 def _now() -> str:
@@ -25,55 +74,213 @@ class Journal:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.db = connection
 
-    def delivered_copy(self, agency: str, sha256: str) -> SubmissionRecord | None:
-        """A submission of the same bytes from `agency` that was already delivered, if any."""
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                yield self.db
+        except sqlite3.OperationalError as exc:
+            raise StorageError(
+                f"the journal cannot be written ({exc}): free disk space in state/; nothing was lost"
+            ) from exc
+
+    def _write(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Cursor:
+        with self._transaction() as db:
+            return db.execute(sql, parameters)
+
+    def _stage(self, ref: str, event: str, actor: str, agency: str | None, details: Mapping[str, Any]) -> None:
+        entry = json.dumps({"event": event, "actor": actor, "agency": agency, "details": dict(details)})
+        self.db.execute(
+            "INSERT OR IGNORE INTO audit_outbox (ref, entry, created) VALUES (?, ?, ?)", (ref, entry, _now())
+        )
+
+    # ------------------------------------------------------------------------------- submissions
+
+    def submission(self, submission_id: str) -> SubmissionRecord | None:
         row = self.db.execute(
-            "SELECT id, agency, name, sha256, status, updated FROM submissions"
-            " WHERE agency = ? AND sha256 = ? AND status = 'delivered'",
-            (agency, sha256),
+            f"SELECT {_COLUMNS} FROM submissions WHERE id = ?",  # noqa: S608 (a constant column list)
+            (submission_id,),
         ).fetchone()
         return None if row is None else SubmissionRecord(*row)
 
-    def record_submission(
-        self,
-        submission_id: str,
-        agency: str,
-        name: str,
-        sha256: str,
-        status: str,
-        *,
-        officer: str | None = None,
-        marking: str | None = None,
-        period: str | None = None,
-        rows: int | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Insert or move a submission to `status` (received, delivered, rejected, duplicate)."""
+    def submissions(self, *statuses: str) -> list[SubmissionRecord]:
+        """Submissions in any of `statuses`, oldest first."""
+        marks = ",".join("?" * len(statuses))
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM submissions WHERE status IN ({marks}) ORDER BY created, id",  # noqa: S608 (only ?s)
+            statuses,
+        ).fetchall()
+        return [SubmissionRecord(*row) for row in rows]
+
+    def begin(self, submission_id: str, agency: str, name: str, sha256: str) -> SubmissionRecord:
+        """Record that an attempt at this submission starts, before anything is done with it.
+
+        A finished submission keeps its state (a second copy is a duplicate); a rejected or
+        abandoned one starts afresh; one in flight counts another attempt, so a file that kills
+        the gateway every time is recognised and quarantined instead of looping.
+        """
         now = _now()
-        self.db.execute(
-            "INSERT INTO submissions (id, agency, name, sha256, status, officer, marking, period, rows, reason,"
-            " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO UPDATE SET status = excluded.status, officer = excluded.officer,"
-            " marking = excluded.marking, period = excluded.period, rows = excluded.rows,"
-            " reason = excluded.reason, updated = excluded.updated",
-            (submission_id, agency, name, sha256, status, officer, marking, period, rows, reason, now, now),
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO submissions (id, agency, name, sha256, status, attempts, created, updated)"
+                " VALUES (?, ?, ?, ?, 'received', 1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET"
+                "  attempts = CASE WHEN status IN ('received', 'sealing', 'rejecting') THEN attempts + 1 ELSE 1 END,"
+                "  name = CASE WHEN status IN ('delivered', 'done') THEN name ELSE excluded.name END,"
+                "  status = CASE WHEN status IN ('rejected', 'abandoned', 'rejecting') THEN 'received' ELSE status END,"
+                "  updated = excluded.updated",
+                (submission_id, agency, name, sha256, now, now),
+            )
+        record = self.submission(submission_id)
+        assert record is not None  # noqa: S101 (just written in this connection)
+        return record
+
+    def sealing(
+        self, submission_id: str, *, officer: str, marking: str, period: str, rows: int, sealed_at: str
+    ) -> SubmissionRecord:
+        """Fix what the packages will say, before the first is written; keep what an earlier attempt fixed."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE submissions SET status = 'sealing', officer = ?, marking = ?, period = ?, rows = ?,"
+                " sealed_at = ?, updated = ? WHERE id = ? AND status = 'received'",
+                (officer, marking, period, rows, sealed_at, _now(), submission_id),
+            )
+        record = self.submission(submission_id)
+        assert record is not None  # noqa: S101
+        return record
+
+    def delivered(self, submission_id: str, audit: tuple[str, Mapping[str, Any]]) -> None:
+        """Every delivery of the submission is committed: only the outbox copy remains to be removed."""
+        event, details = audit
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE submissions SET status = 'delivered', updated = ? WHERE id = ? AND status = 'sealing'",
+                (_now(), submission_id),
+            )
+            record = self.submission(submission_id)
+            self._stage(f"{submission_id}:delivered", event, record.officer or "gateway", record.agency, details)  # type: ignore[union-attr]
+
+    def release(self, submission_id: str) -> None:
+        """The attempt ended in an error that was caught and logged: do not count it as a crash."""
+        self._write(
+            "UPDATE submissions SET attempts = MAX(attempts - 1, 0) WHERE id = ? AND status IN ('received', 'sealing')",
+            (submission_id,),
         )
 
-    def record_delivery(
-        self, submission_id: str, recipient: str, package: str, method: str, key_id: str, expires: str
+    def done(self, submission_id: str) -> None:
+        self._write(
+            "UPDATE submissions SET status = 'done', updated = ? WHERE id = ? AND status = 'delivered'",
+            (_now(), submission_id),
+        )
+
+    def rejecting(self, submission_id: str, stage: str, reason: str) -> bool:
+        """Record the verdict before quarantining; False if the submission was already delivered."""
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE submissions SET status = 'rejecting', stage = ?, reason = ?, updated = ?"
+                " WHERE id = ? AND status IN ('received', 'sealing', 'rejecting')",
+                (stage, reason, _now(), submission_id),
+            ).rowcount
+        return changed == 1
+
+    def rejected(self, submission_id: str, audit: tuple[str, Mapping[str, Any]]) -> None:
+        event, details = audit
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE submissions SET status = 'rejected', updated = ? WHERE id = ? AND status = 'rejecting'",
+                (_now(), submission_id),
+            )
+            record = self.submission(submission_id)
+            agency = record.agency if record else None
+            self._stage(
+                f"{submission_id}:rejected:{record.attempts if record else 0}", event, "gateway", agency, details
+            )
+
+    def abandoned(self, submission_id: str, audit: tuple[str, Mapping[str, Any]]) -> None:
+        event, details = audit
+        with self._transaction() as db:
+            db.execute("UPDATE submissions SET status = 'abandoned', updated = ? WHERE id = ?", (_now(), submission_id))
+            db.execute(
+                "UPDATE deliveries SET status = 'rolled_back' WHERE submission = ? AND status != 'purged'",
+                (submission_id,),
+            )
+            record = self.submission(submission_id)
+            self._stage(f"{submission_id}:abandoned", event, "gateway", record.agency if record else None, details)
+
+    def quarantined(self, file: str, agency: str, submission_id: str, key: str) -> None:
+        self._write(
+            "INSERT INTO quarantine (file, agency, submission, key, created) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (file) DO UPDATE SET created = excluded.created, key = excluded.key, status = 'kept'",
+            (file, agency, submission_id, key, _now()),
+        )
+
+    # ------------------------------------------------------------------------------- deliveries
+
+    def deliveries(self, submission_id: str) -> dict[str, DeliveryRecord]:
+        rows = self.db.execute(
+            "SELECT submission, recipient, package, method, key_id, status, created, expires FROM deliveries"
+            " WHERE submission = ?",
+            (submission_id,),
+        ).fetchall()
+        return {row[1]: DeliveryRecord(*row) for row in rows}
+
+    def delivery_sealing(
+        self, submission_id: str, recipient: str, *, package: str, method: str, key_id: str, expires: str
     ) -> None:
-        self.db.execute(
+        """Record the plan before the payload is written (a redo finds it and keeps its key id)."""
+        self._write(
             "INSERT INTO deliveries (submission, recipient, package, method, key_id, status, created, expires)"
-            " VALUES (?, ?, ?, ?, ?, 'delivered', ?, ?) ON CONFLICT (submission, recipient) DO NOTHING",
+            " VALUES (?, ?, ?, ?, ?, 'sealing', ?, ?) ON CONFLICT (submission, recipient) DO UPDATE SET"
+            " method = excluded.method, key_id = excluded.key_id, status = 'sealing'"
+            " WHERE status IN ('sealing', 'rolled_back')",
             (submission_id, recipient, package, method, key_id, _now(), expires),
         )
+
+    def delivery_done(self, submission_id: str, recipient: str, audit: tuple[str, Mapping[str, Any]]) -> None:
+        """The payload, manifest and signature are published: commit the delivery and stage its audit event."""
+        event, details = audit
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET status = 'delivered' WHERE submission = ? AND recipient = ?"
+                " AND status = 'sealing'",
+                (submission_id, recipient),
+            )
+            self._stage(f"{submission_id}:{recipient}:delivered", event, "gateway", recipient, details)
+
+    def rolled_back(self, submission_id: str, recipient: str) -> None:
+        """Record that a delivery is being withdrawn, before its files are removed."""
+        self._write(
+            "UPDATE deliveries SET status = 'rolled_back'"
+            " WHERE submission = ? AND recipient = ? AND status != 'purged'",
+            (submission_id, recipient),
+        )
+
+    # ------------------------------------------------------------------------------- audit outbox
+
+    def staged_audit(self) -> list[StagedAudit]:
+        """Audit events recorded with a state change and not yet appended to the log, oldest first."""
+        rows = self.db.execute("SELECT ref, entry FROM audit_outbox ORDER BY created, rowid").fetchall()
+        staged = []
+        for ref, text in rows:
+            entry = json.loads(text)
+            staged.append(StagedAudit(ref, entry["event"], entry["actor"], entry["agency"], entry["details"]))
+        return staged
+
+    def audit_appended(self, ref: str) -> None:
+        self._write("DELETE FROM audit_outbox WHERE ref = ?", (ref,))
+
+    # ------------------------------------------------------------------------------- pulls, keys, runs
 
     def pulled(self, package: str, puller: str) -> bool:
         row = self.db.execute("SELECT 1 FROM pulls WHERE package = ? AND puller = ?", (package, puller)).fetchone()
         return row is not None
 
+    def pulled_by_anyone(self, package: str) -> bool:
+        return self.db.execute("SELECT 1 FROM pulls WHERE package = ?", (package,)).fetchone() is not None
+
     def record_pull(self, package: str, puller: str) -> None:
-        self.db.execute(
+        self._write(
             "INSERT OR REPLACE INTO pulls (package, puller, pulled) VALUES (?, ?, ?)", (package, puller, _now())
         )
 
@@ -81,11 +288,88 @@ class Journal:
         row = self.db.execute("SELECT fingerprint FROM gateway_keys WHERE status = 'current'").fetchone()
         return None if row is None else str(row[0])
 
+    def gateway_keys(self) -> list[tuple[str, str, str | None, str]]:
+        """Every gateway key ever used: (fingerprint, created, expires, status)."""
+        rows = self.db.execute("SELECT fingerprint, created, expires, status FROM gateway_keys ORDER BY created")
+        return [(str(r[0]), str(r[1]), r[2], str(r[3])) for r in rows.fetchall()]
+
     def add_gateway_key(self, fingerprint: str, expires: str | None) -> None:
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("UPDATE gateway_keys SET status = 'retired' WHERE status = 'current'")
-            self.db.execute(
+        with self._transaction() as db:
+            db.execute("UPDATE gateway_keys SET status = 'retired' WHERE status = 'current'")
+            db.execute(
                 "INSERT INTO gateway_keys (fingerprint, created, expires, status) VALUES (?, ?, ?, 'current')",
                 (fingerprint, _now(), expires),
             )
+
+    # ------------------------------------------------------------------------------- questions for status
+
+    def unpulled(self, recipient: str) -> int:
+        """Packages delivered to `recipient` that nobody there has pulled yet."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM deliveries d WHERE d.recipient = ? AND d.status = 'delivered'"
+            " AND NOT EXISTS (SELECT 1 FROM pulls p WHERE p.package = d.package)",
+            (recipient,),
+        ).fetchone()
+        return int(row[0])
+
+    def count_since(self, status: str, since: str) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM submissions WHERE status = ? AND updated >= ?", (status, since)
+        ).fetchone()
+        return int(row[0])
+
+    def in_flight(self) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM submissions WHERE status IN ('received', 'sealing', 'rejecting')"
+        ).fetchone()
+        return int(row[0])
+
+    def agencies_with(self, period: str, statuses: tuple[str, ...]) -> set[str]:
+        """Agencies with a submission for `period` in one of `statuses`."""
+        marks = ",".join("?" * len(statuses))
+        rows = self.db.execute(
+            f"SELECT DISTINCT agency FROM submissions WHERE period = ? AND status IN ({marks})",  # noqa: S608 (only ?s)
+            (period, *statuses),
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def last_run(self) -> dict[str, object] | None:
+        row = self.db.execute(
+            "SELECT mode, pid, started, heartbeat, finished, processed, errors FROM runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else dict(zip(row.keys(), tuple(row), strict=True))
+
+    def deliveries_expired(self, now: str) -> list[DeliveryRecord]:
+        """Delivered packages whose expiry has passed, oldest first."""
+        rows = self.db.execute(
+            "SELECT submission, recipient, package, method, key_id, status, created, expires FROM deliveries"
+            " WHERE status = 'delivered' AND expires < ? ORDER BY expires",
+            (now,),
+        ).fetchall()
+        return [DeliveryRecord(*row) for row in rows]
+
+    def live_key_ids(self) -> set[str]:
+        """Key and password ids a package still in an inbox (or being made) was sealed with."""
+        rows = self.db.execute("SELECT DISTINCT key_id FROM deliveries WHERE status IN ('sealing', 'delivered')")
+        return {str(row[0]) for row in rows.fetchall()}
+
+    def purged(self, submission_id: str, recipient: str) -> None:
+        self._write(
+            "UPDATE deliveries SET status = 'purged' WHERE submission = ? AND recipient = ? AND status = 'delivered'",
+            (submission_id, recipient),
+        )
+
+    def run_started(self, mode: str, pid: int) -> int:
+        now = _now()
+        cursor = self._write(
+            "INSERT INTO runs (mode, pid, started, heartbeat) VALUES (?, ?, ?, ?)", (mode, pid, now, now)
+        )
+        return int(cursor.lastrowid or 0)
+
+    def run_heartbeat(self, run: int, *, processed: int, errors: int, finished: bool = False) -> None:
+        now = _now()
+        self._write(
+            "UPDATE runs SET heartbeat = ?, processed = ?, errors = ?, finished = CASE WHEN ? THEN ? ELSE finished END"
+            " WHERE id = ?",
+            (now, processed, errors, finished, now, run),
+        )

@@ -245,6 +245,21 @@ class Vault:
         self._entries = entries
         return record
 
+    def remove(self, record_ids: set[str]) -> tuple[PasswordRecord, ...]:
+        """Delete retired passwords for good and save at once; return what was removed.
+
+        Raises VaultError if one of them is an agency's current password (rotate first).
+        """
+        current = [record.id for record, _ in self._entries if record.id in record_ids and record.status == CURRENT]
+        if current:
+            raise VaultError(f"{current[0]} is an agency's current password: rotate it before it can be removed")
+        removed = tuple(record for record, _ in self._entries if record.id in record_ids)
+        entries = tuple((record, secret) for record, secret in self._entries if record.id not in record_ids)
+        if removed:
+            self._save(entries)
+            self._entries = entries
+        return removed
+
     def current(self, agency: str) -> tuple[PasswordRecord, Secret]:
         """`agency`'s current password and its record; raise VaultError if it has none."""
         for record, secret in self._entries:

@@ -86,7 +86,7 @@ def test_help_lists_only_built_commands() -> None:
     result = _run("--help")
     assert result.returncode == 0
     commands = result.stdout.split("commands:")[1]
-    built = ["validate", "init", "demo", "run", "submit", "pull", "officers", "keys"]
+    built = ["validate", "init", "demo", "run", "submit", "pull", "officers", "keys", "audit", "purge", "status"]
     assert re.findall(r"^ {4}(\S+)", commands, re.MULTILINE) == built
 
 

@@ -1,0 +1,134 @@
+"""Retention: delete what has outlived its purpose (Solihull 3.1; Warwickshire 2.3).
+
+Deleting a package from the inbox does not reach copies in backups; deleting the AES password it
+was sealed with does: once no live package needs a password, it leaves the vault, and backed-up
+copies of those packages can no longer be opened by the gateway's side.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from gateway.context import Root
+from gateway.intake import REJECTED
+from gateway.journal import DeliveryRecord
+from gateway.model import Delivery
+from gateway.pipeline import OUTBOX, QUARANTINE
+
+log = logging.getLogger(__name__)
+_PACKAGE_FILES = (".manifest.json", ".manifest.json.sig")
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """What a purge removed (or, with dry_run, would remove)."""
+
+    dry_run: bool
+    packages: tuple[str, ...] = ()
+    passwords: tuple[str, ...] = ()
+    quarantined: tuple[str, ...] = ()
+    reports: tuple[str, ...] = ()
+    audit_entries: int = 0
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.packages or self.passwords or self.quarantined or self.reports or self.audit_entries)
+
+
+def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
+    """Delete expired packages, the passwords only they needed, old quarantine items, reports and audit entries.
+
+    With `dry_run`, change nothing and say what would go. Records what it did on the audit log.
+    """
+    expired = root.journal.deliveries_expired(now.isoformat(timespec="seconds"))
+    quarantined = _older_than(root.path / QUARANTINE, "*", timedelta(days=root.config.retention.quarantine_days), now)
+    reports = _older_than(
+        root.path / OUTBOX, f"{REJECTED}/*.report.*", timedelta(days=root.config.retention.reports_days), now
+    )
+    audit_cutoff = now - timedelta(days=root.config.retention.audit_days)
+    if dry_run:
+        still_needed = root.journal.live_key_ids() - {d.key_id for d in expired}
+        passwords = _unneeded_passwords(root, still_needed)
+        return Purge(
+            True,
+            _names(expired),
+            passwords,
+            _relative(root, quarantined),
+            _relative(root, reports),
+            root.audit.expired(audit_cutoff),
+        )
+    for delivery in expired:
+        _delete_package(root, delivery)
+    for path in (*quarantined, *reports):
+        path.unlink(missing_ok=True)
+    passwords = _remove_passwords(root)
+    gateway = root.gateway_key()
+    removed = root.audit.purge_before(audit_cutoff, lambda data: root.keyring.sign_bytes(data, gateway), str(gateway))
+    result = Purge(False, _names(expired), passwords, _relative(root, quarantined), _relative(root, reports), removed)
+    root.audit.append(
+        "retention.purged",
+        actor="admin",
+        packages=len(result.packages),
+        password_ids=list(result.passwords),
+        quarantined=len(result.quarantined),
+        reports=len(result.reports),
+        audit_entries=removed,
+    )
+    log.info(
+        "purged packages=%d passwords=%d quarantined=%d reports=%d audit_entries=%d",
+        len(result.packages),
+        len(passwords),
+        len(quarantined),
+        len(reports),
+        removed,
+    )
+    return result
+
+
+def _delete_package(root: Root, delivery: DeliveryRecord) -> None:
+    folder = root.store.folder(delivery.recipient)
+    payload = delivery.package + (".csv.gpg" if delivery.method == Delivery.GPG.value else ".zip")
+    for name in (payload, *(delivery.package + suffix for suffix in _PACKAGE_FILES)):
+        (folder / name).unlink(missing_ok=True)
+    root.journal.purged(delivery.submission, delivery.recipient)
+
+
+def _unneeded_passwords(root: Root, needed: set[str]) -> tuple[str, ...]:
+    if not root.vault_path.exists():
+        return ()
+    return tuple(r.id for r in root.vault.records() if r.status != "current" and r.id not in needed)
+
+
+def _remove_passwords(root: Root) -> tuple[str, ...]:
+    if not root.vault_path.exists():
+        return ()
+    with root.changing_vault() as vault:
+        needed = root.journal.live_key_ids()
+        doomed = {r.id for r in vault.records() if r.status != "current" and r.id not in needed}
+        return tuple(r.id for r in vault.remove(doomed))
+
+
+def _older_than(parent: Path, pattern: str, age: timedelta, now: datetime) -> list[Path]:
+    cutoff = now.timestamp() - age.total_seconds()
+    if not parent.is_dir():
+        return []
+    found = []
+    for folder in parent.iterdir():
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for path in folder.glob(pattern):
+            info = path.lstat()
+            if path.is_file() and not path.is_symlink() and info.st_mtime < cutoff and not path.name.startswith("."):
+                found.append(path)
+    return sorted(found)
+
+
+def _names(deliveries: list[DeliveryRecord]) -> tuple[str, ...]:
+    return tuple(f"{d.recipient}/{d.package}" for d in deliveries)
+
+
+def _relative(root: Root, paths: list[Path]) -> tuple[str, ...]:
+    return tuple(str(p.relative_to(root.path)) for p in paths)

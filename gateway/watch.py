@@ -1,0 +1,381 @@
+"""The daemon: watch every outbox, take each file once it is complete, process it, carry on.
+
+The only user of watchdog. Events only say "look at this outbox soon"; what is taken is decided by
+a scan, so a lost event (inotify queue overflow, a network share) delays a file, never loses it:
+a full scan runs at start-up and every `rescan_seconds`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from gateway import faults
+from gateway.config import unsafe_fault_injection
+from gateway.context import Root
+from gateway.errors import GatewayError
+from gateway.intake import scan_outbox
+from gateway.pipeline import (
+    OUTBOX,
+    Deferred,
+    Outcome,
+    Recovery,
+    Rejected,
+    Waiting,
+    flush_audit,
+    now_utc,
+    process_once,
+    process_pair,
+    recover,
+)
+
+log = logging.getLogger(__name__)
+LOCK_FILE = "daemon.lock"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HEARTBEAT_SECONDS = 30.0
+
+
+# ----------------------------------------------------------------------------------------- settle
+
+
+@dataclass(slots=True)
+class _Seen:
+    signature: tuple[int, int, int]  # inode, size, mtime_ns
+    since: float
+    writing: bool
+
+
+@dataclass(slots=True)
+class Settler:
+    """Decides when a file is complete: not open for writing (as far as events tell) and unchanged
+    for `settle` seconds. Pure bookkeeping, driven by the clock values it is given."""
+
+    settle: float
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+
+    def writing(self, path: str) -> None:
+        """An event says `path` was created or modified: a writer may still be at it."""
+        seen = self._seen.get(path)
+        if seen is not None:
+            seen.writing = True
+        else:
+            self._seen[path] = _Seen((0, -1, 0), 0.0, True)
+
+    def closed(self, path: str, now: float) -> None:
+        """An event says the writer closed `path` (or renamed it into place): it is whole if it stays so."""
+        seen = self._seen.get(path)
+        if seen is not None:
+            seen.writing = False
+            seen.since = now
+
+    def ready(self, path: str, signature: tuple[int, int, int], now: float) -> float:
+        """Seconds until `path` may be taken (0 = now), given its current inode, size and mtime."""
+        seen = self._seen.get(path)
+        if seen is None or seen.signature != signature:
+            writing = seen.writing if seen is not None else False
+            self._seen[path] = seen = _Seen(signature, now, writing)
+        if seen.writing:
+            return self.settle
+        return max(0.0, seen.since + self.settle - now)
+
+    def forget(self, folder: str, keep: set[str]) -> None:
+        """Drop what is known about files in `folder` that are no longer there."""
+        prefix = folder.rstrip("/") + "/"
+        for path in [p for p in self._seen if p.startswith(prefix) and p not in keep]:
+            del self._seen[path]
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+# ----------------------------------------------------------------------------------------- events
+
+
+class _Events(FileSystemEventHandler):
+    """Turns watchdog's events (from its thread) into "agency X has news" for the main loop."""
+
+    def __init__(
+        self, outbox: Path, settler: Settler, wake: Callable[[str], None], lock: threading.Lock, *, track_writes: bool
+    ) -> None:
+        self.outbox = outbox
+        self.settler = settler
+        self.wake = wake
+        self.track_writes = track_writes  # the polling watcher reports no closes: settle time alone decides
+        self.lock = lock
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        path = os.fsdecode(event.dest_path if kind == "moved" and event.dest_path else event.src_path)
+        relative = Path(path).relative_to(self.outbox).parts if path.startswith(str(self.outbox)) else ()
+        if not relative or kind in ("opened", "closed_no_write"):
+            return
+        if self.track_writes and not event.is_directory:
+            with self.lock:
+                if kind in ("created", "modified"):
+                    self.settler.writing(path)
+                elif kind in ("closed", "moved"):
+                    self.settler.closed(path, time.monotonic())
+        self.wake(relative[0])
+
+
+# ----------------------------------------------------------------------------------------- daemon
+
+
+@dataclass
+class Daemon:
+    """`iom-gateway run`: one per root (a lock in state/), stopped by SIGTERM/SIGINT, reloaded by SIGHUP."""
+
+    path: Path
+    root: Root
+    settler: Settler = field(init=False)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # the settler is shared with watchdog's thread
+    _dirty: set[str] = field(default_factory=set)
+    _stop: bool = False
+    _reload: bool = False
+    processed: int = 0
+    errors: int = 0
+
+    def __post_init__(self) -> None:
+        self.settler = Settler(float(self.root.config.daemon.settle_seconds))
+
+    def run(self) -> int:
+        """Recover, then watch and process until stopped; return the exit status (0 after a clean stop)."""
+        previous = {number: signal.signal(number, self._on_stop) for number in STOP_SIGNALS}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
+        try:
+            return self._serve()
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _serve(self) -> int:
+        config = self.root.config.daemon
+        log.info(
+            "starting root=%r watcher=%s settle=%ss pid=%d",
+            str(self.path),
+            config.watcher,
+            config.settle_seconds,
+            os.getpid(),
+        )
+        _log_recovery(recover(self.root))
+        run_id = self.root.journal.run_started("daemon", os.getpid())
+        observer = self._observer()
+        log.info("watching outboxes=%d", len(self.root.config.agencies))
+        try:
+            self._loop(run_id)
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+        self._checkpoint()
+        self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors, finished=True)
+        log.info("stopped processed=%d errors=%d", self.processed, self.errors)
+        return 0
+
+    def _observer(self) -> Any:
+        config = self.root.config.daemon
+        outbox = self.path / OUTBOX
+        outbox.mkdir(mode=0o755, exist_ok=True)
+        for agency in self.root.config.agencies:
+            (outbox / agency).mkdir(mode=0o700, exist_ok=True)
+        observer = PollingObserver(timeout=config.poll_seconds) if config.watcher == "polling" else Observer()
+        events = _Events(outbox, self.settler, self._note, self._lock, track_writes=config.watcher == "inotify")
+        observer.schedule(events, str(outbox), recursive=True)
+        observer.start()
+        return observer
+
+    def _note(self, agency: str) -> None:
+        self._dirty.add(agency)
+        self._wake.set()
+
+    def _on_stop(self, number: int, _frame: FrameType | None) -> None:
+        log.info("stopping signal=%s: finishing the file in hand", signal.Signals(number).name)
+        self._stop = True
+        self._wake.set()
+
+    def _on_reload(self, _number: int, _frame: FrameType | None) -> None:
+        self._reload = True
+        self._wake.set()
+
+    def _loop(self, run_id: int) -> None:
+        config = self.root.config.daemon
+        next_scan = next_beat = next_checkpoint = 0.0
+        wait = 0.0
+        while not self._stop:
+            self._wake.wait(timeout=wait)
+            self._wake.clear()
+            if self._reload:
+                self._reload = False
+                self._reload_config()
+            now = time.monotonic()
+            if now >= next_scan:
+                self._dirty.update(self.root.config.agencies)
+                next_scan = now + config.rescan_seconds
+            wait = min(self._pass(), next_scan - now)
+            if now >= next_beat:
+                self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors)
+                next_beat = now + HEARTBEAT_SECONDS
+            if now >= next_checkpoint:
+                if next_checkpoint:
+                    self._checkpoint()
+                next_checkpoint = now + config.checkpoint_minutes * 60
+            wait = max(0.05, min(wait, next_beat - now, next_checkpoint - now))
+
+    def _pass(self) -> float:
+        """Process every ready file of the outboxes with news; return how soon to look again."""
+        agencies, self._dirty = self._dirty & set(self.root.config.agencies), set()
+        soonest = float("inf")
+        for agency_id in sorted(agencies):
+            if self._stop:
+                break
+            delay = self._agency(agency_id)
+            if delay is not None:
+                soonest = min(soonest, delay)
+                self._dirty.add(agency_id)  # look again: something is settling or waiting
+        return soonest
+
+    def _agency(self, agency_id: str) -> float | None:
+        agency = self.root.config.agencies[agency_id]
+        intake = scan_outbox(self.path / OUTBOX / agency_id, time.time())
+        pending: float | None = None
+        for name, why in intake.ignored:
+            log.debug("ignored agency=%s file=%r reason=%r", agency_id, name, why)
+        for pair in intake.pairs:
+            if self._stop:
+                return pending
+            delay = self._settled(pair.csv, pair.signature)
+            if delay > 0:
+                pending = min(pending if pending is not None else delay, delay)
+                continue
+            outcome = process_pair(self.root, agency, pair, now_utc())
+            if isinstance(outcome, Waiting | Deferred):
+                retry = 1.0 if isinstance(outcome, Waiting) else float(self.root.config.daemon.rescan_seconds)
+                pending = min(pending if pending is not None else retry, retry)
+            if outcome is not None and not isinstance(outcome, Waiting):
+                self.processed += 1
+                self.errors += isinstance(outcome, Rejected | Deferred)
+                log.info("%s", outcome.summary.replace("  ", " "))
+        present = {str(p.csv) for p in intake.pairs} | {str(p.signature) for p in intake.pairs if p.signature}
+        with self._lock:
+            self.settler.forget(str(self.path / OUTBOX / agency_id), present)
+        return pending
+
+    def _settled(self, *paths: Path | None) -> float:
+        now = time.monotonic()
+        delay = 0.0
+        for path in paths:
+            if path is None:
+                continue
+            signature = _signature(path)
+            if signature is None:
+                return 1.0
+            with self._lock:
+                delay = max(delay, self.settler.ready(str(path), signature, now))
+        return delay
+
+    def _reload_config(self) -> None:
+        try:
+            fresh = Root.open(self.path)
+        except GatewayError as exc:
+            log.error(
+                "reload refused: keeping the configuration in use; fix gateway.toml and send SIGHUP again: %s",
+                exc.message.replace("\n", " "),
+            )
+            return
+        self.root.close()
+        self.root = fresh
+        self.settler.settle = float(fresh.config.daemon.settle_seconds)
+        self._dirty.update(fresh.config.agencies)
+        log.info("reloaded agencies=%d", len(fresh.config.agencies))
+
+    def _checkpoint(self) -> None:
+        gateway = self.root.gateway_key()
+        entry = self.root.audit.checkpoint(lambda data: self.root.keyring.sign_bytes(data, gateway), str(gateway))
+        if entry is not None:
+            log.info("audit checkpoint seq=%s covers=%s", entry["seq"], entry["covers_seq"])
+
+
+def _log_recovery(recovery: Recovery) -> None:
+    if recovery.anything:
+        log.warning(
+            "recovered audit_events=%d finished=%d abandoned=%d withdrawn=%d temp_files=%d audit_repaired=%s",
+            recovery.audit_events,
+            len(recovery.finished),
+            len(recovery.abandoned),
+            len(recovery.withdrawn),
+            recovery.temp_files,
+            recovery.audit_repaired,
+        )
+
+
+# ----------------------------------------------------------------------------------------- entry points
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold the root's run lock: one daemon (or `run --once`) per root; raise GatewayError if taken."""
+    state = path / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise GatewayError(
+                f"another `iom-gateway run` is already working on {str(path)!r} (pid {holder}): "
+                "stop it first, or let it do the work"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def arm_faults(root: Root) -> None:
+    """Arm the crash tests' fault injection if its variable is set: loudly, and on the audit log."""
+    spec = unsafe_fault_injection()
+    if spec is None:
+        return
+    faults.arm(spec)
+    log.warning("unsafe fault injection armed spec=%r: a test setting, never for real data", spec)
+    root.audit.append("unsafe.fault_injection", actor="admin", spec=spec)
+
+
+def serve(path: Path) -> int:
+    """Run the daemon on the root at `path` until SIGTERM/SIGINT."""
+    with exclusive(path):
+        root = Root.open(path)
+        arm_faults(root)
+        return Daemon(path, root).run()
+
+
+def run_once(path: Path) -> list[Outcome]:
+    """Recover, then process what is in every outbox now, and return the outcomes."""
+    with exclusive(path):
+        root = Root.open(path)
+        arm_faults(root)
+        _log_recovery(recover(root))
+        outcomes = process_once(root, now_utc())
+        flush_audit(root)
+        return outcomes
