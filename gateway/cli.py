@@ -465,7 +465,12 @@ def _audit_report(args: argparse.Namespace) -> int:
     if args.to is None:
         sys.stdout.write(text)
     else:
-        atomic_write_bytes(args.to, text.encode("utf-8"))
+        try:
+            atomic_write_bytes(args.to, text.encode("utf-8"))
+        except OSError as exc:  # a path the user typed: a missing folder, a folder, no permission
+            raise UsageError(
+                f"cannot write the register to {str(args.to)!r} ({exc.strerror}): name a file in a folder you can write"
+            ) from None
         print(f"wrote the disclosure register for {args.month} to {args.to}")
     return EXIT_OK
 

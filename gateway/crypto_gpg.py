@@ -17,6 +17,7 @@ Threat-model notes:
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
@@ -321,6 +322,7 @@ class Keyring:
             statuses = _statuses(result)
             made = [fields for code, fields in statuses if code == "SIG_CREATED" and len(fields) >= 6]
             if _returncode(result) != 0 or not result.ok or not made:
+                _raise_if_out_of_space(temp)
                 raise CryptoError(self._encrypt_problem(statuses, signer))
             self._require_own_key(Fingerprint.parse(made[-1][5]), signer)
 
@@ -342,6 +344,8 @@ class Keyring:
         with atomic_target(target) as temp:
             result = self._gpg.decrypt_file(io.BytesIO(b""), output=str(temp), extra_args=["--", _argv_path(source)])
             statuses = _statuses(result)
+            if _returncode(result) != 0:
+                _raise_if_out_of_space(target)
             _require_decrypted(statuses, _returncode(result), source)
             check = _signature_check(statuses, 0, missing="the package is not signed")
             if signers is not None and not (check.valid and check.fingerprint in signers):
@@ -577,6 +581,20 @@ def _one_signature(codes: Mapping[str, tuple[str, ...]], returncode: int) -> Sig
 
 def _not_a_signature(detail: str) -> str:
     return f"not an OpenPGP signature ({detail}): sign with gpg --detach-sign FILE"
+
+
+_NEARLY_FULL = 1 << 20
+
+
+def _raise_if_out_of_space(target: Path) -> None:
+    """gpg gives no status code for a failed write (only exit 2): when gpg failed and the target's file
+    system is (nearly) full, raise the OSError it is, so the caller defers the file instead of blaming a key."""
+    try:
+        info = os.statvfs(target.parent)
+    except OSError:
+        return
+    if info.f_bavail * info.f_frsize < _NEARLY_FULL:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target.parent))
 
 
 def _require_decrypted(statuses: list[Status], returncode: int, source: Path) -> None:

@@ -52,6 +52,16 @@ _MIGRATIONS = (
             started TEXT NOT NULL, heartbeat TEXT NOT NULL, finished TEXT, processed INTEGER NOT NULL DEFAULT 0,
             errors INTEGER NOT NULL DEFAULT 0)""",
     ),
+    # 2: every recipient of a submission gets a package of the same name: a pull belongs to an agency
+    (
+        "ALTER TABLE pulls RENAME TO pulls_v1",
+        """CREATE TABLE pulls (
+            package TEXT NOT NULL, agency TEXT NOT NULL, puller TEXT NOT NULL, pulled TEXT NOT NULL,
+            PRIMARY KEY (package, agency, puller))""",
+        """INSERT INTO pulls (package, agency, puller, pulled) SELECT p.package,
+            COALESCE((SELECT o.agency FROM officers o WHERE o.id = p.puller), ''), p.puller, p.pulled FROM pulls_v1 p""",
+        "DROP TABLE pulls_v1",
+    ),
 )
 
 

@@ -57,6 +57,8 @@ def scan_outbox(folder: Path, now: float) -> Intake:
         if not name.lower().endswith(".csv"):
             if not name.endswith(SIGNATURE_SUFFIXES):
                 ignored.append((name, "not a .csv submission or its signature"))
+            elif name.rsplit(".", 1)[0] not in regular:
+                ignored.append((name, "a signature without its CSV: waiting for it, or left behind"))
             continue
         signature = next((folder / (name + s) for s in SIGNATURE_SUFFIXES if name + s in regular), None)
         pairs.append(Pair(folder / name, signature, now - info.st_mtime))

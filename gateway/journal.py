@@ -272,16 +272,21 @@ class Journal:
 
     # ------------------------------------------------------------------------------- pulls, keys, runs
 
-    def pulled(self, package: str, puller: str) -> bool:
-        row = self.db.execute("SELECT 1 FROM pulls WHERE package = ? AND puller = ?", (package, puller)).fetchone()
+    def pulled(self, package: str, agency: str, puller: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM pulls WHERE package = ? AND agency = ? AND puller = ?", (package, agency, puller)
+        ).fetchone()
         return row is not None
 
-    def pulled_by_anyone(self, package: str) -> bool:
-        return self.db.execute("SELECT 1 FROM pulls WHERE package = ?", (package,)).fetchone() is not None
+    def pulled_by_anyone(self, package: str, agency: str) -> bool:
+        """Whether anyone at `agency` has pulled its copy of `package` (each recipient's has the same name)."""
+        row = self.db.execute("SELECT 1 FROM pulls WHERE package = ? AND agency = ?", (package, agency)).fetchone()
+        return row is not None
 
-    def record_pull(self, package: str, puller: str) -> None:
+    def record_pull(self, package: str, agency: str, puller: str) -> None:
         self._write(
-            "INSERT OR REPLACE INTO pulls (package, puller, pulled) VALUES (?, ?, ?)", (package, puller, _now())
+            "INSERT OR REPLACE INTO pulls (package, agency, puller, pulled) VALUES (?, ?, ?, ?)",
+            (package, agency, puller, _now()),
         )
 
     def current_gateway_key(self) -> str | None:
@@ -307,7 +312,7 @@ class Journal:
         """Packages delivered to `recipient` that nobody there has pulled yet."""
         row = self.db.execute(
             "SELECT COUNT(*) FROM deliveries d WHERE d.recipient = ? AND d.status = 'delivered'"
-            " AND NOT EXISTS (SELECT 1 FROM pulls p WHERE p.package = d.package)",
+            " AND NOT EXISTS (SELECT 1 FROM pulls p WHERE p.package = d.package AND p.agency = d.recipient)",
             (recipient,),
         ).fetchone()
         return int(row[0])

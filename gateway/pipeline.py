@@ -636,7 +636,7 @@ def _roll_back(root: Root, submission: str) -> list[str]:
     for delivery in root.journal.deliveries(submission).values():
         if delivery.status == ROLLED_BACK:
             continue
-        if root.journal.pulled_by_anyone(delivery.package):
+        if root.journal.pulled_by_anyone(delivery.package, delivery.recipient):
             log.warning("kept agency=%s package=%s: pulled before the rollback", delivery.recipient, delivery.package)
             continue
         root.journal.rolled_back(submission, delivery.recipient)

@@ -58,12 +58,12 @@ def pull(
         if not (manifest_path.exists() and manifest_path.with_name(manifest_path.name + ".sig").exists()):
             results.append(Pulled(base, None, "incomplete: its manifest is not there yet"))
             continue
-        if root.journal.pulled(base, puller) and not again:
+        if root.journal.pulled(base, agency_id, puller) and not again:
             results.append(Pulled(base, None, f"already pulled by {puller} (use --again)"))
             continue
         manifest = _verified_manifest(root, manifest_path, payload, agency_id)
         written = _write_plaintext(payload, manifest, to, opener, raw=raw, banner=root.config.banner)
-        root.journal.record_pull(base, puller)
+        root.journal.record_pull(base, agency_id, puller)
         root.audit.append(
             "package.pulled",
             actor=puller,

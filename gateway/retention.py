@@ -20,6 +20,7 @@ from gateway.pipeline import OUTBOX, QUARANTINE
 
 log = logging.getLogger(__name__)
 _PACKAGE_FILES = (".manifest.json", ".manifest.json.sig")
+_END_OF_TIME = "9999-12-31T23:59:59+00:00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,7 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
     )
     audit_cutoff = now - timedelta(days=root.config.retention.audit_days)
     if dry_run:
-        still_needed = root.journal.live_key_ids() - {d.key_id for d in expired}
-        passwords = _unneeded_passwords(root, still_needed)
+        passwords = _unneeded_passwords(root, _needed_after(root, expired))
         return Purge(
             True,
             _names(expired),
@@ -94,6 +94,20 @@ def _delete_package(root: Root, delivery: DeliveryRecord) -> None:
     for name in (payload, *(delivery.package + suffix for suffix in _PACKAGE_FILES)):
         (folder / name).unlink(missing_ok=True)
     root.journal.purged(delivery.submission, delivery.recipient)
+
+
+def _needed_after(root: Root, expired: list[DeliveryRecord]) -> set[str]:
+    """The key ids still needed once `expired` are purged: what the purge itself will find live.
+
+    A key id shared by an expired package and a live one stays needed. (A retired password that only
+    a delivery still being sealed and expired packages use is listed although the purge keeps it:
+    dry-run may overstate there, never understate.)
+    """
+    gone = {(d.submission, d.recipient) for d in expired}
+    delivered = root.journal.deliveries_expired(_END_OF_TIME)  # every package still in an inbox
+    kept = {d.key_id for d in delivered if (d.submission, d.recipient) not in gone}
+    being_sealed = root.journal.live_key_ids() - {d.key_id for d in delivered}
+    return kept | being_sealed
 
 
 def _unneeded_passwords(root: Root, needed: set[str]) -> tuple[str, ...]:

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from gateway import faults
@@ -68,7 +68,7 @@ class Settler:
     _seen: dict[str, _Seen] = field(default_factory=dict)
 
     def writing(self, path: str) -> None:
-        """An event says `path` was created or modified: a writer may still be at it."""
+        """An event says `path` was written to: the writer may still be at it."""
         seen = self._seen.get(path)
         if seen is not None:
             seen.writing = True
@@ -130,7 +130,7 @@ class _Events(FileSystemEventHandler):
             return
         if self.track_writes and not event.is_directory:
             with self.lock:
-                if kind in ("created", "modified"):
+                if kind == "modified":  # not "created": a file renamed in from elsewhere arrives as created
                     self.settler.writing(path)
                 elif kind in ("closed", "moved"):
                     self.settler.closed(path, time.monotonic())
@@ -154,6 +154,7 @@ class Daemon:
     _reload: bool = False
     processed: int = 0
     errors: int = 0
+    _ignored: set[tuple[str, str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.settler = Settler(float(self.root.config.daemon.settle_seconds))
@@ -191,14 +192,21 @@ class Daemon:
         log.info("stopped processed=%d errors=%d", self.processed, self.errors)
         return 0
 
-    def _observer(self) -> Any:
+    def _observer(self) -> BaseObserver:
         config = self.root.config.daemon
         outbox = self.path / OUTBOX
         outbox.mkdir(mode=0o755, exist_ok=True)
         for agency in self.root.config.agencies:
             (outbox / agency).mkdir(mode=0o700, exist_ok=True)
-        observer = PollingObserver(timeout=config.poll_seconds) if config.watcher == "polling" else Observer()
-        events = _Events(outbox, self.settler, self._note, self._lock, track_writes=config.watcher == "inotify")
+        observer: BaseObserver = PollingObserver(timeout=config.poll_seconds)
+        if config.watcher == "inotify":
+            try:
+                observer = Observer()
+            except OSError as exc:  # e.g. the per-user inotify instance limit: poll rather than stop
+                log.warning("inotify unavailable (%s): falling back to polling every %ss", exc, config.poll_seconds)
+        events = _Events(
+            outbox, self.settler, self._note, self._lock, track_writes=not isinstance(observer, PollingObserver)
+        )
         observer.schedule(events, str(outbox), recursive=True)
         observer.start()
         return observer
@@ -257,8 +265,7 @@ class Daemon:
         agency = self.root.config.agencies[agency_id]
         intake = scan_outbox(self.path / OUTBOX / agency_id, time.time())
         pending: float | None = None
-        for name, why in intake.ignored:
-            log.debug("ignored agency=%s file=%r reason=%r", agency_id, name, why)
+        self._report_ignored(agency_id, intake.ignored)
         for pair in intake.pairs:
             if self._stop:
                 return pending
@@ -278,6 +285,13 @@ class Daemon:
         with self._lock:
             self.settler.forget(str(self.path / OUTBOX / agency_id), present)
         return pending
+
+    def _report_ignored(self, agency_id: str, ignored: tuple[tuple[str, str], ...]) -> None:
+        """Log each file left alone once (not at every scan), and forget those that went away."""
+        now = {(agency_id, name, why) for name, why in ignored}
+        for _, name, why in sorted(now - self._ignored):
+            log.info("ignored agency=%s file=%r reason=%r", agency_id, name, why)
+        self._ignored = {item for item in self._ignored if item[0] != agency_id} | now
 
     def _settled(self, *paths: Path | None) -> float:
         now = time.monotonic()
@@ -376,6 +390,9 @@ def run_once(path: Path) -> list[Outcome]:
         root = Root.open(path)
         arm_faults(root)
         _log_recovery(recover(root))
+        run_id = root.journal.run_started("once", os.getpid())
         outcomes = process_once(root, now_utc())
         flush_audit(root)
+        refused = sum(isinstance(o, Rejected | Deferred) for o in outcomes)
+        root.journal.run_heartbeat(run_id, processed=len(outcomes), errors=refused, finished=True)
         return outcomes
