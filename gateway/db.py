@@ -59,7 +59,8 @@ _MIGRATIONS = (
             package TEXT NOT NULL, agency TEXT NOT NULL, puller TEXT NOT NULL, pulled TEXT NOT NULL,
             PRIMARY KEY (package, agency, puller))""",
         """INSERT INTO pulls (package, agency, puller, pulled) SELECT p.package,
-            COALESCE((SELECT o.agency FROM officers o WHERE o.id = p.puller), ''), p.puller, p.pulled FROM pulls_v1 p""",
+            COALESCE((SELECT o.agency FROM officers o WHERE o.id = p.puller), ''), p.puller, p.pulled
+            FROM pulls_v1 p""",
         "DROP TABLE pulls_v1",
     ),
 )
