@@ -12,6 +12,8 @@ from gateway.context import Root
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.errors import UsageError
 from gateway.fsio import atomic_write_bytes
+from gateway.model import Period
+from gateway.oversight import disclosure_report, verify_audit
 from gateway.pipeline import OUTBOX, SAMPLES, Delivered, Rejected, process_once, submit
 from gateway.recipient import pull
 
@@ -23,9 +25,7 @@ def run_demo(folder: Path, say: Callable[[str], None]) -> int:
     if folder.exists():
         if not (folder / MARKER).exists():
             raise UsageError(f"{str(folder)!r} exists and is not a demo root: remove it or run elsewhere")
-        for home in [folder / "keys" / "gnupg", *(folder / "keys").glob("demo-*/*"), folder / "keys" / "demo-forger"]:
-            if (home / "pubring.kbx").exists():
-                Keyring(home).stop_agent()
+        _stop_agents(folder)
         shutil.rmtree(folder)
     folder.mkdir(mode=0o700, parents=True)
     (folder / MARKER).write_text("made by iom-gateway demo; deleted by the next demo run\n", encoding="utf-8")
@@ -115,11 +115,27 @@ def run_demo(folder: Path, say: Callable[[str], None]) -> int:
             say(f"   {item.written.relative_to(folder)}")
     # probation receives both good files; housing receives police's (its own is not routed back to it)
     surprises += (sum(p.written is not None for p in got) != 2) + (sum(p.written is not None for p in got_zip) != 1)
+    verdict = verify_audit(root)
+    register = disclosure_report(root, Period.of(today), "csv").splitlines()[1:]
     say(
-        f"5. Look at: inbox/ (encrypted packages and signed manifests), quarantine/ (rejected files, encrypted), "
+        f"5. The audit log verifies ({verdict.entries} hash-chained entries, checked by `audit verify`); "
+        f"this month's disclosure register (`audit report --month {Period.of(today)}`) lists "
+        f"{len(register)} disclosure(s), one per package, with purpose and legal basis."
+    )
+    surprises += (not verdict.ok) + (len(register) != 10)  # two files, five recipients each
+    say(
+        f"6. Look at: inbox/ (encrypted packages and signed manifests), quarantine/ (rejected files, encrypted), "
         f"outbox/*/rejected/ (reports), state/audit.jsonl (every step). All under {folder}."
     )
+    _stop_agents(folder)
     return surprises
+
+
+def _stop_agents(folder: Path) -> None:
+    """gpg-agents started for the demo's homes would otherwise linger (each holds inotify watches)."""
+    for home in [folder / "keys" / "gnupg", *(folder / "keys").glob("demo-*/*"), folder / "keys" / "demo-forger"]:
+        if (home / "pubring.kbx").exists():
+            Keyring(home).stop_agent()
 
 
 def _drop_signed(
