@@ -254,3 +254,45 @@ def test_a_burst_of_500_files_is_delivered_exactly_once_each(root: Path, tmp_pat
         assert len(packages(root, recipient)) == 500
     submissions = [e for e in audit_entries(root) if e["event"] == "submission.delivered"]
     assert len(submissions) == 500 and len({e["submission"] for e in submissions}) == 500
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_mid_queue_finishes_the_file_in_hand_and_the_rest_wait(
+    root: Path, stop: signal.Signals, capsys: pytest.CaptureFixture[str]
+) -> None:
+    staging = root.parent / "queue"
+    staging.mkdir()
+    names = [f"police-queue-{n:02d}-2026-10.csv" for n in range(12)]
+    for number, name in enumerate(names):
+        (staging / name).write_bytes(variant(700 + number))
+        gpg(
+            home(root, "police-do"),
+            "--yes",
+            "--output",
+            str(staging / (name + ".sig")),
+            "--detach-sign",
+            str(staging / name),
+        )
+    daemon = Daemon(root).ready()
+    for name in names:
+        os.replace(staging / (name + ".sig"), root / "outbox" / "police" / (name + ".sig"))
+        os.replace(staging / name, root / "outbox" / "police" / name)
+    wait_until(lambda: delivered(root), 30, "the first delivery")
+    daemon.process.send_signal(stop)
+    started = time.monotonic()
+    assert daemon.exited(10) == 0
+    assert time.monotonic() - started < 5
+    left = sorted(p.name for p in (root / "outbox" / "police").glob("*.csv"))
+    done = len(names) - len(left)
+    assert 0 < done < len(names), "the signal should land mid-queue"
+    for recipient in ROUTE:  # every package taken was finished whole; none was started for the rest
+        assert len(packages(root, recipient)) == done
+        assert len(list((root / "inbox" / recipient).glob("*.manifest.json.sig"))) == done
+    assert temp_files(root) == []
+    survivor = Daemon(root).ready()
+    wait_until(lambda: outbox_clear(root, "police") and delivered(root, len(names)), 60, "the rest")
+    assert survivor.stop() == 0
+    for recipient in ROUTE:
+        assert len(packages(root, recipient)) == len(names)
+    capsys.readouterr()
+    assert cli(root, "audit", "verify") == 0
