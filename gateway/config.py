@@ -138,9 +138,10 @@ class Config:
         if value:
             return Secret(value)
         credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        candidates = [Path(credentials) / CREDENTIAL_NAME] if credentials else []
-        if self.vault_passphrase_file is not None:
-            candidates.append(self.vault_passphrase_file)
+        if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+            # systemd owns the credential's permissions (0400, or 0440 with an ACL from systemd 254)
+            return Secret((Path(credentials) / CREDENTIAL_NAME).read_text(encoding="utf-8").strip())
+        candidates = [self.vault_passphrase_file] if self.vault_passphrase_file is not None else []
         for path in candidates:
             if path.is_file():
                 if path.stat().st_mode & 0o077:

@@ -1,5 +1,5 @@
 # Sourced by scripts/demo and scripts/test: install what this checkout needs, idempotently.
-# System: gnupg and p7zip-full (apt, only when missing); Python: a venv in .venv with the project.
+# System: gnupg, p7zip-full and systemd (apt, only when missing); Python: a venv in .venv with the project.
 set -euo pipefail
 
 python_ok() {
@@ -18,6 +18,8 @@ ensure_system() {
     local need=()
     command -v gpg >/dev/null 2>&1 || need+=(gnupg)
     command -v 7z >/dev/null 2>&1 || need+=(p7zip-full)
+    # systemd-analyze, -sysusers and -tmpfiles check the units offline (tests/integration/test_systemd.py).
+    command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
     # Debian and Ubuntu ship venv's ensurepip separately.
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
     if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi

@@ -142,3 +142,29 @@ def test_marking_text_and_default_route() -> None:
         "treatment",
         "yos",
     ]
+
+
+def test_vault_passphrase_comes_from_env_then_systemd_credential_then_a_private_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_root(tmp_path / "root")
+    config = _load(root)
+    secret_file = root / "keys" / "vault-passphrase"
+    secret_file.parent.mkdir()
+    secret_file.write_text("from-the-file-0600\n")
+    secret_file.chmod(0o644)
+    monkeypatch.delenv("IOM_GATEWAY_VAULT_PASSPHRASE", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError, match="readable by others: chmod 600"):
+        config.vault_passphrase()
+    secret_file.chmod(0o600)
+    assert config.vault_passphrase().reveal() == "from-the-file-0600"
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "vault-passphrase").write_text("from-systemd\n")
+    (credentials / "vault-passphrase").chmod(0o440)  # systemd 254+ makes credentials 0440 with an ACL
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert config.vault_passphrase().reveal() == "from-systemd"
+    monkeypatch.setenv("IOM_GATEWAY_VAULT_PASSPHRASE", "from-the-environment")
+    assert config.vault_passphrase().reveal() == "from-the-environment"
+    assert "from" not in repr(config.vault_passphrase())
