@@ -233,13 +233,7 @@ class Keyring:
         _require_regular(data)
         # "--output -": given a file name, gpg would otherwise write FILE.sig beside the submission
         args = ["--local-user", str(signer), "--output", "-", "--", _argv_path(data)]
-        result = self._gpg.sign_file(io.BytesIO(b""), detach=True, binary=True, extra_args=args)
-        statuses = _statuses(result)
-        made = [fields for code, fields in statuses if code == "SIG_CREATED" and len(fields) >= 6 and fields[0] == "D"]
-        if _returncode(result) != 0 or not made or not isinstance(result.data, bytes) or not result.data:
-            raise CryptoError(_signer_problem(statuses, signer))
-        self._require_own_key(Fingerprint.parse(made[-1][5]), signer)
-        return bytes(result.data)
+        return self._detached(self._gpg.sign_file(io.BytesIO(b""), detach=True, binary=True, extra_args=args), signer)
 
     def verify_detached(self, data: Path, signature: Path) -> SignatureCheck:
         """Check a detached signature (binary .sig or armored .asc) over the file `data`.
@@ -262,7 +256,10 @@ class Keyring:
         Raises CryptoError if `signer` has no usable secret key here.
         """
         args = ["--local-user", str(signer), "--output", "-"]
-        result = self._gpg.sign_file(io.BytesIO(data), detach=True, binary=True, extra_args=args)
+        return self._detached(self._gpg.sign_file(io.BytesIO(data), detach=True, binary=True, extra_args=args), signer)
+
+    def _detached(self, result: Any, signer: Fingerprint) -> bytes:
+        """The detached signature gpg made, checked to be `signer`'s; raise CryptoError otherwise."""
         statuses = _statuses(result)
         made = [fields for code, fields in statuses if code == "SIG_CREATED" and len(fields) >= 6 and fields[0] == "D"]
         if _returncode(result) != 0 or not made or not isinstance(result.data, bytes) or not result.data:

@@ -54,6 +54,24 @@ def variant(number: int) -> bytes:
     )
 
 
+def _signed(root: Path, staging: Path, names: list[str], first: int) -> Path:
+    """Distinct valid files, each signed by police-do with plain gpg, waiting in `staging`."""
+    staging.mkdir()
+    for number, name in enumerate(names, first):
+        (staging / name).write_bytes(variant(number))
+        gpg(home(root, "police-do"), "--yes", "--output", f"{staging / name}.sig", "--detach-sign", str(staging / name))
+    return staging
+
+
+def _release(root: Path, staging: Path) -> list[str]:
+    """Rename every staged pair into police's outbox as fast as possible, signature first."""
+    names = sorted(p.name for p in staging.glob("*.csv"))
+    for name in names:
+        os.replace(staging / (name + ".sig"), root / "outbox" / "police" / (name + ".sig"))
+        os.replace(staging / name, root / "outbox" / "police" / name)
+    return names
+
+
 def delivered(root: Path, count: int = 1) -> bool:
     return all(len(list((root / "inbox" / r).glob("*.manifest.json.sig"))) >= count for r in ROUTE)
 
@@ -227,27 +245,9 @@ def test_files_there_before_start_are_taken_by_the_start_up_scan(
 
 @pytest.mark.slow
 def test_a_burst_of_500_files_is_delivered_exactly_once_each(root: Path, tmp_path: Path) -> None:
-    staging = tmp_path / "burst"
-    staging.mkdir()
-    names = []
-    for number in range(500):
-        name = f"police-burst-{number:03d}-2026-10.csv"
-        (staging / name).write_bytes(variant(100 + number))
-        names.append(name)
-    for name in names:
-        gpg(
-            home(root, "police-do"),
-            "--yes",
-            "--output",
-            str(staging / (name + ".sig")),
-            "--detach-sign",
-            str(staging / name),
-        )
+    staging = _signed(root, tmp_path / "burst", [f"police-burst-{n:03d}-2026-10.csv" for n in range(500)], 100)
     daemon = Daemon(root).ready()
-    outbox = root / "outbox" / "police"
-    for name in names:
-        os.replace(staging / (name + ".sig"), outbox / (name + ".sig"))
-        os.replace(staging / name, outbox / name)
+    assert len(_release(root, staging)) == 500
     wait_until(lambda: outbox_clear(root, "police") and delivered(root, 500), 600, "500 deliveries")
     assert daemon.stop(30) == 0
     for recipient in ROUTE:
@@ -260,23 +260,9 @@ def test_a_burst_of_500_files_is_delivered_exactly_once_each(root: Path, tmp_pat
 def test_a_stop_signal_mid_queue_finishes_the_file_in_hand_and_the_rest_wait(
     root: Path, stop: signal.Signals, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    staging = root.parent / "queue"
-    staging.mkdir()
-    names = [f"police-queue-{n:02d}-2026-10.csv" for n in range(12)]
-    for number, name in enumerate(names):
-        (staging / name).write_bytes(variant(700 + number))
-        gpg(
-            home(root, "police-do"),
-            "--yes",
-            "--output",
-            str(staging / (name + ".sig")),
-            "--detach-sign",
-            str(staging / name),
-        )
+    staging = _signed(root, root.parent / "queue", [f"police-queue-{n:02d}-2026-10.csv" for n in range(12)], 700)
     daemon = Daemon(root).ready()
-    for name in names:
-        os.replace(staging / (name + ".sig"), root / "outbox" / "police" / (name + ".sig"))
-        os.replace(staging / name, root / "outbox" / "police" / name)
+    names = _release(root, staging)
     wait_until(lambda: delivered(root), 30, "the first delivery")
     daemon.process.send_signal(stop)
     started = time.monotonic()
