@@ -34,8 +34,12 @@ def _in_progress(name: str) -> bool:
     return name.startswith((".", "~$")) or name.endswith((".tmp", ".part"))
 
 
-def scan_outbox(folder: Path, now: float) -> Intake:
-    """Pair every CSV in `folder` with its `.sig` or `.asc`; list what is ignored and why."""
+def scan_outbox(folder: Path, now: float, orphan_after: float = 60.0) -> Intake:
+    """Pair every CSV in `folder` with its `.sig` or `.asc`; list what is ignored and why.
+
+    A signature arrives before its CSV: only one alone for over `orphan_after` seconds is listed.
+    A file that vanishes while the folder is read is simply not there.
+    """
     regular: dict[str, os.stat_result] = {}
     ignored: list[tuple[str, str]] = []
     try:
@@ -45,7 +49,10 @@ def scan_outbox(folder: Path, now: float) -> Intake:
     for entry in entries:
         if _in_progress(entry.name) or entry.name == REJECTED:
             continue
-        info = entry.stat(follow_symlinks=False)
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # deleted between listing and looking
+            continue
         if stat.S_ISLNK(info.st_mode):
             ignored.append((entry.name, "a symbolic link: links are never followed"))
         elif not stat.S_ISREG(info.st_mode):
@@ -57,8 +64,8 @@ def scan_outbox(folder: Path, now: float) -> Intake:
         if not name.lower().endswith(".csv"):
             if not name.endswith(SIGNATURE_SUFFIXES):
                 ignored.append((name, "not a .csv submission or its signature"))
-            elif name.rsplit(".", 1)[0] not in regular:
-                ignored.append((name, "a signature without its CSV: waiting for it, or left behind"))
+            elif name.rsplit(".", 1)[0] not in regular and now - info.st_mtime > orphan_after:
+                ignored.append((name, "a signature without its CSV: left behind, or its CSV is late"))
             continue
         signature = next((folder / (name + s) for s in SIGNATURE_SUFFIXES if name + s in regular), None)
         pairs.append(Pair(folder / name, signature, now - info.st_mtime))

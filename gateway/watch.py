@@ -185,8 +185,7 @@ class Daemon:
         try:
             self._loop(run_id)
         finally:
-            observer.stop()
-            observer.join(timeout=5)
+            _stop_quietly(observer)
         self._checkpoint()
         self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors, finished=True)
         log.info("stopped processed=%d errors=%d", self.processed, self.errors)
@@ -263,7 +262,9 @@ class Daemon:
 
     def _agency(self, agency_id: str) -> float | None:
         agency = self.root.config.agencies[agency_id]
-        intake = scan_outbox(self.path / OUTBOX / agency_id, time.time())
+        intake = scan_outbox(
+            self.path / OUTBOX / agency_id, time.time(), self.root.config.submissions.pairing_timeout_seconds
+        )
         pending: float | None = None
         self._report_ignored(agency_id, intake.ignored)
         for pair in intake.pairs:
@@ -326,6 +327,18 @@ class Daemon:
         entry = self.root.audit.checkpoint(lambda data: self.root.keyring.sign_bytes(data, gateway), str(gateway))
         if entry is not None:
             log.info("audit checkpoint seq=%s covers=%s", entry["seq"], entry["covers_seq"])
+
+
+def _stop_quietly(observer: BaseObserver) -> None:
+    """Stop watchdog; events still arriving meanwhile make it log an ERROR that means nothing here."""
+    watchdog_log = logging.getLogger("watchdog")
+    level = watchdog_log.level
+    watchdog_log.setLevel(logging.CRITICAL)
+    try:
+        observer.stop()
+        observer.join(timeout=5)
+    finally:
+        watchdog_log.setLevel(level)
 
 
 def _log_recovery(recovery: Recovery) -> None:

@@ -131,7 +131,7 @@ def test_a_file_deleted_before_it_is_taken_is_nothing_lost_and_the_daemon_goes_o
     gone.unlink()
     drop(root, "police", variant(5), "police-next-2026-10.csv", "police-do")
     wait_until(lambda: delivered(root), 30, "the next file's delivery")
-    daemon.wait_log("police-gone-2026-10.csv.sig' reason='a signature without its CSV")
+    daemon.wait_log("police-gone-2026-10.csv.sig' reason='a signature without its CSV")  # after pairing_timeout
     assert daemon.stop() == 0
     assert pull_raw(root, "probation", tmp_path / "p") == [variant(5)]
     assert (root / "outbox" / "police" / "police-gone-2026-10.csv.sig").exists()  # left for the agency to see
@@ -282,3 +282,16 @@ def test_a_stop_signal_mid_queue_finishes_the_file_in_hand_and_the_rest_wait(
         assert len(packages(root, recipient)) == len(names)
     capsys.readouterr()
     assert cli(root, "audit", "verify") == 0
+
+
+def test_files_appearing_and_vanishing_constantly_never_stop_the_daemon(root: Path, tmp_path: Path) -> None:
+    daemon = Daemon(root).ready()
+    junk = root / "outbox" / "police" / "junk.txt"
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:  # an export tool creating and deleting a visible file
+        junk.write_text("x")
+        junk.unlink()
+    drop(root, "police", GOOD, GOOD.name, "police-do")
+    wait_until(lambda: delivered(root) and outbox_clear(root, "police"), 30, "the delivery")
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text() and "level=ERROR" not in daemon.text()
