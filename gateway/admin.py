@@ -7,7 +7,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway.config import CONFIG_NAME
@@ -178,17 +178,23 @@ def add_officer(
     return officer
 
 
-def revoke_officer(root: Root, officer_id: str) -> Officer:
-    officer = root.registry.revoke(officer_id)
-    root.audit.append("officer.revoked", actor="admin", agency=officer.agency, officer=officer.id)
-    return officer
-
-
-def rekey_officer(root: Root, officer_id: str, key: Path) -> Officer:
+def rekey_officer(root: Root, officer_id: str, key: Path, *, grace_days: int = 0) -> Officer:
+    """Make the key in `key` the officer's; the old one is accepted for submissions `grace_days` more."""
+    officer = root.registry.get(officer_id)
+    if not officer.active:  # before importing anything: a refusal changes nothing
+        raise PolicyError(f"officer {officer_id!r} is revoked: register a new officer instead; nothing changed")
+    old = officer.fingerprint
     fingerprint = _import_officer_key(root, key)
-    officer = root.registry.rekey(officer_id, str(fingerprint))
+    grace_until = datetime.now(UTC) + timedelta(days=grace_days) if grace_days else None
+    officer = root.registry.rekey(officer_id, str(fingerprint), grace_until)
     root.audit.append(
-        "officer.rekeyed", actor="admin", agency=officer.agency, officer=officer.id, fingerprint=str(fingerprint)
+        "officer.rekeyed",
+        actor="admin",
+        agency=officer.agency,
+        officer=officer.id,
+        fingerprint=str(fingerprint),
+        old=old,
+        grace_days=grace_days,
     )
     return officer
 
@@ -207,6 +213,16 @@ def export_password(root: Root, agency_id: str, to: Path) -> str:
         handle.write(password.reveal() + "\n")
     root.audit.append("password.exported", actor="admin", agency=agency_id, password_id=record.id)
     return record.id
+
+
+def show_password(root: Root, agency_id: str) -> tuple[str, Secret]:
+    """The agency's current password, for a terminal only (the caller checks); recorded as shown."""
+    agency = root.config.agency(agency_id)
+    if agency.delivery is not Delivery.AES_ZIP:
+        raise UsageError(f"{agency_id} takes OpenPGP delivery and has no password: its officers use their own keys")
+    record, password = root.vault.current(agency_id)
+    root.audit.append("password.shown", actor="admin", agency=agency_id, password_id=record.id)
+    return record.id, password
 
 
 def export_gateway_key(root: Root) -> str:

@@ -21,7 +21,7 @@ from gateway.admin import (
     init_root,
     officers,
     rekey_officer,
-    revoke_officer,
+    show_password,
 )
 from gateway.config import resolve_root
 from gateway.context import Root
@@ -32,7 +32,9 @@ from gateway.model import Period
 from gateway.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
 from gateway.pipeline import Rejected, check_file, submit
 from gateway.recipient import pull
+from gateway.registry import Officer
 from gateway.retention import purge
+from gateway.rotation import list_keys, revoke_officer, rotate_agency, rotate_gateway, rotate_vault
 from gateway.watch import run_once, serve
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -207,22 +209,37 @@ def _admin_commands(commands: Any) -> None:
     listing.add_argument("--agency", metavar="A")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_officers_list)
-    for action, helptext in (
-        ("show", "show one officer"),
-        ("revoke", "revoke an officer: their signatures are refused"),
-    ):
-        one = officers.add_parser(action, help=helptext)
-        one.add_argument("officer", metavar="O")
-        one.add_argument("--json", action="store_true")
-        one.set_defaults(handler=_officers_one, action=action)
-    rekey = officers.add_parser("rekey", help="replace an officer's key")
+    show = officers.add_parser("show", help="show one officer")
+    show.add_argument("officer", metavar="O")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_officers_one)
+    revoke = officers.add_parser(
+        "revoke",
+        help="revoke an officer at once: their signatures are refused",
+        description="Revoke O: submissions signed by O are refused from now on. With --reencrypt, packages not "
+        "yet pulled that were encrypted to O lose O's session key, so only the agency's other officers open them.",
+    )
+    revoke.add_argument("officer", metavar="O")
+    revoke.add_argument("--reencrypt", action="store_true", help="take O off the packages not yet pulled")
+    revoke.add_argument("--json", action="store_true")
+    revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    revoke.set_defaults(handler=_officers_revoke)
+    rekey = officers.add_parser(
+        "rekey",
+        help="replace an officer's key",
+        description="Make NEW.asc the officer's key. The old key signs no more submissions (after --grace-days, "
+        "if given); packages already encrypted to it still open with it.",
+    )
     rekey.add_argument("officer", metavar="O")
     rekey.add_argument("--key", required=True, type=Path, metavar="NEW.asc")
+    rekey.add_argument("--grace-days", type=int, default=0, metavar="N", help="accept the old key N more days")
+    rekey.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rekey.set_defaults(handler=_officers_rekey)
 
-    keys = commands.add_parser("keys", help="hand out the gateway key and agency passwords").add_subparsers(
-        metavar="ACTION", required=True
-    )
+    keys = commands.add_parser(
+        "keys", help="list and rotate keys and passwords; hand out the gateway key and agency passwords"
+    ).add_subparsers(metavar="ACTION", required=True)
+    _key_commands(keys)
     export = keys.add_parser("export", help="export the gateway's public key, or an agency's current password")
     what = export.add_mutually_exclusive_group(required=True)
     what.add_argument("--gateway", action="store_true", help="the gateway's public key (armored)")
@@ -333,20 +350,37 @@ def _officers_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _officers_one(args: argparse.Namespace) -> int:
-    root = _open(args)
-    officer = revoke_officer(root, args.officer) if args.action == "revoke" else root.registry.get(args.officer)
-    print(
-        json.dumps(officer.to_json(), indent=2)
-        if args.json
-        else "\n".join(f"{key:12} {value}" for key, value in officer.to_json().items())
+def _officers_revoke(args: argparse.Namespace) -> int:
+    _confirm(
+        args, f"revoke officer {args.officer}" + (" and take them off unpulled packages" if args.reencrypt else "")
     )
+    officer, packages = revoke_officer(_open(args), args.officer, reencrypt=args.reencrypt)
+    _print_officer(officer, as_json=args.json)
+    if args.reencrypt and not args.json:
+        print(f"re-encrypted {len(packages)} package(s) not yet pulled without {officer.id}'s key")
     return EXIT_OK
 
 
+def _officers_one(args: argparse.Namespace) -> int:
+    _print_officer(_open(args).registry.get(args.officer), as_json=args.json)
+    return EXIT_OK
+
+
+def _print_officer(officer: Officer, *, as_json: bool) -> None:
+    print(
+        json.dumps(officer.to_json(), indent=2)
+        if as_json
+        else "\n".join(f"{key:12} {value}" for key, value in officer.to_json().items())
+    )
+
+
 def _officers_rekey(args: argparse.Namespace) -> int:
-    officer = rekey_officer(_open(args), args.officer, args.key)
-    print(f"{officer.id} now signs with {officer.fingerprint}")
+    if args.grace_days < 0:
+        raise UsageError("--grace-days must be 0 or more")
+    _confirm(args, f"replace the key of officer {args.officer}")
+    officer = rekey_officer(_open(args), args.officer, args.key, grace_days=args.grace_days)
+    grace = f"; the old key is accepted {args.grace_days} more day(s)" if args.grace_days else ""
+    print(f"{officer.id} now signs with {officer.fingerprint}{grace}")
     return EXIT_OK
 
 
@@ -361,8 +395,14 @@ def _keys_export(args: argparse.Namespace) -> int:
     if args.gateway:
         sys.stdout.write(export_gateway_key(root))
         return EXIT_OK
-    if not args.password or args.to is None:
-        raise UsageError("keys export --agency A needs --password --to FILE (the password never goes to the screen)")
+    if not args.password:
+        raise UsageError("keys export --agency A needs --password, and --to FILE unless you are at a terminal")
+    if args.to is None:
+        if not sys.stdout.isatty():
+            raise UsageError("the password goes only to a terminal or to a new 0600 file: pass --to FILE")
+        record, password = show_password(root, args.agency)
+        print(f"{args.agency} password {record}: {password.reveal()}")
+        return EXIT_OK
     record = export_password(root, args.agency, args.to)
     print(
         f"wrote the current password of {args.agency} ({record}) to {args.to} (mode 0600): hand it to the "
@@ -516,4 +556,89 @@ def _status(args: argparse.Namespace) -> int:
     print("attention:     " + ("none" if not attention else ""))
     for line in attention:
         print(f"  - {line}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- keys
+
+
+def _key_commands(keys: Any) -> None:
+    listing = keys.add_parser(
+        "list",
+        help="every key and password the gateway knows (never a value)",
+        description="The gateway keys, each officer's keys, each AES password by id and the vault: created, "
+        "expires, status (current, retired, revoked) and how many live packages depend on each.",
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    listing.set_defaults(handler=_keys_list)
+    rotate = keys.add_parser(
+        "rotate",
+        help="replace the gateway key, an agency's password or the vault passphrase",
+        description="--gateway: a new signing key becomes current; the old one stays to verify what it signed. "
+        "--agency A: a new password for an AES-ZIP agency; old ones stay for their packages, or with "
+        "--reencrypt the packages not yet pulled are re-packed and the old password is retired at once. "
+        "--vault: re-encrypt the vault under the passphrase in --new-passphrase-file.",
+    )
+    which = rotate.add_mutually_exclusive_group(required=True)
+    which.add_argument("--gateway", action="store_true", help="the gateway's signing key")
+    which.add_argument("--agency", metavar="A", help="an AES-ZIP agency's password")
+    which.add_argument("--vault", action="store_true", help="the vault passphrase")
+    rotate.add_argument("--reencrypt", action="store_true", help="with --agency: re-pack packages not yet pulled")
+    rotate.add_argument(
+        "--algorithm", choices=["ed25519", "rsa3072"], default="ed25519", help="with --gateway: the new key's kind"
+    )
+    rotate.add_argument(
+        "--new-passphrase-file", type=Path, metavar="F", help="with --vault: a 0600 file holding the new passphrase"
+    )
+    rotate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rotate.set_defaults(handler=_keys_rotate)
+
+
+def _confirm(args: argparse.Namespace, what: str) -> None:
+    """On a terminal, ask before changing a secret (unless --yes); elsewhere (scripts, units) go ahead."""
+    if args.yes or not sys.stdin.isatty():
+        return
+    answer = input(f"iom-gateway: {what}? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise UsageError("nothing changed (answer y to go ahead, or pass --yes)")
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    entries = list_keys(_open(args))
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=2))
+        return EXIT_OK
+    print(f"{'kind':9} {'status':8} {'live':>5}  {'created':25} {'expires':25} {'owner':28} id")
+    for e in entries:
+        print(
+            f"{e.kind:9} {e.status:8} {e.live_packages:>5}  {e.created or '-':25} {e.expires or '-':25} "
+            f"{e.owner:28} {e.id}"
+        )
+    return EXIT_OK
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    if args.reencrypt and not args.agency:
+        raise UsageError("--reencrypt goes with --agency A")
+    if args.new_passphrase_file and not args.vault:
+        raise UsageError("--new-passphrase-file goes with --vault")
+    root = _open(args)
+    if args.gateway:
+        _confirm(args, "make a new gateway key current")
+        done = rotate_gateway(root, args.algorithm)
+        print(f"the gateway now signs with {done.new}; {done.old} is retired and still verifies what it signed")
+        print("give partners the new public key: iom-gateway keys export --gateway")
+    elif args.agency:
+        _confirm(args, f"make a new password current for {args.agency}" + (" and re-pack" if args.reencrypt else ""))
+        done = rotate_agency(root, args.agency, reencrypt=args.reencrypt)
+        kept = "deleted" if args.reencrypt else "kept for the packages made with it"
+        print(f"{args.agency} now uses password {done.new}; {done.old} is {kept}")
+        if args.reencrypt:
+            print(f"re-packed {done.reencrypted} package(s) not yet pulled with the new password")
+        print(f"hand it to the agency: iom-gateway keys export --agency {args.agency} --password --to FILE")
+    else:
+        if args.new_passphrase_file is None:
+            raise UsageError("keys rotate --vault needs --new-passphrase-file F (a 0600 file with the new passphrase)")
+        _confirm(args, "re-encrypt the vault under a new passphrase")
+        print(rotate_vault(root, args.new_passphrase_file))
     return EXIT_OK

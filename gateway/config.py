@@ -129,6 +129,15 @@ class Config:
         ids = sender.route or tuple(a for a in self.agencies if a != sender.id)
         return tuple(self.agencies[a] for a in ids)
 
+    def vault_passphrase_source(self) -> str:
+        """Where the passphrase comes from: "environment", "credential" or "file" (the one a rotation can update)."""
+        if os.environ.get(VAULT_ENV):
+            return "environment"
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+            return "credential"
+        return "file"
+
     def vault_passphrase(self) -> Secret:
         """The vault passphrase: ${VAULT_ENV}, a systemd credential, or [vault] passphrase_file (0600).
 

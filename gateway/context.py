@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.audit import AuditLog
 from gateway.config import Config
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.db import connect
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, VaultError
 from gateway.fsio import locked
 from gateway.journal import Journal
 from gateway.registry import Registry
+from gateway.secret import Secret
 from gateway.store import PackageStore
 from gateway.validate import Standard, load_standard
 from gateway.vault import Vault
@@ -81,8 +84,31 @@ class Root:
         except FileNotFoundError:
             stamp = None
         if self._vault is None or stamp != self._vault[0]:
-            self._vault = (stamp, Vault.open(self.vault_path, self.config.vault_passphrase()))
+            self._vault = (stamp, self._open_vault())
         return self._vault[1]
+
+    def _open_vault(self) -> Vault:
+        try:
+            vault = Vault.open(self.vault_path, self.config.vault_passphrase())
+        except VaultError:
+            # a rotation that stopped between re-encrypting the vault and replacing the passphrase file
+            # left the new passphrase beside it: finish it
+            pending = self.pending_passphrase_file
+            if pending is None or not pending.is_file():
+                raise
+            vault = Vault.open(self.vault_path, Secret(pending.read_text(encoding="utf-8").strip()))
+            assert self.config.vault_passphrase_file is not None  # noqa: S101 (pending implies it)
+            os.replace(pending, self.config.vault_passphrase_file)
+            return vault
+        if self.pending_passphrase_file is not None:  # a rotation that stopped before re-encrypting: void
+            self.pending_passphrase_file.unlink(missing_ok=True)
+        return vault
+
+    @property
+    def pending_passphrase_file(self) -> Path | None:
+        """Where a vault rotation keeps the new passphrase until the vault is re-encrypted with it."""
+        configured = self.config.vault_passphrase_file
+        return None if configured is None else configured.with_name(configured.name + ".next")
 
     @contextmanager
     def changing_vault(self) -> Iterator[Vault]:
@@ -98,10 +124,17 @@ class Root:
             self.db.close()
 
     def gateway_key(self) -> Fingerprint:
-        """The current gateway signing key; raise ConfigError if the root was never initialised."""
+        """The current gateway signing key; raise ConfigError if the root was never initialised or the
+        key has expired (an expired key never signs: rotate it)."""
         value = self.journal.current_gateway_key()
         if value is None:
             raise ConfigError(f"{str(self.path)!r} has no gateway key: run `iom-gateway init` there first")
+        expires = self.journal.gateway_key_expires(value)
+        if expires is not None and datetime.fromisoformat(expires) <= datetime.now(UTC):
+            raise ConfigError(
+                f"the gateway key {value} expired on {expires[:10]} and signs nothing more: "
+                "run `iom-gateway keys rotate --gateway`, then give partners the new key (`keys export --gateway`)"
+            )
         return Fingerprint.parse(value)
 
     def demo_home(self, officer_id: str) -> Path:

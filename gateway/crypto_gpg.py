@@ -21,6 +21,7 @@ import errno
 import io
 import os
 import re
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -28,7 +29,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import gnupg
 
@@ -352,6 +353,16 @@ class Keyring:
                 )
         return check
 
+    def key_ids(self, fingerprint: Fingerprint) -> frozenset[str]:
+        """The 16-hex key IDs of the key and its subkeys (what an OpenPGP message's recipients name).
+
+        Raises CryptoError if the keyring has no such key.
+        """
+        for raw in self._gpg.list_keys(keys=[str(fingerprint)]):
+            if raw.get("fingerprint") == str(fingerprint):
+                return frozenset({str(raw["keyid"]).upper(), *(str(sub[0]).upper() for sub in raw.get("subkeys", []))})
+        raise CryptoError(_unknown_key(fingerprint))
+
     def _key_infos(self, patterns: list[str] | None) -> tuple[KeyInfo, ...]:
         secret = frozenset(str(key.get("fingerprint", "")) for key in self._gpg.list_keys(secret=True))
         now = datetime.now(UTC)
@@ -671,3 +682,65 @@ def _key_info(raw: Mapping[str, Any], secret: frozenset[str], now: datetime) -> 
         can_sign="S" in capabilities,
         can_encrypt="E" in capabilities,
     )
+
+
+# ----------------------------------------------------------------------------------------- packets
+
+_PKESK, _MARKER = 1, 10
+
+
+def strip_recipients(source: BinaryIO, target: BinaryIO, key_ids: Collection[str]) -> int:
+    """Copy the OpenPGP message `source` to `target` without the public-key-encrypted session-key
+    packets addressed to `key_ids`; the encrypted data is copied untouched. Return how many were dropped.
+
+    Whoever held those keys can no longer open the copy; every other recipient still can. This needs
+    no plaintext, and it cannot add a recipient. Raises CryptoError for a message that is not
+    binary OpenPGP, or that would be left with no recipient at all.
+    """
+    wanted = {k.upper() for k in key_ids}
+    dropped = kept = 0
+    while True:
+        header, tag, length = _packet_header(source)
+        if tag not in (_PKESK, _MARKER):
+            break
+        if length is None:
+            raise CryptoError("a session-key packet of indeterminate length: not a message the gateway made")
+        body = source.read(length)
+        if len(body) != length:
+            raise CryptoError("the package ends inside a session-key packet: it is damaged")
+        if tag == _PKESK and len(body) >= 9 and body[0] == 3 and body[1:9].hex().upper() in wanted:
+            dropped += 1
+            continue
+        kept += tag == _PKESK
+        target.write(header + body)
+    if kept == 0:
+        raise CryptoError("no recipient would be left: the package cannot be re-encrypted without its plaintext")
+    target.write(header)
+    shutil.copyfileobj(source, target, 1 << 20)
+    return dropped
+
+
+def _packet_header(source: BinaryIO) -> tuple[bytes, int, int | None]:
+    """Read one packet header: its bytes, its tag and its body length (None: partial or indeterminate)."""
+    first = source.read(1)
+    if not first or not first[0] & 0x80:
+        raise CryptoError("not a binary OpenPGP message")
+    octet = first[0]
+    if octet & 0x40:  # new format
+        tag, size = octet & 0x3F, source.read(1)
+        if not size:
+            raise CryptoError("the package ends inside a packet header: it is damaged")
+        if size[0] < 192:
+            return first + size, tag, size[0]
+        if size[0] < 224:
+            more = source.read(1)
+            return first + size + more, tag, ((size[0] - 192) << 8) + more[0] + 192
+        if size[0] == 255:
+            more = source.read(4)
+            return first + size + more, tag, int.from_bytes(more, "big")
+        return first + size, tag, None
+    tag, kind = (octet >> 2) & 0x0F, octet & 0x03
+    if kind == 3:
+        return first, tag, None
+    more = source.read((1, 2, 4)[kind])
+    return first + more, tag, int.from_bytes(more, "big")

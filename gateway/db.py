@@ -63,6 +63,16 @@ _MIGRATIONS = (
             FROM pulls_v1 p""",
         "DROP TABLE pulls_v1",
     ),
+    # 3: which gateway key signed each package (a retired key is kept while its packages live), and
+    # until when an officer's replaced key is still accepted for submissions (a rekey's grace period)
+    (
+        "ALTER TABLE deliveries ADD COLUMN signed_by TEXT",
+        "ALTER TABLE officer_keys ADD COLUMN accepted_until TEXT",
+        # a package being re-encrypted: its new files wait under .NAME.repack until all are written
+        """CREATE TABLE IF NOT EXISTS repacks (
+            submission TEXT NOT NULL, recipient TEXT NOT NULL, key_id TEXT NOT NULL, signed_by TEXT NOT NULL,
+            files TEXT NOT NULL, PRIMARY KEY (submission, recipient))""",
+    ),
 )
 
 

@@ -226,15 +226,23 @@ class Journal:
         return {row[1]: DeliveryRecord(*row) for row in rows}
 
     def delivery_sealing(
-        self, submission_id: str, recipient: str, *, package: str, method: str, key_id: str, expires: str
+        self,
+        submission_id: str,
+        recipient: str,
+        *,
+        package: str,
+        method: str,
+        key_id: str,
+        expires: str,
+        signed_by: str,
     ) -> None:
         """Record the plan before the payload is written (a redo finds it and keeps its key id)."""
         self._write(
-            "INSERT INTO deliveries (submission, recipient, package, method, key_id, status, created, expires)"
-            " VALUES (?, ?, ?, ?, ?, 'sealing', ?, ?) ON CONFLICT (submission, recipient) DO UPDATE SET"
-            " method = excluded.method, key_id = excluded.key_id, status = 'sealing'"
+            "INSERT INTO deliveries (submission, recipient, package, method, key_id, status, created, expires,"
+            " signed_by) VALUES (?, ?, ?, ?, ?, 'sealing', ?, ?, ?) ON CONFLICT (submission, recipient) DO UPDATE SET"
+            " method = excluded.method, key_id = excluded.key_id, signed_by = excluded.signed_by, status = 'sealing'"
             " WHERE status IN ('sealing', 'rolled_back')",
-            (submission_id, recipient, package, method, key_id, _now(), expires),
+            (submission_id, recipient, package, method, key_id, _now(), expires, signed_by),
         )
 
     def delivery_done(self, submission_id: str, recipient: str, audit: tuple[str, Mapping[str, Any]]) -> None:
@@ -255,6 +263,36 @@ class Journal:
             " WHERE submission = ? AND recipient = ? AND status != 'purged'",
             (submission_id, recipient),
         )
+
+    def unpulled_deliveries(self, recipient: str) -> list[DeliveryRecord]:
+        """Packages delivered to `recipient` that nobody there has pulled yet, oldest first."""
+        rows = self.db.execute(
+            "SELECT submission, recipient, package, method, key_id, status, created, expires FROM deliveries d"
+            " WHERE d.recipient = ? AND d.status = 'delivered'"
+            " AND NOT EXISTS (SELECT 1 FROM pulls p WHERE p.package = d.package AND p.agency = d.recipient)"
+            " ORDER BY created",
+            (recipient,),
+        ).fetchall()
+        return [DeliveryRecord(*row) for row in rows]
+
+    def repack_ready(self, delivery: DeliveryRecord, key_id: str, signed_by: str, files: list[str]) -> None:
+        """Every new file of a re-encrypted package is written beside the old: record it, then swap them in."""
+        self._write(
+            "INSERT OR REPLACE INTO repacks (submission, recipient, key_id, signed_by, files) VALUES (?, ?, ?, ?, ?)",
+            (delivery.submission, delivery.recipient, key_id, signed_by, json.dumps(files)),
+        )
+
+    def repacks(self) -> list[tuple[str, str, str, str, list[str]]]:
+        rows = self.db.execute("SELECT submission, recipient, key_id, signed_by, files FROM repacks").fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), json.loads(r[4])) for r in rows]
+
+    def repack_done(self, submission_id: str, recipient: str, key_id: str, signed_by: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET key_id = ?, signed_by = ? WHERE submission = ? AND recipient = ?",
+                (key_id, signed_by, submission_id, recipient),
+            )
+            db.execute("DELETE FROM repacks WHERE submission = ? AND recipient = ?", (submission_id, recipient))
 
     # ------------------------------------------------------------------------------- audit outbox
 
@@ -292,6 +330,29 @@ class Journal:
     def current_gateway_key(self) -> str | None:
         row = self.db.execute("SELECT fingerprint FROM gateway_keys WHERE status = 'current'").fetchone()
         return None if row is None else str(row[0])
+
+    def gateway_key_expires(self, fingerprint: str) -> str | None:
+        row = self.db.execute("SELECT expires FROM gateway_keys WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def live_packages(self, key_id_like: str | None = None, signed_by: str | None = None) -> int:
+        """Packages still in an inbox (or being made) sealed with a key/password id containing
+        `key_id_like`, or signed by the gateway key `signed_by`."""
+        if signed_by is not None:
+            row = self.db.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE status IN ('sealing', 'delivered') AND signed_by = ?",
+                (signed_by,),
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE status IN ('sealing', 'delivered') AND instr(key_id, ?) > 0",
+                (key_id_like or "",),
+            ).fetchone()
+        return int(row[0])
+
+    def quarantined_with(self, key: str) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM quarantine WHERE key = ? AND status = 'kept'", (key,)).fetchone()
+        return int(row[0])
 
     def gateway_keys(self) -> list[tuple[str, str, str | None, str]]:
         """Every gateway key ever used: (fingerprint, created, expires, status)."""

@@ -23,7 +23,7 @@ from gateway.authenticate import Signature, authenticate
 from gateway.context import Root
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.crypto_zip import write_aes_zip
-from gateway.errors import GatewayError, SchemaError, StorageError, UsageError
+from gateway.errors import ConfigError, GatewayError, SchemaError, StorageError, UsageError, VaultError
 from gateway.fsio import atomic_target, atomic_write_bytes, fsync_dir, open_regular
 from gateway.intake import REJECTED, SIGNATURE_SUFFIXES, Pair, scan_outbox
 from gateway.journal import (
@@ -181,9 +181,9 @@ def process_pair(root: Root, agency: Agency, pair: Pair, now: datetime) -> Outco
                 return Waiting(agency.id, pair.csv.name)
             record = root.journal.begin(submission, agency.id, pair.csv.name, digest)
             outcome = _attempt(root, agency, pair, record, stream, size, now)
-    except (OSError, StorageError) as exc:
-        reason = exc.message if isinstance(exc, StorageError) else (exc.strerror or str(exc))
-        code = "" if isinstance(exc, StorageError) else errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    except (OSError, StorageError, VaultError, ConfigError) as exc:
+        reason = exc.message if isinstance(exc, GatewayError) else (exc.strerror or str(exc))
+        code = "" if isinstance(exc, GatewayError) else errno.errorcode.get(exc.errno or 0, str(exc.errno))
         log.error("deferred agency=%s file=%r errno=%s reason=%r", agency.id, pair.csv.name, code, reason)
         _release(root, submission)
         return Deferred(agency.id, pair.csv.name, reason)
@@ -217,8 +217,8 @@ def _attempt(
         return _process(root, agency, pair, record, stream, size, now)
     except _Refused as refused:
         return _reject(root, agency, pair, record, refused, now)
-    except StorageError:
-        raise  # the environment, not the file: deferred, never quarantined
+    except (StorageError, VaultError, ConfigError):
+        raise  # the gateway's own state (disk, vault, an expired key), not the file: deferred, never quarantined
     except GatewayError as exc:
         return _reject(root, agency, pair, record, _Refused("seal", [exc.message]), now)
 
@@ -312,7 +312,7 @@ def _parse_time(text: str | None, default: datetime) -> datetime:
 def _authenticate(root: Root, agency: Agency, data: Path, signature_path: Path, now: datetime) -> str:
     check = root.keyring.verify_detached(data, signature_path)
     fingerprint = str(check.fingerprint) if check.fingerprint else None
-    officer = root.registry.by_fingerprint(fingerprint) if fingerprint else None
+    officer = root.registry.by_fingerprint(fingerprint, now) if fingerprint else None
     limits = root.config.submissions
     found = authenticate(
         Signature(check.valid, fingerprint, check.signed_at, check.problem),
@@ -419,7 +419,13 @@ def _deliver(
         key_id = previous.key_id  # made before a crash: the manifest must name the key it was made for
     else:
         root.journal.delivery_sealing(
-            submission, recipient, package=base, method=plan.method.value, key_id=key_id, expires=expires
+            submission,
+            recipient,
+            package=base,
+            method=plan.method.value,
+            key_id=key_id,
+            expires=expires,
+            signed_by=str(root.gateway_key()),
         )
         _write_payload(root, plan, pair, stream, base, payload_name)
     faults.reached("deliver.payload")
@@ -720,6 +726,7 @@ def recover(root: Root) -> Recovery:
     """
     repaired = root.audit.repair()
     events = flush_audit(root, check_log=True)
+    finish_repacks(root)
     finished, abandoned, withdrawn = [], [], []
     for record in root.journal.submissions(DELIVERED, REJECTING, RECEIVED, SEALING):
         pair = _outbox_pair(root, record)
@@ -739,6 +746,24 @@ def recover(root: Root) -> Recovery:
             abandoned.append(record.id)
     events += flush_audit(root)
     return Recovery(events, tuple(finished), tuple(abandoned), tuple(withdrawn), _remove_temp_files(root), repaired)
+
+
+REPACK_SUFFIX = ".repack"
+
+
+def finish_repacks(root: Root) -> int:
+    """Swap in the files of re-encrypted packages that were all written before a crash (see rotation)."""
+    finished = 0
+    for submission, recipient, key_id, signed_by, files in root.journal.repacks():
+        folder = root.store.folder(recipient)
+        for name in files:
+            staged = folder / f".{name}{REPACK_SUFFIX}"
+            if staged.exists():
+                os.replace(staged, folder / name)
+        fsync_dir(folder)
+        root.journal.repack_done(submission, recipient, key_id, signed_by)
+        finished += 1
+    return finished
 
 
 def _outbox_pair(root: Root, record: SubmissionRecord) -> Pair | None:
@@ -765,7 +790,7 @@ def _remove_temp_files(root: Root) -> int:
         folders += [p / REJECTED for p in outboxes.iterdir() if (p / REJECTED).is_dir()]
     removed = 0
     for folder in folders:
-        for temp in folder.glob(".*.tmp"):
+        for temp in [*folder.glob(".*.tmp"), *folder.glob(f".*{REPACK_SUFFIX}")]:
             if temp.is_file() and not temp.is_symlink():
                 temp.unlink()
                 removed += 1

@@ -8,7 +8,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.errors import UsageError
+from gateway.errors import PolicyError, UsageError
 
 OFFICER_ID = re.compile(r"[a-z][a-z0-9-]{1,63}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -112,10 +112,25 @@ class Registry:
             rows = self.db.execute("SELECT * FROM officers WHERE agency = ? ORDER BY id", (agency,)).fetchall()
         return [_officer(row) for row in rows]
 
-    def by_fingerprint(self, fingerprint: str) -> Officer | None:
-        """The officer whose current key has `fingerprint`, or None."""
+    def by_fingerprint(self, fingerprint: str, now: datetime | None = None) -> Officer | None:
+        """The officer whose current key has `fingerprint` or, at `now`, whose replaced key with it is
+        still within its grace period; else None."""
         row = self.db.execute("SELECT * FROM officers WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        if row is None and now is not None:
+            row = self.db.execute(
+                "SELECT o.* FROM officers o JOIN officer_keys k ON k.officer = o.id"
+                " WHERE k.fingerprint = ? AND k.accepted_until > ?",
+                (fingerprint, now.isoformat(timespec="seconds")),
+            ).fetchone()
         return None if row is None else _officer(row)
+
+    def keys_of(self, officer_id: str) -> list[tuple[str, str, str | None]]:
+        """Every key the officer has had: (fingerprint, added, retired), oldest first."""
+        rows = self.db.execute(
+            "SELECT fingerprint, added, retired FROM officer_keys WHERE officer = ? ORDER BY added, rowid",
+            (officer_id,),
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), r[2]) for r in rows]
 
     def revoke(self, officer_id: str) -> Officer:
         """Mark the officer revoked: their signatures are refused from now on."""
@@ -125,16 +140,20 @@ class Registry:
         self.db.execute("UPDATE officers SET status = 'revoked', changed = ? WHERE id = ?", (_now(), officer_id))
         return self.get(officer_id)
 
-    def rekey(self, officer_id: str, fingerprint: str) -> Officer:
-        """Make `fingerprint` the officer's current key; the old one is retired (kept for history)."""
+    def rekey(self, officer_id: str, fingerprint: str, grace_until: datetime | None = None) -> Officer:
+        """Make `fingerprint` the officer's current key; the old one is retired (kept for history) and
+        still accepted for submissions until `grace_until`, if given."""
         officer = self.get(officer_id)
         if not officer.active:
-            raise UsageError(f"officer {officer_id!r} is revoked: register a new officer instead")
+            raise PolicyError(f"officer {officer_id!r} is revoked: register a new officer instead; nothing changed")
         now = _now()
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.execute("UPDATE officer_keys SET retired = ? WHERE fingerprint = ?", (now, officer.fingerprint))
+                self.db.execute(
+                    "UPDATE officer_keys SET retired = ?, accepted_until = ? WHERE fingerprint = ?",
+                    (now, grace_until.isoformat(timespec="seconds") if grace_until else None, officer.fingerprint),
+                )
                 self.db.execute(
                     "INSERT INTO officer_keys (fingerprint, officer, added) VALUES (?, ?, ?)",
                     (fingerprint, officer_id, now),

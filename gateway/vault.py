@@ -211,6 +211,20 @@ class Vault:
             raise VaultError(_WILL_NOT_OPEN) from None
         return cls(path, kdf, key, _parse_records(path, plaintext))
 
+    def rekey(self, passphrase: Secret) -> None:
+        """Re-encrypt the vault under `passphrase` (fresh salt) in one atomic replace: a crash leaves
+        the old file or the new, never neither. Raises PolicyError for a passphrase under 12 characters."""
+        if len(passphrase.reveal()) < MIN_PASSPHRASE:
+            raise PolicyError(f"the new vault passphrase needs at least {MIN_PASSPHRASE} characters: nothing changed")
+        old_kdf, old_key = self._kdf, self._key
+        self._kdf = _Kdf(secrets.token_bytes(16))
+        self._key = self._kdf.derive(passphrase)
+        try:
+            self._save(self._entries)
+        except BaseException:
+            self._kdf, self._key = old_kdf, old_key
+            raise
+
     def _save(self, entries: tuple[tuple[PasswordRecord, Secret], ...]) -> None:
         records = [_record_to_json(record, password) for record, password in entries]
         plaintext = json.dumps({"records": records}, sort_keys=True).encode()
