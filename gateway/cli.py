@@ -523,10 +523,11 @@ def _purge(args: argparse.Namespace) -> int:
     verb = "would delete" if result.dry_run else "deleted"
     print(
         f"{verb}: {len(result.packages)} expired package(s), {len(result.passwords)} password(s), "
+        f"{len(result.keys)} retired gateway key(s), "
         f"{len(result.quarantined)} quarantined file(s), {len(result.reports)} report(s), "
         f"{result.audit_entries} audit entr(y/ies)"
     )
-    for name in (*result.packages, *result.passwords, *result.quarantined, *result.reports):
+    for name in (*result.packages, *result.passwords, *result.keys, *result.quarantined, *result.reports):
         print(f"  {name}")
     return EXIT_OK
 

@@ -353,6 +353,15 @@ class Keyring:
                 )
         return check
 
+    def delete_secret_key(self, fingerprint: Fingerprint) -> None:
+        """Delete the secret half of a key, keeping the public half (it still verifies old signatures).
+
+        Raises CryptoError if gpg refuses.
+        """
+        result = self._gpg.delete_keys(str(fingerprint), secret=True, expect_passphrase=False)
+        if str(result) != "ok":
+            raise CryptoError(f"gpg could not delete the secret key {fingerprint} ({result}): check keys/gnupg")
+
     def key_ids(self, fingerprint: Fingerprint) -> frozenset[str]:
         """The 16-hex key IDs of the key and its subkeys (what an OpenPGP message's recipients name).
 

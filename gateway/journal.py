@@ -335,13 +335,16 @@ class Journal:
         row = self.db.execute("SELECT expires FROM gateway_keys WHERE fingerprint = ?", (fingerprint,)).fetchone()
         return None if row is None or row[0] is None else str(row[0])
 
-    def live_packages(self, key_id_like: str | None = None, signed_by: str | None = None) -> int:
+    def live_packages(
+        self, key_id_like: str | None = None, signed_by: str | None = None, expiring_after: str = ""
+    ) -> int:
         """Packages still in an inbox (or being made) sealed with a key/password id containing
-        `key_id_like`, or signed by the gateway key `signed_by`."""
+        `key_id_like`, or signed by the gateway key `signed_by` (and expiring after `expiring_after`)."""
         if signed_by is not None:
             row = self.db.execute(
-                "SELECT COUNT(*) FROM deliveries WHERE status IN ('sealing', 'delivered') AND signed_by = ?",
-                (signed_by,),
+                "SELECT COUNT(*) FROM deliveries WHERE status IN ('sealing', 'delivered') AND signed_by = ?"
+                " AND expires >= ?",
+                (signed_by, expiring_after),
             ).fetchone()
         else:
             row = self.db.execute(
@@ -349,6 +352,9 @@ class Journal:
                 (key_id_like or "",),
             ).fetchone()
         return int(row[0])
+
+    def quarantine_purged(self, file: str) -> None:
+        self._write("UPDATE quarantine SET status = 'purged' WHERE file = ?", (file,))
 
     def quarantined_with(self, key: str) -> int:
         row = self.db.execute("SELECT COUNT(*) FROM quarantine WHERE key = ? AND status = 'kept'", (key,)).fetchone()

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.context import Root
+from gateway.crypto_gpg import Fingerprint
 from gateway.intake import REJECTED
 from gateway.journal import DeliveryRecord
 from gateway.model import Delivery
@@ -33,6 +34,7 @@ class Purge:
     quarantined: tuple[str, ...] = ()
     reports: tuple[str, ...] = ()
     audit_entries: int = 0
+    keys: tuple[str, ...] = ()  # retired gateway keys whose secret half went
 
     @property
     def nothing(self) -> bool:
@@ -59,20 +61,27 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
             _relative(root, quarantined),
             _relative(root, reports),
             root.audit.expired(audit_cutoff),
+            _retired_gateway_keys(root, now, delete=False),
         )
     for delivery in expired:
         _delete_package(root, delivery)
     for path in (*quarantined, *reports):
         path.unlink(missing_ok=True)
+    for path in quarantined:
+        root.journal.quarantine_purged(str(path.relative_to(root.path / QUARANTINE)))
     passwords = _remove_passwords(root)
+    keys = _retired_gateway_keys(root, now, delete=True)
     gateway = root.gateway_key()
     removed = root.audit.purge_before(audit_cutoff, lambda data: root.keyring.sign_bytes(data, gateway), str(gateway))
-    result = Purge(False, _names(expired), passwords, _relative(root, quarantined), _relative(root, reports), removed)
+    result = Purge(
+        False, _names(expired), passwords, _relative(root, quarantined), _relative(root, reports), removed, keys
+    )
     root.audit.append(
         "retention.purged",
         actor="admin",
         packages=len(result.packages),
         password_ids=list(result.passwords),
+        gateway_keys=list(result.keys),
         quarantined=len(result.quarantined),
         reports=len(result.reports),
         audit_entries=removed,
@@ -123,6 +132,24 @@ def _remove_passwords(root: Root) -> tuple[str, ...]:
         needed = root.journal.live_key_ids()
         doomed = {r.id for r in vault.records() if r.status != "current" and r.id not in needed}
         return tuple(r.id for r in vault.remove(doomed))
+
+
+def _retired_gateway_keys(root: Root, now: datetime, *, delete: bool) -> tuple[str, ...]:
+    """The retired gateway keys nothing live needs (no package it signed, no quarantined file encrypted
+    to it); with `delete`, their secret half goes (the public half stays to verify the audit log)."""
+    removed = []
+    for fingerprint, _, _, status in root.journal.gateway_keys():
+        live = root.journal.live_packages(signed_by=fingerprint, expiring_after=now.isoformat(timespec="seconds"))
+        if status != "retired" or live:
+            continue
+        if root.journal.quarantined_with(fingerprint):
+            continue
+        if not root.keyring.key(Fingerprint.parse(fingerprint)).has_secret:
+            continue
+        if delete:
+            root.keyring.delete_secret_key(Fingerprint.parse(fingerprint))
+        removed.append(fingerprint)
+    return tuple(removed)
 
 
 def _older_than(parent: Path, pattern: str, age: timedelta, now: datetime) -> list[Path]:

@@ -465,3 +465,25 @@ def test_a_password_is_shown_only_on_a_terminal_and_the_showing_is_audited(
     shown = [e for e in audit_entries(root) if e["event"] == "password.shown"]
     assert [e["password_id"] for e in shown] == [record_id]
     assert password not in (root / "state" / "audit.jsonl").read_text()
+
+
+def test_purge_deletes_a_retired_gateway_keys_secret_once_nothing_live_needs_it_and_the_log_still_verifies(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exchange(root, 30, capsys)  # signed by the first key
+    old = Root.open(root).gateway_key()
+    assert cli(root, "keys", "rotate", "--gateway", "--yes") == 0
+    assert cli(root, "purge") == 0
+    assert Root.open(root).keyring.key(old).has_secret  # its packages still live: kept
+    with sqlite3.connect(root / "state" / "gateway.db") as db:  # they expire
+        db.execute("UPDATE deliveries SET expires = ?", ((datetime.now(UTC) - timedelta(days=1)).isoformat(),))
+    capsys.readouterr()
+    assert cli(root, "purge", "--dry-run", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["keys"] == [str(old)]
+    assert Root.open(root).keyring.key(old).has_secret  # a dry run deletes nothing
+    assert cli(root, "purge") == 0
+    opened = Root.open(root)
+    assert not opened.keyring.key(old).has_secret and opened.keyring.key(opened.gateway_key()).has_secret
+    purged = [e for e in audit_entries(root) if e["event"] == "retention.purged"][-1]
+    assert purged["gateway_keys"] == [str(old)]
+    audit_ok(root, capsys)  # the old key's checkpoints still verify with its public half
