@@ -243,6 +243,16 @@ def test_rekey_with_grace_accepts_the_old_key_until_then_and_old_packages_still_
     # the package made before is untouched: its recipient still opens it
     result = gpg(home(root, "probation-do"), "--decrypt", str(root / "inbox" / "probation" / f"{package}.csv.gpg"))
     assert result.stdout == variant(10)
+    # and a file signed with the new key goes through, end to end
+    outbox = root / "outbox" / "police"
+    (outbox / "police-12-2026-10.csv.sig").unlink(missing_ok=True)
+    staged = root.parent / "police-13-2026-10.csv"
+    staged.write_bytes(variant(13))
+    gpg(new_home, "--yes", "--output", f"{outbox / staged.name}.sig", "--detach-sign", str(staged))
+    os.replace(staged, outbox / staged.name)
+    assert cli(root, "run", "--once") == 0
+    assert pull(root, "probation", tmp_path / "p", officer="probation-do") == 0
+    assert variant(13) in [p.read_bytes() for p in (tmp_path / "p").iterdir()]
     stop_agent(new_home)
 
 
