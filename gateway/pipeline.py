@@ -264,7 +264,15 @@ def _process(
     marking = _fixed_marking(root, fixed.marking, marking)
     period = Period.parse(fixed.period) if fixed.period else period
     sealed = _Sealed(
-        agency, officer, marking, period, report, digest=fixed.sha256, size=size, at=_parse_time(fixed.sealed_at, now)
+        agency,
+        officer,
+        marking,
+        period,
+        report,
+        digest=fixed.sha256,
+        size=size,
+        at=_parse_time(fixed.sealed_at, now),
+        gateway=root.gateway_key(),  # one key signs every package and manifest of the submission
     )
     packages = _seal_all(root, record.id, pair, stream, sealed)
     if _sha256(stream) != fixed.sha256 or not _same_file(pair.csv, stream):
@@ -348,6 +356,7 @@ class _Sealed:
     digest: str
     size: int
     at: datetime
+    gateway: Fingerprint
 
     def base(self, submission: str) -> str:
         return f"{self.marking.token}__{self.agency.id}__{self.period}__{submission}"
@@ -425,14 +434,13 @@ def _deliver(
             method=plan.method.value,
             key_id=key_id,
             expires=expires,
-            signed_by=str(root.gateway_key()),
+            signed_by=str(sealed.gateway),
         )
-        _write_payload(root, plan, pair, stream, base, payload_name)
+        _write_payload(root, plan, pair, stream, sealed, payload_name)
     faults.reached("deliver.payload")
     payload_sha = _sha256_path(payload)
-    gateway = root.gateway_key()
     manifest = _manifest(root, submission, sealed, plan, key_id, payload_name, payload_sha, sender_signature, expires)
-    _publish_signed(root, recipient, base + ".manifest.json", canonical_json(manifest), gateway)
+    _publish_signed(root, recipient, base + ".manifest.json", canonical_json(manifest), sealed.gateway)
     faults.reached("deliver.manifest")
     root.journal.delivery_done(
         submission,
@@ -458,14 +466,15 @@ def _deliver(
     flush_audit(root)
 
 
-def _write_payload(root: Root, plan: _Plan, pair: Pair, stream: BinaryIO, base: str, payload_name: str) -> None:
+def _write_payload(root: Root, plan: _Plan, pair: Pair, stream: BinaryIO, sealed: _Sealed, payload_name: str) -> None:
+    base = payload_name.removesuffix(".csv.gpg").removesuffix(".zip")
     with root.store.create_once(plan.recipient.id, payload_name) as temp:
         if plan.method is Delivery.GPG:
             root.keyring.encrypt_file(
                 pair.csv,
                 temp,
                 recipients=plan.fingerprints,
-                signer=root.gateway_key(),
+                signer=sealed.gateway,
                 literal_name=base + ".csv",
                 compress_level=root.config.packages.compress_level,
             )
@@ -511,7 +520,7 @@ def _manifest(
         "payload_sha256": payload_sha,
         "sender_signature": sender_signature,
         "encryption": {"method": plan.method.value, "key_id": key_id},
-        "gateway_key": str(root.gateway_key()),
+        "gateway_key": str(sealed.gateway),
         "created": sealed.at.isoformat(timespec="seconds"),
         "expires": expires,
     }

@@ -4,7 +4,6 @@ delivered exactly once to each recipient, or quarantined; the audit log verifies
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,10 @@ from tests.integration.daemon_harness import (
     Daemon,
     audit_entries,
     cli,
-    copy_of,
     drop,
-    make_template,
     outbox_clear,
     packages,
     pull_raw,
-    remove_root,
     temp_files,
     wait_until,
 )
@@ -31,17 +27,9 @@ pytestmark = pytest.mark.slow
 KILLED = -9
 
 
-@pytest.fixture(scope="module")
-def template() -> Iterator[Path]:
-    path = make_template()
-    yield path
-    remove_root(path)
-
-
 @pytest.fixture
-def root(template: Path) -> Iterator[Path]:
-    with copy_of(template) as path:
-        yield path
+def root(routed_root: Path) -> Path:
+    return routed_root
 
 
 def _statuses(root: Path) -> dict[str, str]:

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,11 @@ from tests.integration.daemon_harness import (
     Daemon,
     audit_entries,
     cli,
-    copy_of,
     drop,
     home,
-    make_template,
     outbox_clear,
     packages,
     pull_raw,
-    remove_root,
     temp_files,
     wait_until,
 )
@@ -34,17 +30,9 @@ from tests.integration.gpg_helpers import gpg
 SURNAMES = ["Ashcroft", "O'Connell", "Smith-Jones", "Chaudhry", "Adeyemi", "Whitfield", "Mistry", "Byrne"]
 
 
-@pytest.fixture(scope="module")
-def template() -> Iterator[Path]:
-    path = make_template()
-    yield path
-    remove_root(path)
-
-
 @pytest.fixture
-def root(template: Path) -> Iterator[Path]:
-    with copy_of(template) as path:
-        yield path
+def root(routed_root: Path) -> Path:
+    return routed_root
 
 
 def variant(number: int) -> bytes:

@@ -9,7 +9,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,27 +19,16 @@ from tests.integration.daemon_harness import (
     GOOD,
     audit_entries,
     cli,
-    copy_of,
     drop,
     home,
-    make_template,
     packages,
-    remove_root,
 )
 from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
 
 
-@pytest.fixture(scope="module")
-def template() -> Iterator[Path]:
-    path = make_template()
-    yield path
-    remove_root(path)
-
-
 @pytest.fixture
-def root(template: Path) -> Iterator[Path]:
-    with copy_of(template) as path:
-        yield path
+def root(routed_root: Path) -> Path:
+    return routed_root
 
 
 def variant(number: int) -> bytes:
