@@ -14,7 +14,6 @@ import re
 import signal
 from dataclasses import dataclass
 
-ACTIONS = ("kill", "enospc")
 _SPEC = re.compile(r"([a-z][a-z0-9_.-]*)(?:@([1-9][0-9]*))?(?::(kill|enospc))?")
 
 

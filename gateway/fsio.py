@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import stat
 import tempfile
@@ -85,3 +86,21 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+HASH_CHUNK = 1 << 20
+
+
+def sha256_of(stream: BinaryIO) -> str:
+    """The SHA-256 (hex) of a whole open file, read from its start in chunks."""
+    stream.seek(0)
+    digest = hashlib.sha256()
+    while chunk := stream.read(HASH_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 (hex) of the file at `path`."""
+    with path.open("rb") as handle:
+        return sha256_of(handle)

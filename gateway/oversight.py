@@ -6,7 +6,7 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from gateway.audit import Verdict
 from gateway.context import Root
@@ -144,7 +144,3 @@ def _key_warnings(root: Root, now: datetime) -> list[KeyWarning]:
             days = (info.expires - now).days
             warnings.append(KeyWarning(owner, fingerprint, expires, f"key expires in {days} day(s): renew it now"))
     return warnings
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

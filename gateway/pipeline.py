@@ -24,7 +24,7 @@ from gateway.context import Root
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.crypto_zip import write_aes_zip
 from gateway.errors import ConfigError, GatewayError, SchemaError, StorageError, UsageError, VaultError
-from gateway.fsio import atomic_target, atomic_write_bytes, fsync_dir, open_regular
+from gateway.fsio import atomic_target, atomic_write_bytes, fsync_dir, open_regular, sha256_file, sha256_of
 from gateway.intake import REJECTED, SIGNATURE_SUFFIXES, Pair, scan_outbox
 from gateway.journal import (
     DELIVERED,
@@ -175,7 +175,7 @@ def process_pair(root: Root, agency: Agency, pair: Pair, now: datetime) -> Outco
     submission = None
     try:
         with stream:
-            digest = _sha256(stream)
+            digest = sha256_of(stream)
             submission = _submission_id(agency.id, digest)
             if pair.signature is None and pair.age_seconds < root.config.submissions.pairing_timeout_seconds:
                 return Waiting(agency.id, pair.csv.name)
@@ -275,7 +275,7 @@ def _process(
         gateway=root.gateway_key(),  # one key signs every package and manifest of the submission
     )
     packages = _seal_all(root, record.id, pair, stream, sealed)
-    if _sha256(stream) != fixed.sha256 or not _same_file(pair.csv, stream):
+    if sha256_of(stream) != fixed.sha256 or not _same_file(pair.csv, stream):
         raise _Refused("intake", ["the file changed while it was being processed: submit it again, complete"])
     root.journal.delivered(
         record.id,
@@ -436,9 +436,9 @@ def _deliver(
             expires=expires,
             signed_by=str(sealed.gateway),
         )
-        _write_payload(root, plan, pair, stream, sealed, payload_name)
+        _write_payload(root, plan, pair, stream, sealed.gateway, base)
     faults.reached("deliver.payload")
-    payload_sha = _sha256_path(payload)
+    payload_sha = sha256_file(payload)
     manifest = _manifest(root, submission, sealed, plan, key_id, payload_name, payload_sha, sender_signature, expires)
     _publish_signed(root, recipient, base + ".manifest.json", canonical_json(manifest), sealed.gateway)
     faults.reached("deliver.manifest")
@@ -466,15 +466,15 @@ def _deliver(
     flush_audit(root)
 
 
-def _write_payload(root: Root, plan: _Plan, pair: Pair, stream: BinaryIO, sealed: _Sealed, payload_name: str) -> None:
-    base = payload_name.removesuffix(".csv.gpg").removesuffix(".zip")
+def _write_payload(root: Root, plan: _Plan, pair: Pair, stream: BinaryIO, gateway: Fingerprint, base: str) -> None:
+    payload_name = base + (".csv.gpg" if plan.method is Delivery.GPG else ".zip")
     with root.store.create_once(plan.recipient.id, payload_name) as temp:
         if plan.method is Delivery.GPG:
             root.keyring.encrypt_file(
                 pair.csv,
                 temp,
                 recipients=plan.fingerprints,
-                signer=sealed.gateway,
+                signer=gateway,
                 literal_name=base + ".csv",
                 compress_level=root.config.packages.compress_level,
             )
@@ -692,19 +692,6 @@ def _same_file(path: Path, stream: BinaryIO) -> bool:
     return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
-def _sha256(stream: BinaryIO) -> str:
-    stream.seek(0)
-    digest = hashlib.sha256()
-    while chunk := stream.read(CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sha256_path(path: Path) -> str:
-    with path.open("rb") as handle:
-        return _sha256(handle)
-
-
 # ----------------------------------------------------------------------------------------- recover
 
 
@@ -783,7 +770,7 @@ def _outbox_pair(root: Root, record: SubmissionRecord) -> Pair | None:
     except GatewayError:
         return None
     with stream:
-        if _sha256(stream) != record.sha256:
+        if sha256_of(stream) != record.sha256:
             return None
     signature = next((p for s in SIGNATURE_SUFFIXES if (p := csv_path.with_name(csv_path.name + s)).is_file()), None)
     return Pair(csv_path, signature, 0.0)

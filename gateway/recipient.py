@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import logging
 import os
@@ -15,7 +14,7 @@ from gateway.context import Root
 from gateway.crypto_gpg import Keyring
 from gateway.crypto_zip import read_aes_zip
 from gateway.errors import CryptoError, UsageError
-from gateway.fsio import atomic_target, open_regular
+from gateway.fsio import atomic_target, open_regular, sha256_file
 from gateway.model import Delivery
 from gateway.secret import Secret
 
@@ -114,7 +113,7 @@ def _verified_manifest(root: Root, manifest_path: Path, payload: Path, agency: s
         manifest: dict[str, Any] = json.loads(stream.read(MAX_MANIFEST))
     if manifest.get("recipient") != agency or manifest.get("payload") != payload.name:
         raise CryptoError(f"{payload.name}: the manifest names another package or recipient: tell the admin")
-    if _sha256(payload) != manifest.get("payload_sha256"):
+    if sha256_file(payload) != manifest.get("payload_sha256"):
         raise CryptoError(
             f"{payload.name}: the package does not match its signed manifest (altered or damaged): "
             "nothing was written; tell the admin"
@@ -137,7 +136,7 @@ def _write_plaintext(
             fd = os.open(decrypted, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with payload.open("rb") as source, os.fdopen(fd, "wb") as target:
                 read_aes_zip(source, password=opener, target=target)
-        if _sha256(decrypted) != manifest["plaintext_sha256"]:
+        if sha256_file(decrypted) != manifest["plaintext_sha256"]:
             raise CryptoError(f"{payload.name}: the decrypted file does not match its manifest: nothing was kept")
         with atomic_target(final) as temp:
             _transcribe(decrypted, temp, manifest, raw=raw, banner=banner)
@@ -165,11 +164,3 @@ def _transcribe(source: Path, target: Path, manifest: dict[str, Any], *, raw: bo
         writer.write(decoder.decode(b"", final=True).encode())
         if banner:
             writer.write((b"" if last.endswith(b"\n") else b"\r\n") + f"{manifest['marking']}\r\n".encode())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

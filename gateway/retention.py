@@ -36,10 +36,6 @@ class Purge:
     audit_entries: int = 0
     keys: tuple[str, ...] = ()  # retired gateway keys whose secret half went
 
-    @property
-    def nothing(self) -> bool:
-        return not (self.packages or self.passwords or self.quarantined or self.reports or self.audit_entries)
-
 
 def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
     """Delete expired packages, the passwords only they needed, old quarantine items, reports and audit entries.

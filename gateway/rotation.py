@@ -7,7 +7,6 @@ Every operation is an audit event.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -23,7 +22,7 @@ from gateway.context import Root
 from gateway.crypto_gpg import Fingerprint, Keyring, strip_recipients
 from gateway.crypto_zip import read_aes_zip, write_aes_zip
 from gateway.errors import CryptoError, PolicyError, UsageError
-from gateway.fsio import atomic_write_bytes, open_regular
+from gateway.fsio import atomic_write_bytes, open_regular, sha256_file
 from gateway.journal import DeliveryRecord
 from gateway.manifest import canonical_json
 from gateway.model import Agency, Delivery
@@ -222,7 +221,7 @@ def _restage(
         write(payload, target)
     gateway = root.gateway_key()
     method = manifest["encryption"]["method"]
-    manifest |= {"payload_sha256": _sha256(staged_payload), "encryption": {"method": method, "key_id": key_id}}
+    manifest |= {"payload_sha256": sha256_file(staged_payload), "encryption": {"method": method, "key_id": key_id}}
     if suffix == ".zip":  # an OpenPGP payload keeps the signature of the key that made it
         manifest["gateway_key"] = str(gateway)
     document = canonical_json(manifest)
@@ -293,14 +292,6 @@ def _private(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def rotate_vault(root: Root, new_passphrase_file: Path) -> str:
