@@ -15,10 +15,11 @@ from gateway.context import KEYS, Root
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.errors import GatewayError, InputFileError, PolicyError, UsageError
 from gateway.fsio import atomic_write_bytes, open_regular
+from gateway.intake import OUTBOX
 from gateway.model import Delivery
 from gateway.passwords import PasswordPolicy, generate
 from gateway.passwords import check as check_password
-from gateway.pipeline import OUTBOX, QUARANTINE, SAMPLES
+from gateway.pipeline import QUARANTINE, SAMPLES
 from gateway.registry import Officer, Role, slug
 from gateway.secret import Secret
 from gateway.store import INBOX

@@ -7,15 +7,23 @@ from datetime import datetime, timedelta
 
 from gateway.registry import Officer
 
+# Hash algorithms a submission's signature may use (RFC 4880 9.4): SHA-256, -384, -512, -224.
+# MD5, SHA-1 and RIPEMD-160 are refused: SHA-1 collisions are practical (SHAttered 2017, Shambles 2020).
+SHA2 = {"8": "SHA-256", "9": "SHA-384", "10": "SHA-512", "11": "SHA-224"}
+WEAK_HASHES = {"1": "MD5", "2": "SHA-1", "3": "RIPEMD-160"}
+BINARY_DOCUMENT = "00"
+
 
 @dataclass(frozen=True, slots=True)
 class Signature:
-    """What gpg found: the signer's primary fingerprint, when, and any problem it reported."""
+    """What gpg found: the signer's primary fingerprint, when, how, and any problem it reported."""
 
     valid: bool
     fingerprint: str | None
     signed_at: datetime | None
     problem: str | None
+    hash_algorithm: str | None = None
+    signature_class: str | None = None
 
 
 def authenticate(
@@ -30,6 +38,9 @@ def authenticate(
     """The officer who may send this file for `agency`, or the reason it is refused (naming the fix)."""
     if not signature.valid:
         return f"the signature does not verify: {signature.problem or 'gpg refused it'}"
+    how = _how_signed(signature)
+    if how is not None:
+        return how
     if officer is None:
         return (
             f"signed by key {signature.fingerprint}, which belongs to no registered officer: only Designated "
@@ -52,3 +63,19 @@ def authenticate(
         hours = int(max_age.total_seconds() // 3600)
         return f"the signature is older than the accepted {hours} hours: sign the file again and resubmit it"
     return officer
+
+
+def _how_signed(signature: Signature) -> str | None:
+    """Why a good signature is still not accepted (text mode, a weak hash), or None."""
+    if signature.signature_class != BINARY_DOCUMENT:
+        return (
+            "the signature was made in text mode (gpg --textmode or --clearsign), which covers the text with its "
+            "line endings changed, not the exact bytes the gateway relays: sign in binary mode, gpg --detach-sign FILE"
+        )
+    if signature.hash_algorithm not in SHA2:
+        name = WEAK_HASHES.get(signature.hash_algorithm or "", f"hash algorithm {signature.hash_algorithm}")
+        return (
+            f"the signature uses {name}, which the gateway refuses (only SHA-2 is accepted): sign again with "
+            "gpg --digest-algo SHA256 --detach-sign FILE"
+        )
+    return None

@@ -17,15 +17,16 @@ Threat-model notes:
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
-import io
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
-import tempfile
-from collections.abc import Collection, Mapping, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,13 +35,32 @@ from typing import Any, BinaryIO
 import gnupg
 
 from gateway.errors import CryptoError
-from gateway.fsio import atomic_target, open_regular
 
 GPG_BINARY = "/usr/bin/gpg"
 GPGCONF_BINARY = "/usr/bin/gpgconf"
 MAX_SIGNATURE_BYTES = 64 * 1024  # a detached signature is a few hundred bytes
 MAX_KEY_BYTES = 1024 * 1024  # a public key with many certifications stays far below this
 ALGORITHMS = ("ed25519", "rsa3072")
+DIGEST = "SHA256"  # for every signature the gateway makes; read by every OpenPGP implementation
+CHUNK = 1 << 20
+# Signed notations (RFC 4880 5.2.3.16), documented for partners who sign with plain gpg:
+PURPOSE_NOTATION = "purpose@iom-gateway"  # what a gateway signature was made for
+MARKING_NOTATION = "marking@iom-gateway"  # the marking a sender intends, e.g. RESTRICTED
+PERIOD_NOTATION = "period@iom-gateway"  # the month the data is for, YYYY-MM
+# gpg and the gpg-agent it starts see only this environment: never the vault passphrase or
+# anything else the gateway was started with.
+ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+_SIDE_INPUT = "\0side-input"  # in a gpg argv: replaced by the special file name of the side pipe
+
+
+class Purpose(enum.Enum):
+    """What a gateway signature vouches for; signed into it, checked by every verifier."""
+
+    MANIFEST = "manifest"
+    AUDIT = "audit"  # checkpoints, the genesis, the purge anchor
+    PACKAGE = "package"
+    QUARANTINE = "quarantine"
+
 
 _OPTIONS = (
     "--log-file",
@@ -124,6 +144,17 @@ class SignatureCheck:
     signed_at: datetime | None
     problem: str | None
     key_expired: bool = False  # good signature by a key that has expired since (gpg's EXPKEYSIG)
+    hash_algorithm: str | None = None  # RFC 4880 9.4 number, as gpg reports it ("8" is SHA-256)
+    signature_class: str | None = None  # "00" binary document, "01" canonical text
+    notations: tuple[tuple[str, str], ...] = ()  # the signed notations, in order
+    intact: bool = False  # the bytes are exactly what `fingerprint` signed (its key may be revoked or expired since)
+
+    def notation(self, name: str) -> str | None:
+        """The value of the signed notation `name`; raise CryptoError if it is given twice."""
+        values = [value for key, value in self.notations if key == name]
+        if len(values) > 1:
+            raise CryptoError(f"the signature carries the notation {name} {len(values)} times: sign with it once")
+        return values[0] if values else None
 
 
 class Keyring:
@@ -136,19 +167,18 @@ class Keyring:
         """
         self._home = _private_folder(home)
         try:
-            self._gpg: Any = gnupg.GPG(gpgbinary=GPG_BINARY, gnupghome=str(self._home), options=list(_OPTIONS))
+            self._gpg: Any = gnupg.GPG(
+                gpgbinary=GPG_BINARY, gnupghome=str(self._home), options=list(_OPTIONS), env=dict(ENVIRONMENT)
+            )
         except (OSError, ValueError) as exc:
             raise CryptoError(f"gpg cannot run on keyring {str(self._home)!r} ({exc}): install GnuPG 2.2+") from None
+        if self._home not in _AGENTS:  # the first Keyring of a home in this process tells whose agent it is
+            _AGENTS[self._home] = not _agent_running(self._home)
 
     def stop_agent(self) -> None:
         """Stop the gpg-agent serving this home, before the home is deleted (a stale agent would
         answer for a new home made at the same path)."""
-        subprocess.run(
-            [GPGCONF_BINARY, "--homedir", str(self._home), "--kill", "all"],
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
+        _kill_agent(self._home)
 
     @property
     def home(self) -> Path:
@@ -225,133 +255,128 @@ class Keyring:
         """Describe every primary key in the keyring."""
         return self._key_infos(None)
 
-    def sign_detached(self, data: Path, signer: Fingerprint) -> bytes:
-        """Return a binary detached signature of the file `data`, made by `signer` (gpg reads the file).
+    # --- data: every byte reaches gpg through a pipe; gpg never opens a file by name -------------
 
-        Raises CryptoError if `signer` has no usable secret key here; InputFileError/UsageError for a
-        missing, linked or special file.
+    def sign_detached(
+        self, data: Iterable[bytes], signer: Fingerprint, *, notations: Mapping[str, str] | None = None
+    ) -> bytes:
+        """Return a binary detached signature made by `signer` over the bytes `data` yields (fed on stdin).
+
+        `notations` become signed notations of the signature (`name@domain` = value). Raises CryptoError
+        if `signer` has no usable secret key here; ValueError for a malformed notation; whatever
+        iterating `data` raises.
         """
-        _require_regular(data)
-        # "--output -": given a file name, gpg would otherwise write FILE.sig beside the submission
-        args = ["--local-user", str(signer), "--output", "-", "--", _argv_path(data)]
-        return self._detached(self._gpg.sign_file(io.BytesIO(b""), detach=True, binary=True, extra_args=args), signer)
-
-    def verify_detached(self, data: Path, signature: Path) -> SignatureCheck:
-        """Check a detached signature (binary .sig or armored .asc) over the file `data`.
-
-        Never raises for a bad, unknown or malformed signature: the verdict is in the result.
-        Raises InputFileError/UsageError only if either file is missing, a link or not a regular file.
-        """
-        _require_regular(data)
-        handle, size = open_regular(signature)
-        with handle:
-            if size > MAX_SIGNATURE_BYTES:
-                return SignatureCheck(False, None, None, _not_a_signature(f"{size} bytes is too large"))
-            blob = handle.read(MAX_SIGNATURE_BYTES)
-        result = self._gpg.verify_file(io.BytesIO(blob), data_filename=_argv_path(data))
-        return _signature_check(_statuses(result), _returncode(result), missing=_not_a_signature("no signature found"))
-
-    def sign_bytes(self, data: bytes, signer: Fingerprint) -> bytes:
-        """Return a binary detached signature of `data` (passed to gpg on stdin), made by `signer`.
-
-        Raises CryptoError if `signer` has no usable secret key here.
-        """
-        args = ["--local-user", str(signer), "--output", "-"]
-        return self._detached(self._gpg.sign_file(io.BytesIO(data), detach=True, binary=True, extra_args=args), signer)
-
-    def _detached(self, result: Any, signer: Fingerprint) -> bytes:
-        """The detached signature gpg made, checked to be `signer`'s; raise CryptoError otherwise."""
-        statuses = _statuses(result)
-        made = [fields for code, fields in statuses if code == "SIG_CREATED" and len(fields) >= 6 and fields[0] == "D"]
-        if _returncode(result) != 0 or not made or not isinstance(result.data, bytes) or not result.data:
-            raise CryptoError(_signer_problem(statuses, signer))
+        args = ["--detach-sign", "--local-user", str(signer), "--digest-algo", DIGEST, "--output", "-"]
+        for name, value in (notations or {}).items():
+            args += ["--sig-notation", _notation(name, value)]
+        output = bytearray()
+        run = self._run(args, stdin=data, stdout=output.extend)
+        made = [fields for code, fields in run.statuses if code == "SIG_CREATED" and len(fields) >= 6]
+        if run.returncode != 0 or not made or made[-1][0] != "D" or not output:
+            raise CryptoError(_signer_problem(run.statuses, signer))
         self._require_own_key(Fingerprint.parse(made[-1][5]), signer)
-        return bytes(result.data)
+        return bytes(output)
 
-    def verify_bytes(self, data: bytes, signature: bytes) -> SignatureCheck:
-        """Check a detached signature (binary or armored) over the in-memory `data`.
+    def sign_bytes(self, data: bytes, signer: Fingerprint, *, purpose: Purpose) -> bytes:
+        """Sign what the gateway itself composed (a manifest, a checkpoint), naming what it is for.
 
-        Never raises for a bad, unknown or malformed signature: the verdict is in the result.
+        The purpose is a signed notation, so a signature made for one kind of document is never
+        accepted for another (`verify_bytes(..., purpose=...)`). Raises CryptoError as sign_detached.
+        """
+        return self.sign_detached((data,), signer, notations={PURPOSE_NOTATION: purpose.value})
+
+    def verify_detached(self, data: Iterable[bytes], signature: bytes) -> SignatureCheck:
+        """Check a detached signature (binary, or armored) over the bytes `data` yields (fed on stdin).
+
+        gpg reads the signature from a pipe and the data from another: nothing is read by name.
+        Never raises for a bad, unknown or malformed signature (the verdict is in the result);
+        raises whatever iterating `data` raises.
         """
         if len(signature) > MAX_SIGNATURE_BYTES:
             return SignatureCheck(False, None, None, _not_a_signature(f"{len(signature)} bytes is too large"))
-        # gpg takes the data on stdin but the signature only as a file: a private folder, removed on return
-        with tempfile.TemporaryDirectory(prefix="iom-verify-") as folder:
-            sig_path = Path(folder) / "data.sig"
-            fd = os.open(sig_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(signature)
-            result = self._gpg.verify_data(str(sig_path), data)
-        return _signature_check(_statuses(result), _returncode(result), missing=_not_a_signature("no signature found"))
+        args = ["--enable-special-filenames", "--verify", "--", _SIDE_INPUT, "-"]
+        run = self._run(args, stdin=data, side_input=signature)
+        return _signature_check(run.statuses, run.returncode, missing=_not_a_signature("no signature found"))
 
-    def encrypt_file(
+    def verify_bytes(self, data: bytes, signature: bytes, *, purpose: Purpose) -> SignatureCheck:
+        """Check a gateway signature over `data`: valid only if it was made for `purpose`."""
+        return _for_purpose(self.verify_detached((data,), signature), purpose)
+
+    def encrypt(
         self,
-        source: Path,
-        target: Path,
+        source: Iterable[bytes],
+        target: BinaryIO,
         *,
         recipients: Sequence[Fingerprint],
         signer: Fingerprint,
         literal_name: str,
+        purpose: Purpose = Purpose.PACKAGE,
         compress_level: int = 1,
     ) -> None:
-        """Encrypt `source` (AES-256, binary OpenPGP) to every recipient, signed by `signer`, into `target`.
+        """Encrypt the bytes `source` yields (AES-256, binary OpenPGP) to every recipient, signed by
+        `signer` for `purpose`, writing the message to `target` as gpg makes it.
 
-        gpg reads `source` itself, so memory does not grow with the file; `target` appears whole or not
-        at all. Raises ValueError for a bad `literal_name` or `compress_level`; CryptoError if there are
-        no recipients, a recipient key is unknown, revoked or expired, or the signer has no secret key.
+        Memory does not grow with the data. On an error `target` holds a partial message: discard it.
+        Raises ValueError for a bad `literal_name` or `compress_level`; CryptoError if there are no
+        recipients, a recipient key is unknown, revoked or expired, or the signer has no secret key;
+        OSError when writing fails; whatever iterating `source` raises.
         """
         _check_literal_name(literal_name)
         if not 0 <= compress_level <= 9:
             raise ValueError(f"compress_level must be 0-9, not {compress_level}")
         if not recipients:
             raise CryptoError("no recipients for this package: register an active officer key for the agency")
-        _require_regular(source)
-        args = ["--sign", "--local-user", str(signer), "--cipher-algo", "AES256"]
-        args += ["--compress-level", str(compress_level), "--set-filename", literal_name, "--", _argv_path(source)]
-        with atomic_target(target) as temp:
-            result = self._gpg.encrypt_file(
-                io.BytesIO(b""),
-                [str(fpr) for fpr in recipients],
-                armor=False,
-                always_trust=True,  # registered keys are trusted by membership; revoked/expired still fail
-                output=str(temp),
-                extra_args=args,
-            )
-            statuses = _statuses(result)
-            made = [fields for code, fields in statuses if code == "SIG_CREATED" and len(fields) >= 6]
-            if _returncode(result) != 0 or not result.ok or not made:
-                _raise_if_out_of_space(temp)
-                raise CryptoError(self._encrypt_problem(statuses, signer))
-            self._require_own_key(Fingerprint.parse(made[-1][5]), signer)
+        args = ["--encrypt", "--sign", "--local-user", str(signer), "--cipher-algo", "AES256", "--digest-algo", DIGEST]
+        args += ["--compress-level", str(compress_level), "--set-filename", literal_name, "--trust-model", "always"]
+        args += ["--sig-notation", _notation(PURPOSE_NOTATION, purpose.value), "--output", "-"]
+        for fingerprint in recipients:
+            args += ["--recipient", str(fingerprint)]
+        run = self._run(args, stdin=source, stdout=target.write)
+        made = [fields for code, fields in run.statuses if code == "SIG_CREATED" and len(fields) >= 6]
+        if run.returncode != 0 or "END_ENCRYPTION" not in {code for code, _ in run.statuses} or not made:
+            _raise_if_out_of_space(self._home)
+            raise CryptoError(self._encrypt_problem(run.statuses, signer))
+        self._require_own_key(Fingerprint.parse(made[-1][5]), signer)
 
-    def decrypt_file(
+    def decrypt(
         self,
-        source: Path,
-        target: Path,
+        source: Iterable[bytes],
+        target: BinaryIO,
         *,
         signers: Collection[Fingerprint] | None = None,
+        purpose: Purpose = Purpose.PACKAGE,
+        name: str = "the package",
     ) -> SignatureCheck:
-        """Decrypt the OpenPGP file `source` into `target`; return the check of its embedded signature.
+        """Decrypt the OpenPGP message `source` yields into `target`; return the check of its signature.
 
-        The plaintext is written beside `target` and renamed only once gpg reports a complete, intact
-        decryption; on any failure no file is left. With `signers`, the signature must also be valid
-        and made by one of those primary keys, or nothing is kept. Raises CryptoError for a tampered,
-        damaged or unencrypted file, one not encrypted to a key here, or (with `signers`) a bad signer.
+        gpg writes plaintext as it goes, and on a tampered message writes the corrupted plaintext
+        before it fails: `target` must be private and is to be discarded unless this returns. With
+        `signers`, the signature must also be valid, made for `purpose` and by one of those primary
+        keys. Raises CryptoError (naming `name`) for a tampered, damaged or unencrypted message, one
+        not encrypted to a key here, or (with `signers`) a bad signer; OSError when writing fails.
         """
-        _require_regular(source)
-        with atomic_target(target) as temp:
-            result = self._gpg.decrypt_file(io.BytesIO(b""), output=str(temp), extra_args=["--", _argv_path(source)])
-            statuses = _statuses(result)
-            if _returncode(result) != 0:
-                _raise_if_out_of_space(target)
-            _require_decrypted(statuses, _returncode(result), source)
-            check = _signature_check(statuses, 0, missing="the package is not signed")
-            if signers is not None and not (check.valid and check.fingerprint in signers):
+        run = self._run(["--decrypt", "--output", "-"], stdin=source, stdout=target.write)
+        _require_decrypted(run.statuses, run.returncode, name)
+        check = _signature_check(run.statuses, 0, missing="the package is not signed")
+        if signers is not None:
+            check = _for_purpose(check, purpose)  # a gateway key that expired since still vouches for it
+            if not ((check.valid or check.key_expired) and check.fingerprint in signers):
                 raise CryptoError(
-                    f"{source.name!r} is not signed by a gateway key this keyring accepts"
+                    f"{name!r} is not signed by a gateway key this keyring accepts"
                     f" ({check.problem or 'signed by another key'}): import the gateway's current public key"
                 )
         return check
+
+    def _run(
+        self,
+        args: Sequence[str],
+        *,
+        stdin: Iterable[bytes] | None = None,
+        stdout: Callable[[bytes], object] | None = None,
+        side_input: bytes | None = None,
+    ) -> _Run:
+        """Run gpg on this home with its status lines on a pipe of their own; see `_Pipes`."""
+        return _Pipes(self._home, args, stdin, stdout, side_input).run()
 
     def delete_secret_key(self, fingerprint: Fingerprint) -> None:
         """Delete the secret half of a key, keeping the public half (it still verifies old signatures).
@@ -405,6 +430,198 @@ class Keyring:
         raise CryptoError(f"gpg signed with key {used}, not with {signer}: check the gateway key configuration")
 
 
+# --- gpg-agents ----------------------------------------------------------------------------------
+
+_AGENTS: dict[Path, bool] = {}  # every home this process opened -> whether any agent there is ours
+
+
+def stop_agents() -> int:
+    """Stop the gpg-agents this process started (not one that was already serving a home, such as an
+    officer's own ~/.gnupg); return how many homes were stopped. Call when a command ends."""
+    ours = [home for home, started in _AGENTS.items() if started]
+    for home in ours:
+        _kill_agent(home)
+    _AGENTS.clear()
+    return len(ours)
+
+
+def _kill_agent(home: Path) -> None:
+    subprocess.run(
+        [GPGCONF_BINARY, "--homedir", str(home), "--kill", "all"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+        env=ENVIRONMENT,
+    )
+
+
+def _agent_running(home: Path) -> bool:
+    """Whether a gpg-agent already answers on `home`'s socket (so it is not ours to stop)."""
+    listed = subprocess.run(
+        [GPGCONF_BINARY, "--homedir", str(home), "--list-dirs", "agent-socket"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+        env=ENVIRONMENT,
+    )
+    path = listed.stdout.decode("utf-8", "replace").strip()
+    if listed.returncode != 0 or not path:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path.replace("%3a", ":"))
+        except OSError:
+            return False
+    return True
+
+
+# --- running gpg on pipes --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    statuses: list[Status]
+    returncode: int
+
+
+class _Pipes:
+    """One gpg process fed only through pipes: the data on stdin, what gpg makes on stdout, its status
+    lines on a pipe of their own (so nothing gpg logs, such as a file name or a user id, can pass for
+    a status line: SigSpoof, CVE-2018-12020), and a side input (a detached signature) on a fourth.
+
+    An exception from the data source or the output sink kills gpg and is raised once gpg is gone.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        args: Sequence[str],
+        source: Iterable[bytes] | None,
+        sink: Callable[[bytes], object] | None,
+        side_input: bytes | None,
+    ) -> None:
+        self.home, self.args, self.source, self.sink, self.side_input = home, args, source, sink, side_input
+        self.failures: list[BaseException] = []
+        self.status = bytearray()
+
+    def run(self) -> _Run:
+        status_read, status_write = os.pipe()
+        side = os.pipe() if self.side_input is not None else None
+        inherited = [status_write, *([side[0]] if side else [])]
+        argv = [GPG_BINARY, "--homedir", str(self.home), "--batch", "--no-tty", "--status-fd", str(status_write)]
+        argv += [*_OPTIONS, *(f"-&{side[0]}" if side and arg == _SIDE_INPUT else arg for arg in self.args)]
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if self.source is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if self.sink is not None else subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=inherited,
+                env=ENVIRONMENT,
+            )
+        except OSError as exc:
+            for fd in (status_read, *(side or ())):
+                os.close(fd)
+            raise CryptoError(f"gpg cannot run ({exc.strerror}): install GnuPG 2.2+ as {GPG_BINARY}") from None
+        finally:
+            for fd in inherited:
+                os.close(fd)
+        threads = [threading.Thread(target=self._collect, args=(status_read,), daemon=True)]
+        if side is not None and self.side_input is not None:
+            threads.append(threading.Thread(target=_write_and_close, args=(side[1], self.side_input), daemon=True))
+        if self.source is not None:
+            threads.append(threading.Thread(target=self._feed, args=(process,), daemon=True))
+        for thread in threads:
+            thread.start()
+        try:
+            self._drain(process)
+        finally:
+            process.wait()
+            for thread in threads:
+                thread.join()
+        if self.failures:
+            raise self.failures[0]
+        return _Run(_parse_statuses(bytes(self.status)), process.returncode)
+
+    def _collect(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            while chunk := pipe.read(65536):
+                self.status += chunk
+
+    def _feed(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdin is not None  # noqa: S101 (opened as a pipe)
+        assert self.source is not None  # noqa: S101
+        try:
+            for chunk in self.source:
+                process.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # gpg stopped reading: its status lines say why
+        except BaseException as exc:  # handed to the caller's thread, which re-raises it
+            self.failures.append(exc)
+            process.kill()
+        finally:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+
+    def _drain(self, process: subprocess.Popen[bytes]) -> None:
+        if process.stdout is None or self.sink is None:
+            return
+        with process.stdout as output:
+            try:
+                while chunk := os.read(output.fileno(), CHUNK):
+                    self.sink(chunk)
+            except BaseException as exc:
+                self.failures.append(exc)
+                process.kill()
+
+
+def _write_and_close(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as pipe, contextlib.suppress(BrokenPipeError):
+        pipe.write(data)
+
+
+def _parse_statuses(raw: bytes) -> list[Status]:
+    text = raw.decode("utf-8", "replace")
+    lines = (line[len("[GNUPG:] ") :].split() for line in text.splitlines() if line.startswith("[GNUPG:] "))
+    return [(parts[0], tuple(parts[1:])) for parts in lines if parts]
+
+
+def _notation(name: str, value: str) -> str:
+    """`name=value` for --sig-notation; raise ValueError for what gpg would refuse or misread."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*@[a-z0-9.-]+", name) or not value.isprintable() or not value.isascii():
+        raise ValueError(f"notation {name}={value!r} must be name@domain=printable ASCII")
+    return f"{name}={value}"
+
+
+def _for_purpose(check: SignatureCheck, purpose: Purpose) -> SignatureCheck:
+    """`check`, made invalid unless the signature names `purpose` (a signature lifted out of a
+    package, say, must never pass for a manifest's)."""
+    if not (check.valid or check.key_expired):
+        return check
+    try:
+        made_for = check.notation(PURPOSE_NOTATION)
+    except CryptoError as exc:
+        made_for, problem = None, exc.message
+    else:
+        problem = (
+            f"the signature was made for {made_for or 'no stated purpose'}, not for {purpose.value}:"
+            " it was taken from another document"
+        )
+    if made_for == purpose.value:
+        return check
+    return SignatureCheck(
+        False,
+        check.fingerprint,
+        check.signed_at,
+        problem,
+        False,
+        check.hash_algorithm,
+        check.signature_class,
+        check.notations,
+        check.intact,
+    )
+
+
 # --- keyring folder and arguments ---------------------------------------------------------------
 
 
@@ -419,17 +636,6 @@ def _private_folder(home: Path) -> Path:
     if info.st_mode & 0o077:
         raise CryptoError(f"keyring {str(home)!r} is open to other users: run chmod 700 {str(home)!r}")
     return home
-
-
-def _argv_path(path: Path) -> str:
-    """An absolute path for gpg's argv: it never starts with '-' and so is never read as an option."""
-    return os.path.abspath(path)
-
-
-def _require_regular(path: Path) -> None:
-    """Raise UsageError/InputFileError unless `path` is a regular file reached without a final symlink."""
-    handle, _ = open_regular(path)
-    handle.close()
 
 
 def _check_literal_name(name: str) -> None:
@@ -555,16 +761,45 @@ def _fingerprint_or_none(text: str) -> Fingerprint | None:
 def _signature_check(statuses: list[Status], returncode: int, *, missing: str) -> SignatureCheck:
     """Judge the signatures in `statuses`: exactly one, good, by a live key; `missing` if there is none."""
     groups: list[dict[str, tuple[str, ...]]] = []
+    notations: list[list[tuple[str, str]]] = []
     for code, args in statuses:
         if code == "NEWSIG":
             groups.append({})
+            notations.append([])
+        elif groups and code == "NOTATION_NAME":
+            notations[-1].append((" ".join(args), ""))
+        elif groups and code == "NOTATION_DATA" and notations[-1]:
+            name, value = notations[-1][-1]  # gpg splits long values over several lines
+            notations[-1][-1] = (name, value + _unescape(" ".join(args)))
         elif groups:
             groups[-1].setdefault(code, args)
     if not groups:
         return SignatureCheck(False, None, None, missing)
     if len(groups) > 1:
         return SignatureCheck(False, None, None, "more than one signature: sign the file with one key only")
-    return _one_signature(groups[0], returncode)
+    codes = groups[0]
+    check = _one_signature(codes, returncode)
+    valid_args = codes.get("VALIDSIG", ())
+    hash_algorithm = valid_args[7] if len(valid_args) > 8 else None
+    signature_class = valid_args[8] if len(valid_args) > 8 else None
+    good = {"GOODSIG", "EXPKEYSIG", "REVKEYSIG"} & codes.keys() and not {"BADSIG", "ERRSIG"} & codes.keys()
+    return SignatureCheck(
+        check.valid,
+        check.fingerprint,
+        check.signed_at,
+        check.problem,
+        check.key_expired,
+        hash_algorithm,
+        signature_class,
+        tuple(notations[0]),
+        bool(good and valid_args and check.fingerprint is not None),
+    )
+
+
+def _unescape(text: str) -> str:
+    """A status-line string: gpg writes %XX for bytes that would break the line (UTF-8 underneath)."""
+    raw = re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "replace")
 
 
 def _one_signature(codes: Mapping[str, tuple[str, ...]], returncode: int) -> SignatureCheck:
@@ -603,24 +838,24 @@ def _not_a_signature(detail: str) -> str:
 _NEARLY_FULL = 1 << 20
 
 
-def _raise_if_out_of_space(target: Path) -> None:
-    """gpg gives no status code for a failed write (only exit 2): when gpg failed and the target's file
-    system is (nearly) full, raise the OSError it is, so the caller defers the file instead of blaming a key."""
+def _raise_if_out_of_space(folder: Path) -> None:
+    """gpg gives no status code for a failed write to its own home (only exit 2): when gpg failed and
+    that file system is (nearly) full, raise the OSError it is, so the caller defers the file instead of
+    blaming a key."""
     try:
-        info = os.statvfs(target.parent)
+        info = os.statvfs(folder)
     except OSError:
         return
     if info.f_bavail * info.f_frsize < _NEARLY_FULL:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target.parent))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
 
 
-def _require_decrypted(statuses: list[Status], returncode: int, source: Path) -> None:
+def _require_decrypted(statuses: list[Status], returncode: int, name: str) -> None:
     """Raise CryptoError unless gpg decrypted a public-key-encrypted message completely and intact."""
     codes = {code for code, _ in statuses}
     intact = {"BEGIN_DECRYPTION", "DECRYPTION_OKAY", "GOODMDC", "END_DECRYPTION"} <= codes
     if returncode == 0 and intact and not codes & {"DECRYPTION_FAILED", "BADMDC"}:
         return
-    name = source.name
     if "NO_SECKEY" in codes and "DECRYPTION_OKAY" not in codes:
         key_ids = sorted({args[0] for code, args in statuses if code == "ENC_TO" and args})
         raise CryptoError(

@@ -12,9 +12,10 @@ from gateway.context import Root
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.errors import UsageError
 from gateway.fsio import atomic_write_bytes
+from gateway.intake import OUTBOX
 from gateway.model import Period
 from gateway.oversight import disclosure_report, verify_audit
-from gateway.pipeline import OUTBOX, SAMPLES, Delivered, Rejected, process_once, submit
+from gateway.pipeline import SAMPLES, Delivered, Rejected, process_once, submit
 from gateway.recipient import pull
 
 MARKER = ".iom-gateway-demo-root"
@@ -76,7 +77,7 @@ def run_demo(folder: Path, say: Callable[[str], None]) -> int:
     surprises = 0
     for outcome in outcomes:
         say(f"   {outcome.summary}")
-        if isinstance(outcome, Rejected):
+        if isinstance(outcome, Rejected) and outcome.report is not None:
             say(f"             report: {outcome.report.relative_to(folder)}")
     delivered = sum(isinstance(o, Delivered) for o in outcomes)
     rejected = sum(isinstance(o, Rejected) for o in outcomes)
@@ -154,5 +155,6 @@ def _drop_signed(
         fingerprint = Fingerprint.parse(root.registry.get(officer).fingerprint)
     assert keyring is not None and fingerprint is not None  # noqa: S101 (one of the two is given)
     target = root.path / OUTBOX / agency / (name or source.name)
-    atomic_write_bytes(target.with_name(target.name + ".sig"), keyring.sign_detached(source, fingerprint))
-    atomic_write_bytes(target, source.read_bytes())
+    data = source.read_bytes()
+    atomic_write_bytes(target.with_name(target.name + ".sig"), keyring.sign_detached((data,), fingerprint))
+    atomic_write_bytes(target, data)

@@ -45,3 +45,7 @@ class PolicyError(GatewayError):
 
 class StorageError(GatewayError):
     """The state database or a folder cannot be written now (disk full, read-only): try again later."""
+
+
+class ChangedError(InputFileError):
+    """A file read twice gave different bytes: someone wrote to it while the gateway was reading it."""

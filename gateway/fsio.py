@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
+import io
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from gateway.errors import InputFileError, UsageError
+from gateway.errors import ChangedError, InputFileError, UsageError
 
 
 def open_regular(path: Path) -> tuple[BinaryIO, int]:
@@ -21,23 +24,8 @@ def open_regular(path: Path) -> tuple[BinaryIO, int]:
 
     Raises UsageError if nothing is there, InputFileError for a symlink, FIFO, device or folder.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise UsageError(f"{str(path)!r} does not exist: check the file name") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise InputFileError(
-                f"{str(path)!r} is a symbolic link: links are never followed, name the real file"
-            ) from None
-        raise InputFileError(f"{str(path)!r} cannot be opened: {exc.strerror}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise InputFileError(f"{str(path)!r} is not a regular file (a folder, FIFO or device): name a CSV file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb"), info.st_size
+    fd, size = _open_regular_fd(path, None)
+    return os.fdopen(fd, "rb"), size
 
 
 def fsync_dir(folder: Path) -> None:
@@ -104,3 +92,357 @@ def sha256_file(path: Path) -> str:
     """The SHA-256 (hex) of the file at `path`."""
     with path.open("rb") as handle:
         return sha256_of(handle)
+
+
+# ----------------------------------------------------------------------------------------- one open file
+
+_LEASE_RDLCK, _LEASE_UNLCK = getattr(fcntl, "F_RDLCK", 0), getattr(fcntl, "F_UNLCK", 2)
+_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+
+
+class OpenFile:
+    """A file opened once (no final symlink, a regular file, its size known) and read only through here.
+
+    Every read starts at the beginning and is hashed. The first complete read fixes the file's SHA-256
+    and length; a later complete read that differs raises ChangedError. So each consumer (the
+    signature check, the validator, every encryption) gets a read of its own, and all of them saw the
+    same bytes: a write into the file while the gateway works on it is caught, never passed on.
+    Nothing is ever read by name again.
+    """
+
+    def __init__(self, fd: int, size: int, name: str) -> None:
+        self.fd, self.size, self.name = fd, size, name
+        self.digest: str | None = None
+        self.length: int | None = None
+        self.complete_reads = 0
+        info = os.fstat(fd)
+        self.identity = (info.st_dev, info.st_ino)
+
+    def chunks(self, *, compare: bool = True) -> Iterator[bytes]:
+        """One complete read of the file, in chunks (raises ChangedError at the end if it differs, unless
+        `compare` is False: for keeping a rejected file as it now is)."""
+        digest, offset = hashlib.sha256(), 0
+        while chunk := os.pread(self.fd, HASH_CHUNK, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+            yield chunk
+        if compare:
+            self._complete(digest.hexdigest(), offset)
+
+    def stream(self) -> BinaryIO:
+        """A binary stream over the file for a consumer that reads (and may seek back to 0)."""
+        return io.BufferedReader(_Stream(self), HASH_CHUNK)
+
+    def hash(self) -> str:
+        """Read the whole file once (if no read has yet) and return its SHA-256."""
+        if self.digest is None:
+            for _ in self.chunks():
+                pass
+        assert self.digest is not None  # noqa: S101 (set by the complete read)
+        return self.digest
+
+    def writer_active(self) -> bool | None:
+        """Whether another process holds the file open for writing: True, False, or None (cannot tell:
+        a read lease needs the file's owner or CAP_LEASE, and some file systems have no leases)."""
+        try:
+            fcntl.fcntl(self.fd, _SETLEASE, _LEASE_RDLCK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        fcntl.fcntl(self.fd, _SETLEASE, _LEASE_UNLCK)
+        return False
+
+    def _complete(self, digest: str, length: int) -> None:
+        self.complete_reads += 1
+        if self.digest is None:
+            self.digest, self.length = digest, length
+        elif (digest, length) != (self.digest, self.length):
+            raise ChangedError(
+                f"{self.name!r} changed while the gateway was reading it (another program wrote to it): "
+                "nothing was delivered; let the export finish, then submit it again"
+            )
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> OpenFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class _Stream(io.RawIOBase):
+    """A read of an OpenFile as a raw stream; a complete read from offset 0 is checked like chunks()."""
+
+    def __init__(self, file: OpenFile) -> None:
+        super().__init__()
+        self.file = file
+        self.position = 0
+        self.digest: Any = hashlib.sha256()  # None once a seek elsewhere broke the contiguous read
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = {os.SEEK_SET: offset, os.SEEK_CUR: self.position + offset}.get(whence)
+        if target is None:
+            target = os.fstat(self.file.fd).st_size + offset
+        if target == 0:
+            self.digest = hashlib.sha256()
+        elif target != self.position:
+            self.digest = None
+        self.position = target
+        return target
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        chunk = os.pread(self.file.fd, len(view), self.position)
+        view[: len(chunk)] = chunk
+        if self.digest is not None:
+            if chunk:
+                self.digest.update(chunk)
+            else:
+                digest, self.digest = self.digest.hexdigest(), None
+                self.file._complete(digest, self.position)
+        self.position += len(chunk)
+        return len(chunk)
+
+
+def open_once(path: Path, *, dir_fd: int | None = None) -> OpenFile:
+    """Open `path` (relative to `dir_fd` if given) as an OpenFile; raise as open_regular does."""
+    fd, size = _open_regular_fd(path, dir_fd)
+    return OpenFile(fd, size, path.name)
+
+
+def _open_regular_fd(path: Path, dir_fd: int | None) -> tuple[int, int]:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise UsageError(f"{str(path)!r} does not exist: check the file name") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputFileError(
+                f"{str(path)!r} is a symbolic link: links are never followed, name the real file"
+            ) from None
+        raise InputFileError(f"{str(path)!r} cannot be opened: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InputFileError(f"{str(path)!r} is not a regular file (a folder, FIFO or device): name a CSV file")
+    os.set_blocking(fd, True)
+    return fd, info.st_size
+
+
+# ----------------------------------------------------------------------------------------- folders by descriptor
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Folder:
+    """A folder opened without following a symbolic link at any step below a trusted base; every
+    operation is relative to its descriptor, so swapping a folder on the way for a link (to a place
+    outside the root) after the check changes nothing: the gateway keeps working in the folder it
+    opened."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd, self.path = fd, path
+
+    @classmethod
+    def open(cls, base: Path, *names: str, create: bool = False) -> Folder:
+        """Open `base` (trusted: the root), then each of `names` below it, refusing links; with `create`,
+        make the missing ones (mode 0700). Raises UsageError if one is missing, InputFileError if one is
+        a link or not a folder."""
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        path = base
+        for name in names:
+            path = path / name
+            fd = _step(fd, name, path, create)  # closes the descriptor it is given, whatever happens
+        return cls(fd, path)
+
+    def sub(self, name: str, *, create: bool = False) -> Folder:
+        """The folder `name` inside this one (no link followed); raise as `open`."""
+        return Folder(_step(os.dup(self.fd), name, self.path / name, create), self.path / name)
+
+    def entries(self) -> list[os.DirEntry[str]]:
+        """What is in the folder now (names as the OS gives them: not always valid UTF-8)."""
+        with os.scandir(self.fd) as listing:
+            return list(listing)
+
+    def open_file(self, name: str) -> OpenFile:
+        """Open the regular file `name` once; raise UsageError if it is gone, InputFileError for a link."""
+        return open_once(Path(name), dir_fd=self.fd)
+
+    def identity(self, name: str) -> tuple[int, int] | None:
+        """(device, inode) of the entry `name` itself (a link is not followed), or None if it is gone."""
+        try:
+            info = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def remove(self, name: str, identity: tuple[int, int] | None = None) -> bool:
+        """Remove `name` (only if it is still the file `identity` names, when given); True if removed."""
+        if identity is not None and self.identity(name) != identity:
+            return False
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    @contextmanager
+    def new_file(self, name: str, mode: int = 0o600) -> Iterator[BinaryIO]:
+        """Yield a private temp file beside `name`; on success fsync it and rename it over `name`."""
+        temp = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.fd)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(temp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            os.fsync(self.fd)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=self.fd)
+            raise
+
+    def write(self, name: str, data: bytes, mode: int = 0o600) -> None:
+        """Write `data` as `name` atomically and durably."""
+        with self.new_file(name, mode) as handle:
+            handle.write(data)
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> Folder:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _step(fd: int, name: str, path: Path, create: bool) -> int:
+    """Open folder `name` inside the open folder `fd` (closed here either way) without following a link."""
+    try:
+        if create:
+            with suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=fd)
+        return os.open(name, _DIRECTORY, dir_fd=fd)
+    except FileNotFoundError:
+        raise UsageError(f"{str(path)!r} does not exist") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise InputFileError(
+                f"{str(path)!r} is a symbolic link or not a folder: the gateway never follows links; "
+                f"replace it with a real folder (mkdir -m 700 {str(path)!r})"
+            ) from None
+        raise
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------- plaintext for recipients
+
+
+def anonymous_file(folder: Path) -> BinaryIO:
+    """A new private file in `folder` that has no name yet (O_TMPFILE): if the process is killed, it
+    vanishes with it, so no plaintext is ever left behind. Falls back to a named 0600 temp file where
+    the file system has no O_TMPFILE (`publish` and `remove_stale_temps` handle both)."""
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        fd, _ = tempfile.mkstemp(dir=folder, prefix=STALE_PREFIX, suffix=".tmp")
+    return os.fdopen(fd, "w+b")
+
+
+STALE_PREFIX = ".iom-gateway-"
+
+
+def publish(handle: BinaryIO, folder: Path, name: str) -> Path:
+    """Give the finished file `handle` (from `anonymous_file`) the name `name` in `folder`.
+
+    A file already there is replaced: it is removed first, so a kill in between leaves neither file,
+    never a named temp file with plaintext in it.
+    """
+    handle.flush()
+    os.fsync(handle.fileno())
+    target = folder / name
+    if os.fstat(handle.fileno()).st_nlink:  # a named temp file: no O_TMPFILE on this file system
+        os.replace(os.readlink(f"/proc/self/fd/{handle.fileno()}"), target)
+    else:
+        with suppress(FileNotFoundError):
+            target.unlink()
+        _link_anonymous(handle.fileno(), target)
+    fsync_dir(folder)
+    return target
+
+
+_AT_FDCWD, _AT_EMPTY_PATH = -100, 0x1000
+
+
+def _link_anonymous(fd: int, target: Path) -> None:
+    """linkat() an O_TMPFILE file into place: by its /proc/self/fd link, or (where that is refused, as
+    under some sandboxes) with AT_EMPTY_PATH, which Linux allows the opener since 6.10."""
+    try:
+        os.link(f"/proc/self/fd/{fd}", target, follow_symlinks=True)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOENT, errno.EPERM):
+            raise
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.linkat(fd, b"", _AT_FDCWD, os.fsencode(target), _AT_EMPTY_PATH) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete the named temp files `anonymous_file`/`publish` leave when killed; return how many."""
+    removed = 0
+    for stale in folder.glob(f"{STALE_PREFIX}*.tmp"):
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink()
+            removed += 1
+    return removed
+
+
+# ----------------------------------------------------------------------------------------- names for people
+
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
+
+
+def shown(name: str) -> str:
+    """`name` safe to print: bytes that are not UTF-8, control and bidirectional characters escaped,
+    so a file name cannot move the cursor, retitle a terminal or fake a line of output."""
+    out = []
+    for char in name:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or 0x7F <= code < 0xA0 or char in _BIDI or 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        elif char == "\\":
+            out.append("\\\\")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether `name` can be used as it is for the gateway's own files and reports: valid UTF-8, no
+    control or bidirectional characters, and short enough to carry a suffix (200 bytes)."""
+    return shown(name) == name and len(name.encode("utf-8")) <= 200

@@ -35,3 +35,37 @@ def armor_signature(signature: bytes) -> str:
     lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     checksum = base64.b64encode(_crc24(signature).to_bytes(3, "big")).decode("ascii")
     return "\n".join(["-----BEGIN PGP SIGNATURE-----", "", *lines, f"={checksum}", "-----END PGP SIGNATURE-----", ""])
+
+
+_BEGIN, _END = b"-----BEGIN PGP SIGNATURE-----", b"-----END PGP SIGNATURE-----"
+
+
+def binary_signature(raw: bytes) -> bytes:
+    """The binary OpenPGP signature in a .sig or .asc file: what gpg checks and the manifest carries.
+
+    A binary signature is returned as it is. From an armored one only the armor block counts: text
+    around it (a note, an e-mail footer, bytes that are not ASCII) is dropped, so what travels is a
+    clean signature that plain `gpg --verify` reads. Raises ValueError naming what is wrong.
+    """
+    if raw[:1] and raw[0] & 0x80:
+        return raw
+    if raw.count(_BEGIN) != 1:
+        found = "no" if _BEGIN not in raw else "more than one"
+        raise ValueError(f"{found} armored signature block ({_BEGIN.decode()})")
+    block = raw.split(_BEGIN, 1)[1]
+    if _END not in block:
+        raise ValueError(f"the armored signature has no {_END.decode()} line: it was cut short")
+    lines = [line.strip() for line in block.split(_END, 1)[0].splitlines()][1:]  # [0]: the rest of BEGIN's line
+    body = lines[lines.index(b"") + 1 :] if b"" in lines else lines  # armor headers end at a blank line
+    checksum = [line for line in body if line.startswith(b"=")]
+    data = b"".join(line for line in body if line and not line.startswith(b"="))
+    try:
+        signature = base64.b64decode(data, validate=True)
+        expected = base64.b64decode(checksum[0][1:], validate=True) if checksum else None
+    except ValueError:
+        raise ValueError("the armored signature is not valid base64") from None
+    if not signature:
+        raise ValueError("the armored signature block is empty")
+    if expected is not None and expected != _crc24(signature).to_bytes(3, "big"):
+        raise ValueError("the armored signature's checksum does not match: it was damaged")
+    return signature

@@ -10,13 +10,12 @@ from datetime import datetime, timedelta
 
 from gateway.audit import Verdict
 from gateway.context import Root
-from gateway.crypto_gpg import Fingerprint
+from gateway.crypto_gpg import Fingerprint, Purpose
 from gateway.disclosure import register, to_json, write_csv, write_html
 from gateway.errors import CryptoError
-from gateway.intake import scan_outbox
+from gateway.intake import count_waiting
 from gateway.journal import ABANDONED, DELIVERED, DONE, REJECTED
 from gateway.model import Period
-from gateway.pipeline import OUTBOX
 
 EXPIRY_WARNING = timedelta(days=30)
 REPORT_FORMATS = ("csv", "html", "json")
@@ -28,7 +27,7 @@ def gateway_signature_check(root: Root) -> Callable[[bytes, bytes], str | None]:
     known = {fingerprint for fingerprint, *_ in root.journal.gateway_keys()}
 
     def check(data: bytes, signature: bytes) -> str | None:
-        result = root.keyring.verify_bytes(data, signature)
+        result = root.keyring.verify_bytes(data, signature, purpose=Purpose.AUDIT)
         signer = str(result.fingerprint) if result.fingerprint else None
         if signer not in known:
             return None
@@ -104,7 +103,7 @@ class Status:
 def status(root: Root, now: datetime) -> Status:
     """Queues, last run, refusals in 24 h, keys near expiry, agencies late for the month."""
     period = Period.of(now.date())
-    waiting = {a: len(scan_outbox(root.path / OUTBOX / a, now.timestamp()).pairs) for a in root.config.agencies}
+    waiting = {a: count_waiting(root.path, a, now.timestamp()) for a in root.config.agencies}
     unpulled = {a: root.journal.unpulled(a) for a in root.config.agencies}
     since = (now - timedelta(hours=24)).isoformat(timespec="seconds")
     errors = {s: root.journal.count_since(s, since) for s in (REJECTED, ABANDONED)}

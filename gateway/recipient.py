@@ -1,26 +1,36 @@
-"""The recipient's use case: pull verified, decrypted files (SPEC: pull)."""
+"""The recipient's use case: pull verified, decrypted files (SPEC: pull).
+
+Everything `pull` trusts it reads once: the manifest into memory (capped), its signature, the
+payload through one descriptor. It verifies those bytes, parses those bytes, and names what it
+writes after the package's own listed name, never after a manifest field. Plaintext only ever
+lives in files without a name (O_TMPFILE) until it is verified, so a killed pull leaves none.
+A package that fails is reported and the others are still pulled.
+"""
 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from gateway.context import Root
-from gateway.crypto_gpg import Keyring
+from gateway.crypto_gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose
 from gateway.crypto_zip import read_aes_zip
-from gateway.errors import CryptoError, UsageError
-from gateway.fsio import atomic_target, open_regular, sha256_file
+from gateway.errors import CryptoError, GatewayError, UsageError
+from gateway.fsio import HASH_CHUNK, Folder, anonymous_file, is_plain_name, open_regular, publish, remove_stale_temps
+from gateway.manifest import binary_signature
 from gateway.model import Delivery
 from gateway.secret import Secret
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-MAX_MANIFEST = 1 << 20
+MAX_MANIFEST = 1 << 20  # a manifest is a few KB; a larger one was not made by the gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,23 @@ class Pulled:
     package: str
     written: Path | None
     skipped: str | None = None
+    failed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Manifest:
+    """The fields `pull` relies on, from a manifest whose signature was checked over these very bytes."""
+
+    package: str
+    payload: str
+    marking: str
+    encoding: str | None
+    payload_sha256: str
+    plaintext_sha256: str
+    plaintext_bytes: int
+    gateway_key: Fingerprint
+    sender_fingerprint: Fingerprint
+    sender_signature: bytes
 
 
 def pull(
@@ -43,41 +70,50 @@ def pull(
 ) -> list[Pulled]:
     """Verify, decrypt and write every package for `agency_id` not yet pulled by this puller.
 
-    Raises CryptoError (exit 1) for a package whose manifest, signature, payload or plaintext
-    does not check out; nothing of it is left in `to`.
+    A package whose manifest, signatures, payload or plaintext does not check out is returned as
+    failed (nothing of it is left in `to`) and the others are still pulled.
     """
     agency = root.config.agency(agency_id)
     puller, opener = _opener(root, agency_id, agency.delivery, officer, gnupghome, password_file)
     if not to.is_dir():
         raise UsageError(f"{str(to)!r} is not a folder: create it (it receives the decrypted files, mode 0600)")
+    remove_stale_temps(to)
     results = []
     for payload in root.store.packages(agency_id):
         base = payload.name.removesuffix(".csv.gpg").removesuffix(".zip")
-        manifest_path = payload.with_name(base + ".manifest.json")
-        if not (manifest_path.exists() and manifest_path.with_name(manifest_path.name + ".sig").exists()):
-            results.append(Pulled(base, None, "incomplete: its manifest is not there yet"))
-            continue
         if root.journal.pulled(base, agency_id, puller) and not again:
             results.append(Pulled(base, None, f"already pulled by {puller} (use --again)"))
             continue
-        manifest = _verified_manifest(root, manifest_path, payload, agency_id)
-        written = _write_plaintext(payload, manifest, to, opener, raw=raw, banner=root.config.banner)
-        root.journal.record_pull(base, agency_id, puller)
-        root.audit.append(
-            "package.pulled",
-            actor=puller,
-            agency=agency_id,
-            package=base,
-            plaintext_sha256=manifest["plaintext_sha256"],
-            raw=raw,
-        )
-        results.append(Pulled(base, written))
+        try:
+            results.append(_pull_one(root, agency_id, payload.name, base, to, opener, puller, raw=raw))
+        except GatewayError as exc:
+            log.warning("refused package=%r agency=%s: %s", base, agency_id, exc.message)
+            results.append(Pulled(base, None, failed=exc.message))
     return results
+
+
+def _pull_one(
+    root: Root, agency: str, payload: str, base: str, to: Path, opener: Keyring | Secret, puller: str, *, raw: bool
+) -> Pulled:
+    if not is_plain_name(payload) or base.startswith("."):
+        raise CryptoError(f"{payload!r} is not a package name the gateway makes: tell the admin")
+    with root.store.open(agency) as folder:
+        document = _read_capped(folder, base + ".manifest.json", MAX_MANIFEST)
+        signature = _read_capped(folder, base + ".manifest.json.sig", MAX_SIGNATURE_BYTES)
+        if document is None or signature is None:
+            return Pulled(base, None, "incomplete: its manifest is not there yet")
+        manifest = _verified_manifest(root, document, signature, agency, payload, base)
+        written = _write_plaintext(root, folder, manifest, to, opener, raw=raw)
+    root.journal.record_pull(base, agency, puller)
+    root.audit.append(
+        "package.pulled", actor=puller, agency=agency, package=base, plaintext_sha256=manifest.plaintext_sha256, raw=raw
+    )
+    return Pulled(base, written)
 
 
 def _opener(
     root: Root, agency: str, delivery: Delivery, officer: str | None, gnupghome: Path | None, password_file: Path | None
-) -> tuple[str, Any]:
+) -> tuple[str, Keyring | Secret]:
     if delivery is Delivery.AES_ZIP:
         if password_file is None:
             raise UsageError(
@@ -99,68 +135,147 @@ def _opener(
     return (officer or str(gnupghome)), Keyring(gnupghome)
 
 
-def _verified_manifest(root: Root, manifest_path: Path, payload: Path, agency: str) -> dict[str, Any]:
-    check = root.keyring.verify_detached(manifest_path, manifest_path.with_name(manifest_path.name + ".sig"))
+def _read_capped(folder: Folder, name: str, limit: int) -> bytes | None:
+    """The bytes of `name`, read once; None if it is not there; CryptoError if it is larger than `limit`."""
+    try:
+        with folder.open_file(name) as file:
+            data = os.pread(file.fd, limit + 1, 0)
+    except UsageError:
+        return None
+    if len(data) > limit:
+        raise CryptoError(
+            f"{name}: larger than {limit:,} bytes, so not made by the gateway: do not trust it; tell the admin"
+        )
+    return data
+
+
+def _verified_manifest(
+    root: Root, document: bytes, signature: bytes, agency: str, payload: str, base: str
+) -> _Manifest:
+    """Check the gateway's signature over `document`, then parse those same bytes."""
+    check = root.keyring.verify_bytes(document, signature, purpose=Purpose.MANIFEST)
     known = {fingerprint for fingerprint, *_ in root.journal.gateway_keys()}
     # a gateway key that has expired since still vouches for what it signed while valid
     if not (check.valid or check.key_expired) or str(check.fingerprint) not in known:
         raise CryptoError(
-            f"{manifest_path.name}: the manifest's signature does not verify "
+            f"{base}.manifest.json: the manifest's signature does not verify "
             f"({check.problem or 'not signed by this gateway'}): do not trust this package; tell the admin"
         )
-    stream, _ = open_regular(manifest_path)
-    with stream:
-        manifest: dict[str, Any] = json.loads(stream.read(MAX_MANIFEST))
-    if manifest.get("recipient") != agency or manifest.get("payload") != payload.name:
-        raise CryptoError(f"{payload.name}: the manifest names another package or recipient: tell the admin")
-    if sha256_file(payload) != manifest.get("payload_sha256"):
-        raise CryptoError(
-            f"{payload.name}: the package does not match its signed manifest (altered or damaged): "
-            "nothing was written; tell the admin"
-        )
+    manifest = _parse(document, base)
+    if manifest.package != base or manifest.payload != payload or _field(_json(document), "recipient") != agency:
+        raise CryptoError(f"{payload}: the manifest names another package or recipient: tell the admin")
     return manifest
 
 
-def _write_plaintext(
-    payload: Path, manifest: dict[str, Any], to: Path, opener: Any, *, raw: bool, banner: bool
-) -> Path:
-    package = str(manifest["package"])
-    final = to / (package + ".csv")
-    decrypted = to / f".{package}.{os.getpid()}.decrypted.tmp"
+def _json(document: bytes) -> dict[str, Any]:
     try:
+        data = json.loads(document)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise CryptoError("the manifest is not a JSON object: it was not made by the gateway; tell the admin")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kind: type = str) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise CryptoError(
+            f"the manifest's {name} is missing or malformed: it was not made by the gateway; tell the admin"
+        )
+    return value
+
+
+def _parse(document: bytes, base: str) -> _Manifest:
+    data = _json(document)
+    sender = _field(data, "sender", dict)
+    encoding = data.get("plaintext_encoding")
+    try:
+        return _Manifest(
+            package=_field(data, "package"),
+            payload=_field(data, "payload"),
+            marking=_field(data, "marking"),
+            encoding=encoding if isinstance(encoding, str) else None,
+            payload_sha256=_field(data, "payload_sha256"),
+            plaintext_sha256=_field(data, "plaintext_sha256"),
+            plaintext_bytes=_field(data, "plaintext_bytes", int),
+            gateway_key=Fingerprint.parse(_field(data, "gateway_key")),
+            sender_fingerprint=Fingerprint.parse(_field(sender, "fingerprint")),
+            sender_signature=binary_signature(_field(data, "sender_signature").encode("ascii", "replace")),
+        )
+    except ValueError as exc:
+        raise CryptoError(
+            f"{base}: the sender's signature in the manifest is unreadable ({exc}): tell the admin"
+        ) from None
+
+
+def _write_plaintext(
+    root: Root, folder: Folder, manifest: _Manifest, to: Path, opener: Keyring | Secret, *, raw: bool
+) -> Path:
+    """Decrypt into a file with no name, check it against the manifest and the sender's own signature,
+    and only then give it its name in `to`."""
+    with folder.open_file(manifest.payload) as payload, anonymous_file(to) as plain:
         if isinstance(opener, Keyring):
-            check = opener.decrypt_file(payload, decrypted)
-            if not (check.valid or check.key_expired) or str(check.fingerprint) != manifest["gateway_key"]:
-                raise CryptoError(f"{payload.name}: not signed by the gateway key its manifest names: tell the admin")
+            opener.decrypt(payload.chunks(), plain, signers={manifest.gateway_key}, name=manifest.payload)
+            if payload.digest != manifest.payload_sha256:
+                raise CryptoError(_altered(manifest.payload))
         else:
-            fd = os.open(decrypted, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with payload.open("rb") as source, os.fdopen(fd, "wb") as target:
-                read_aes_zip(source, password=opener, target=target)
-        if sha256_file(decrypted) != manifest["plaintext_sha256"]:
-            raise CryptoError(f"{payload.name}: the decrypted file does not match its manifest: nothing was kept")
-        with atomic_target(final) as temp:
-            _transcribe(decrypted, temp, manifest, raw=raw, banner=banner)
-    finally:
-        decrypted.unlink(missing_ok=True)
-    return final
-
-
-def _transcribe(source: Path, target: Path, manifest: dict[str, Any], *, raw: bool, banner: bool) -> None:
-    """Copy as is (--raw), or as UTF-8 with the marking as first and last line."""
-    with source.open("rb") as reader, target.open("wb") as writer:
+            if payload.hash() != manifest.payload_sha256:
+                raise CryptoError(_altered(manifest.payload))
+            read_aes_zip(payload.stream(), password=opener, target=plain, max_bytes=manifest.plaintext_bytes)
+        if _sha256(plain) != manifest.plaintext_sha256:
+            raise CryptoError(f"{manifest.payload}: the decrypted file does not match its manifest: nothing was kept")
+        _check_sender(root, manifest, plain)
         if raw:
-            while chunk := reader.read(CHUNK):
-                writer.write(chunk)
-            return
-        encoding = "cp1252" if manifest.get("plaintext_encoding") == "cp1252" else "utf-8-sig"
-        decoder = codecs.getincrementaldecoder(encoding)()
-        if banner:
-            writer.write(f"{manifest['marking']}\r\n".encode())
-        last = b""
-        while chunk := reader.read(CHUNK):
-            text = decoder.decode(chunk).encode()
-            writer.write(text)
-            last = text[-2:] or last
-        writer.write(decoder.decode(b"", final=True).encode())
-        if banner:
-            writer.write((b"" if last.endswith(b"\n") else b"\r\n") + f"{manifest['marking']}\r\n".encode())
+            return publish(plain, to, manifest.package + ".csv")
+        with anonymous_file(to) as text:
+            _transcribe(plain, text, manifest, banner=root.config.banner)
+            return publish(text, to, manifest.package + ".csv")
+
+
+def _altered(payload: str) -> str:
+    return (
+        f"{payload}: the package does not match its signed manifest (altered or damaged): nothing was written;"
+        " tell the admin"
+    )
+
+
+def _check_sender(root: Root, manifest: _Manifest, plain: BinaryIO) -> None:
+    """The officer's own signature must cover exactly these bytes (end to end, not only the gateway's word)."""
+    check = root.keyring.verify_detached(_chunks(plain), manifest.sender_signature)
+    if not (check.intact and check.fingerprint == manifest.sender_fingerprint):
+        raise CryptoError(
+            f"{manifest.payload}: the sending officer's signature does not cover these bytes "
+            f"({check.problem or 'signed by another key than the manifest names'}): nothing was kept; tell the admin"
+        )
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    offset = 0
+    while chunk := os.pread(handle.fileno(), HASH_CHUNK, offset):
+        offset += len(chunk)
+        yield chunk
+
+
+def _sha256(handle: BinaryIO) -> str:
+    handle.flush()
+    digest = hashlib.sha256()
+    for chunk in _chunks(handle):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _transcribe(source: BinaryIO, target: BinaryIO, manifest: _Manifest, *, banner: bool) -> None:
+    """Copy as UTF-8, with the marking as first and last line if `banner`."""
+    encoding = "cp1252" if manifest.encoding == "cp1252" else "utf-8-sig"
+    decoder = codecs.getincrementaldecoder(encoding)()
+    if banner:
+        target.write(f"{manifest.marking}\r\n".encode())
+    last = b""
+    for chunk in _chunks(source):
+        text = decoder.decode(chunk).encode()
+        target.write(text)
+        last = text[-2:] or last
+    target.write(decoder.decode(b"", final=True).encode())
+    if banner:
+        target.write((b"" if last.endswith(b"\n") else b"\r\n") + f"{manifest.marking}\r\n".encode())

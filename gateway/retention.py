@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.context import Root
-from gateway.crypto_gpg import Fingerprint
-from gateway.intake import REJECTED
+from gateway.crypto_gpg import Fingerprint, Purpose
+from gateway.intake import OUTBOX, REJECTED
 from gateway.journal import DeliveryRecord
 from gateway.model import Delivery
-from gateway.pipeline import OUTBOX, QUARANTINE
+from gateway.pipeline import QUARANTINE
 
 log = logging.getLogger(__name__)
 _PACKAGE_FILES = (".manifest.json", ".manifest.json.sig")
@@ -68,7 +68,9 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
     passwords = _remove_passwords(root)
     keys = _retired_gateway_keys(root, now, delete=True)
     gateway = root.gateway_key()
-    removed = root.audit.purge_before(audit_cutoff, lambda data: root.keyring.sign_bytes(data, gateway), str(gateway))
+    removed = root.audit.purge_before(
+        audit_cutoff, lambda data: root.keyring.sign_bytes(data, gateway, purpose=Purpose.AUDIT), str(gateway)
+    )
     result = Purge(
         False, _names(expired), passwords, _relative(root, quarantined), _relative(root, reports), removed, keys
     )

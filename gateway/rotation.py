@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from gateway import faults
 from gateway.context import Root
-from gateway.crypto_gpg import Fingerprint, Keyring, strip_recipients
+from gateway.crypto_gpg import Fingerprint, Keyring, Purpose, strip_recipients
 from gateway.crypto_zip import read_aes_zip, write_aes_zip
 from gateway.errors import CryptoError, PolicyError, UsageError
 from gateway.fsio import atomic_write_bytes, open_regular, sha256_file
@@ -124,7 +124,7 @@ def rotate_gateway(root: Root, algorithm: str = "ed25519") -> Rotated:
     for home in sorted(demo_homes.iterdir()) if demo_homes.is_dir() else []:
         Keyring(home).import_public(public)
     root.audit.append("gateway.key.rotated", actor="admin", old=old, new=str(new))
-    root.audit.checkpoint(lambda data: root.keyring.sign_bytes(data, new), str(new))
+    root.audit.checkpoint(lambda data: root.keyring.sign_bytes(data, new, purpose=Purpose.AUDIT), str(new))
     return Rotated("gateway", old, str(new))
 
 
@@ -227,7 +227,10 @@ def _restage(
     document = canonical_json(manifest)
     staged_manifest = folder / f".{manifest_path.name}{REPACK_SUFFIX}"
     staged_signature = folder / f".{manifest_path.name}.sig{REPACK_SUFFIX}"
-    for path, data in ((staged_manifest, document), (staged_signature, root.keyring.sign_bytes(document, gateway))):
+    for path, data in (
+        (staged_manifest, document),
+        (staged_signature, root.keyring.sign_bytes(document, gateway, purpose=Purpose.MANIFEST)),
+    ):
         with _private(path) as target:
             target.write(data)
     names = [payload.name, manifest_path.name, manifest_path.name + ".sig"]

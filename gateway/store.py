@@ -3,19 +3,33 @@
 Delivery is create-once: a package is written under a temp name in the recipient's folder,
 fsynced, and link()ed to its final name. If that name exists the existing package is kept and
 adopted, never overwritten (rename-over is not safe on NFS; S3 maps this to If-None-Match puts).
+Every write goes through the folder's open descriptor, never a path: a link put in place of an
+inbox folder, or of a temp file, is not followed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from gateway.fsio import fsync_dir
+from gateway.errors import GatewayError
+from gateway.fsio import HASH_CHUNK, Folder
 
 INBOX = "inbox"
+
+
+@dataclass(slots=True)
+class Created:
+    """The file being written by `create_once`; `sha256` is set once it is published."""
+
+    file: BinaryIO
+    sha256: str = ""
 
 
 class PackageStore:
@@ -23,39 +37,81 @@ class PackageStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root / INBOX
+        self.base = root
 
     def folder(self, agency: str) -> Path:
-        path = self.root / agency
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return path
+        """The path of an agency's inbox (made 0700 if missing; InputFileError if it is a link)."""
+        self.open(agency).close()
+        return self.root / agency
+
+    def open(self, agency: str) -> Folder:
+        """The agency's inbox, opened without following links (made 0700 if missing)."""
+        return Folder.open(self.base, INBOX, agency, create=True)
 
     @contextmanager
-    def create_once(self, agency: str, name: str) -> Iterator[Path]:
-        """Yield a private temp path; on success publish it as `name` unless that already exists.
+    def create_once(self, agency: str, name: str) -> Iterator[Created]:
+        """Yield a private temp file; on success publish it as `name` unless that already exists.
 
-        Whatever happens the temp file is gone afterwards.
+        Whatever happens the temp file is gone afterwards. `Created.sha256` is the SHA-256 of what was
+        written (read back through the temp file's own descriptor, not by name).
         """
-        folder = self.folder(agency)
-        fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        temp = Path(temp_name)
+        with self.open(agency) as folder:
+            temp = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temp, flags, 0o600, dir_fd=folder.fd)
+            try:
+                with os.fdopen(fd, "w+b") as handle:
+                    created = Created(handle)
+                    yield created
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    created.sha256 = _sha256_fd(handle.fileno())
+                with suppress(FileExistsError):  # made before a crash, or by another worker: adopt it
+                    os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
+                folder.sync()
+            finally:
+                with suppress(FileNotFoundError):
+                    os.unlink(temp, dir_fd=folder.fd)
+
+    def put(self, agency: str, name: str, data: bytes) -> None:
+        """Publish `data` as `name` create-once (an existing file of that name is kept)."""
+        with self.create_once(agency, name) as created:
+            created.file.write(data)
+
+    def replace(self, agency: str, name: str, data: bytes) -> None:
+        """Write `data` as `name`, replacing what is there (only for files nobody can trust unsigned)."""
+        with self.open(agency) as folder:
+            folder.write(name, data)
+
+    def read(self, agency: str, name: str, limit: int) -> bytes | None:
+        """The bytes of `name` (None if missing, a link, or larger than `limit`), read through one descriptor."""
         try:
-            yield temp
-            with temp.open("rb") as written:
-                os.fsync(written.fileno())
-            with suppress(FileExistsError):  # made before a crash, or by another worker: adopt it
-                os.link(temp, folder / name)
-            fsync_dir(folder)
-        finally:
-            temp.unlink(missing_ok=True)
+            with self.open(agency) as folder, folder.open_file(name) as file:
+                data = os.pread(file.fd, limit + 1, 0)
+        except (OSError, GatewayError):
+            return None
+        return data if len(data) <= limit else None
+
+    def sha256(self, agency: str, name: str) -> str:
+        """The SHA-256 of the published file `name`, read through one descriptor."""
+        with self.open(agency) as folder, folder.open_file(name) as file:
+            return file.hash()
 
     def packages(self, agency: str) -> list[Path]:
         """The package payloads waiting in an agency's inbox, oldest name first."""
         folder = self.root / agency
-        if not folder.is_dir():
+        if not folder.is_dir() or folder.is_symlink():
             return []
         return sorted(
             p
             for p in folder.iterdir()
             if not p.name.startswith(".") and p.name.endswith((".csv.gpg", ".zip")) and p.is_file()
         )
+
+
+def _sha256_fd(fd: int) -> str:
+    digest, offset = hashlib.sha256(), 0
+    while chunk := os.pread(fd, HASH_CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()

@@ -27,10 +27,12 @@ from watchdog.observers.polling import PollingObserver
 from gateway import faults
 from gateway.config import unsafe_fault_injection
 from gateway.context import Root
-from gateway.errors import GatewayError
-from gateway.intake import scan_outbox
+from gateway.crypto_gpg import Purpose
+from gateway.errors import GatewayError, InputFileError, UsageError
+from gateway.fsio import Folder
+from gateway.intake import OUTBOX, open_outbox, scan_outbox
+from gateway.model import Agency
 from gateway.pipeline import (
-    OUTBOX,
     Deferred,
     Outcome,
     Recovery,
@@ -99,9 +101,9 @@ class Settler:
             del self._seen[path]
 
 
-def _signature(path: Path) -> tuple[int, int, int] | None:
+def _signature(folder: Folder, name: str) -> tuple[int, int, int] | None:
     try:
-        info = os.stat(path, follow_symlinks=False)
+        info = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
     except OSError:
         return None
     return info.st_ino, info.st_size, info.st_mtime_ns
@@ -155,6 +157,7 @@ class Daemon:
     processed: int = 0
     errors: int = 0
     _ignored: set[tuple[str, str, str]] = field(default_factory=set)
+    _refused: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.settler = Settler(float(self.root.config.daemon.settle_seconds))
@@ -262,19 +265,29 @@ class Daemon:
 
     def _agency(self, agency_id: str) -> float | None:
         agency = self.root.config.agencies[agency_id]
-        intake = scan_outbox(
-            self.path / OUTBOX / agency_id, time.time(), self.root.config.submissions.pairing_timeout_seconds
-        )
+        try:
+            folder = open_outbox(self.path, agency_id)
+        except (InputFileError, UsageError) as exc:
+            if agency_id not in self._refused:  # once, not at every scan
+                log.error("refused agency=%s outbox, never followed: %s", agency_id, exc.message)
+            self._refused.add(agency_id)
+            return None
+        self._refused.discard(agency_id)
+        with folder:
+            return self._outbox(agency, folder)
+
+    def _outbox(self, agency: Agency, folder: Folder) -> float | None:
+        intake = scan_outbox(folder, time.time(), self.root.config.submissions.pairing_timeout_seconds)
         pending: float | None = None
-        self._report_ignored(agency_id, intake.ignored)
+        self._report_ignored(agency.id, intake.ignored)
         for pair in intake.pairs:
             if self._stop:
                 return pending
-            delay = self._settled(pair.csv, pair.signature)
+            delay = self._settled(folder, pair.csv, pair.signature)
             if delay > 0:
                 pending = min(pending if pending is not None else delay, delay)
                 continue
-            outcome = process_pair(self.root, agency, pair, now_utc())
+            outcome = process_pair(self.root, agency, folder, pair, now_utc())
             if isinstance(outcome, Waiting | Deferred):
                 retry = 1.0 if isinstance(outcome, Waiting) else float(self.root.config.daemon.rescan_seconds)
                 pending = min(pending if pending is not None else retry, retry)
@@ -282,9 +295,10 @@ class Daemon:
                 self.processed += 1
                 self.errors += isinstance(outcome, Rejected | Deferred)
                 log.info("%s", outcome.summary.replace("  ", " "))
-        present = {str(p.csv) for p in intake.pairs} | {str(p.signature) for p in intake.pairs if p.signature}
+        present = {str(folder.path / p.csv) for p in intake.pairs}
+        present |= {str(folder.path / p.signature) for p in intake.pairs if p.signature}
         with self._lock:
-            self.settler.forget(str(self.path / OUTBOX / agency_id), present)
+            self.settler.forget(str(folder.path), present)
         return pending
 
     def _report_ignored(self, agency_id: str, ignored: tuple[tuple[str, str], ...]) -> None:
@@ -294,17 +308,17 @@ class Daemon:
             log.info("ignored agency=%s file=%r reason=%r", agency_id, name, why)
         self._ignored = {item for item in self._ignored if item[0] != agency_id} | now
 
-    def _settled(self, *paths: Path | None) -> float:
+    def _settled(self, folder: Folder, *names: str | None) -> float:
         now = time.monotonic()
         delay = 0.0
-        for path in paths:
-            if path is None:
+        for name in names:
+            if name is None:
                 continue
-            signature = _signature(path)
+            signature = _signature(folder, name)
             if signature is None:
                 return 1.0
             with self._lock:
-                delay = max(delay, self.settler.ready(str(path), signature, now))
+                delay = max(delay, self.settler.ready(str(folder.path / name), signature, now))
         return delay
 
     def _reload_config(self) -> None:
@@ -324,7 +338,9 @@ class Daemon:
 
     def _checkpoint(self) -> None:
         gateway = self.root.gateway_key()
-        entry = self.root.audit.checkpoint(lambda data: self.root.keyring.sign_bytes(data, gateway), str(gateway))
+        entry = self.root.audit.checkpoint(
+            lambda data: self.root.keyring.sign_bytes(data, gateway, purpose=Purpose.AUDIT), str(gateway)
+        )
         if entry is not None:
             log.info("audit checkpoint seq=%s covers=%s", entry["seq"], entry["covers_seq"])
 

@@ -15,7 +15,7 @@ WINDOW = {"now": NOW, "max_age": timedelta(hours=72), "skew": timedelta(minutes=
 
 
 def _signed(at: datetime | None = NOW, valid: bool = True, problem: str | None = None) -> Signature:
-    return Signature(valid, "A" * 40, at, problem)
+    return Signature(valid, "A" * 40, at, problem, "8", "00")
 
 
 def test_a_good_recent_signature_by_an_active_officer_of_the_agency_passes() -> None:
