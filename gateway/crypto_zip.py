@@ -16,6 +16,7 @@ The writer refuses to make what the reader would refuse.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import time
@@ -105,9 +106,66 @@ def _expands_like_a_bomb(size: int, compressed: int) -> bool:
     return size > RATIO_FLOOR and size > MAX_RATIO * compressed
 
 
-def _copy_capped(source: BinaryIO, sink: IO[bytes]) -> None:
+class _Target:
+    """`target` as pyzipper sees it: after the first failed write (a full disk), nothing more.
+
+    pyzipper has no way to abandon an archive. After a failed write its closing still writes (the
+    compressor's tail, the local header, the directory), fails again half-way, and leaves its
+    objects half-closed, whose __del__ then prints an "Exception ignored" traceback at some later
+    garbage collection. The package is discarded anyway, so this keeps the first error, lets
+    pyzipper close cleanly into nothing, and write_aes_zip raises that one error.
+    """
+
+    def __init__(self, target: BinaryIO) -> None:
+        self._target = target
+        self._seekable = target.seekable()
+        self._position = target.tell() if self._seekable else 0
+        self.failure: OSError | None = None
+
+    def abandon(self, failure: OSError | None = None) -> None:
+        """Write nothing more to `target` (keeping the first failure, if any)."""
+        if self.failure is None:
+            self.failure = failure or OSError("the package was abandoned")
+
+    def write(self, data: bytes) -> int:
+        if self.failure is None:
+            try:
+                self._target.write(data)
+            except OSError as exc:
+                self.abandon(exc)
+        self._position += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self._target.flush()
+            except OSError as exc:
+                self.abandon(exc)
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def tell(self) -> int:
+        if not self._seekable:  # pyzipper then writes sizes in a data descriptor
+            raise io.UnsupportedOperation("the target is not seekable")
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if not self._seekable or whence != os.SEEK_SET:  # pyzipper only seeks back to a known offset
+            raise io.UnsupportedOperation("only absolute seeks on a seekable target")
+        if self.failure is None:
+            try:
+                self._target.seek(offset)
+            except OSError as exc:
+                self.abandon(exc)
+        self._position = offset
+        return offset
+
+
+def _copy_capped(source: BinaryIO, sink: IO[bytes], target: _Target) -> None:
     total = 0
-    while chunk := source.read(CHUNK):
+    while target.failure is None and (chunk := source.read(CHUNK)):
         total += len(chunk)
         if total > MAX_MEMBER_BYTES:
             raise InputFileError(
@@ -126,18 +184,26 @@ def write_aes_zip(source: BinaryIO, target: BinaryIO, *, member: str, password: 
 
     Raises ValueError for a `member` that is not a plain file name or an empty password,
     InputFileError for a source over MAX_MEMBER_BYTES or one that compresses more than MAX_RATIO
-    times (the reader would refuse it as a ZIP bomb), OSError when reading or writing fails.
+    times (the reader would refuse it as a ZIP bomb), OSError when reading or writing fails (the
+    first failed write, once: nothing more is written after it).
     """
     problem = _name_problem(member)
     if problem is not None:
         raise ValueError(f"member name {member!r} is not a plain file name: {problem}")
     secret = _password_bytes(password)
+    out = _Target(target)
     info = _new_member(member)
-    with pyzipper.AESZipFile(target, "w", compression=pyzipper.ZIP_DEFLATED, allowZip64=False) as archive:
+    with pyzipper.AESZipFile(out, "w", compression=pyzipper.ZIP_DEFLATED, allowZip64=False) as archive:
         archive.setpassword(secret)
         archive.setencryption(pyzipper.WZ_AES, nbits=256, force_wz_aes_version=_AE_2)
         with archive.open(info, "w") as sink:
-            _copy_capped(source, sink)
+            try:
+                _copy_capped(source, sink, out)
+            except BaseException:
+                out.abandon()  # so closing writes nothing more and cannot fail in turn
+                raise
+    if out.failure is not None:
+        raise out.failure
     if _expands_like_a_bomb(info.file_size, info.compress_size):
         raise InputFileError(
             f"the file compresses {info.file_size // info.compress_size:,} times, more than the "

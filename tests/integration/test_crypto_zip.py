@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import gc
 import io
 import os
 import random
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import pytest
 import pyzipper
@@ -385,6 +388,32 @@ def test_headers_that_understate_the_size_never_get_more_than_it_written(tmp_pat
         with pytest.raises(CryptoError, match="damaged, was altered"):
             read_aes_zip(io.BytesIO(_understated(data, size)), password=PASSWORD, target=target)
         assert len(target.getvalue()) <= size
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("buffering", [0, -1], ids=["unbuffered", "buffered"])
+def test_a_full_disk_raises_enospc_once_and_leaves_pyzipper_nothing_to_complain_of(
+    monkeypatch: pytest.MonkeyPatch, buffering: int
+) -> None:
+    """/dev/full fails every write with a real ENOSPC; pyzipper's half-closed objects used to print
+    "Exception ignored ... ValueError: Can't close the ZIP file" when garbage-collected."""
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    # pytest.raises outermost: the caller's own close of a buffered file fails too, as in the pipeline
+    with pytest.raises(OSError) as raised, open("/dev/full", "wb", buffering=buffering) as target:
+        write_aes_zip(io.BytesIO(CASES["3mib"]), cast(BinaryIO, target), member="a.csv", password=PASSWORD)
+    assert raised.value.errno == errno.ENOSPC
+    gc.collect()
+    assert [repr(u.exc_value) for u in unraisable] == []
+
+
+def test_the_writer_stops_reading_the_source_at_the_first_failed_write() -> None:
+    source = io.BytesIO(CASES["3mib"])
+    with open("/dev/full", "wb", buffering=0) as target, pytest.raises(OSError):
+        write_aes_zip(source, cast(BinaryIO, target), member="a.csv", password=PASSWORD)
+    assert source.tell() <= crypto_zip.CHUNK
 
 
 # -- streaming ----------------------------------------------------------------------------------

@@ -8,9 +8,13 @@ hostile umask.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,14 @@ import pyzipper
 from gateway.crypto_zip import read_aes_zip
 from gateway.errors import CryptoError
 from gateway.secret import Secret
+from tests.conftest import REPO
+from tests.integration.daemon_harness import (
+    GOOD,
+    drop,
+    outbox_clear,
+    packages,
+    temp_files,
+)
 
 SEVEN = shutil.which("7z")
 PASSWORD = Secret("Xq7#open-Sesame-2026")
@@ -75,3 +87,59 @@ def test_an_aes_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path: Path) 
     assert out.stat().st_size == 0, f"{out.stat().st_size:,} bytes were unpacked before the refusal"
     assert f"{size:,} bytes" in message, message  # what: the size it claims
     assert "ZIP bomb" in message and "nothing was unpacked" in message, message  # why, and what happened
+
+
+# -- 2. a full disk under an AES-ZIP inbox ---------------------------------------------------------
+
+
+@contextmanager
+def _full_tmpfs(folder: Path) -> Iterator[None]:
+    """Mount a 64 KiB tmpfs on `folder` and fill it: the next write there fails with ENOSPC."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) for a real 64 KiB tmpfs")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(folder)], capture_output=True, check=False
+    )
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with pytest.raises(OSError, match="No space left"):
+                while True:
+                    os.write(fd, bytes(4096))
+        finally:
+            os.close(fd)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True, check=False)
+
+
+def _run_once(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_full_disk_under_an_aes_zip_inbox_defers_once_without_a_traceback(routed_root: Path) -> None:
+    root = routed_root
+    housing = root / "inbox" / "housing"  # police's route: probation by OpenPGP, housing by AES-ZIP
+    with _full_tmpfs(housing):
+        drop(root, "police", GOOD, GOOD.name, "police-do")
+        result = _run_once(root)
+        assert "Exception ignored" not in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        deferrals = [line for line in result.stderr.splitlines() if "errno=ENOSPC" in line]
+        assert len(deferrals) == 1, result.stderr
+        assert f"deferred agency=police file='{GOOD.name}'" in deferrals[0]
+        assert (root / "outbox" / "police" / GOOD.name).exists(), "the submission stays to be tried again"
+        assert [p.name for p in housing.iterdir()] == ["filler"], "no partial package is left behind"
+        (housing / "filler").unlink()
+        again = _run_once(root)
+        assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+        assert len(packages(root, "housing")) == 1 and outbox_clear(root, "police")
+    assert temp_files(root) == []
