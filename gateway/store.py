@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from gateway.fsio import fsync_dir
+from gateway.fsio import fsync_dir, private_dirs
 
 INBOX = "inbox"
 
@@ -25,9 +25,7 @@ class PackageStore:
         self.root = root / INBOX
 
     def folder(self, agency: str) -> Path:
-        path = self.root / agency
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return path
+        return private_dirs(self.root / agency)
 
     @contextmanager
     def create_once(self, agency: str, name: str) -> Iterator[Path]:

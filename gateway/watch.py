@@ -28,6 +28,7 @@ from gateway import faults
 from gateway.config import unsafe_fault_injection
 from gateway.context import Root
 from gateway.errors import GatewayError
+from gateway.fsio import private_dirs
 from gateway.intake import scan_outbox
 from gateway.pipeline import (
     OUTBOX,
@@ -194,9 +195,8 @@ class Daemon:
     def _observer(self) -> BaseObserver:
         config = self.root.config.daemon
         outbox = self.path / OUTBOX
-        outbox.mkdir(mode=0o755, exist_ok=True)
         for agency in self.root.config.agencies:
-            (outbox / agency).mkdir(mode=0o700, exist_ok=True)
+            private_dirs(outbox / agency)
         observer: BaseObserver = PollingObserver(timeout=config.poll_seconds)
         if config.watcher == "inotify":
             try:

@@ -9,14 +9,17 @@ hostile umask.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 import pyzipper
@@ -26,10 +29,14 @@ from gateway.errors import CryptoError
 from gateway.secret import Secret
 from tests.conftest import REPO
 from tests.integration.daemon_harness import (
+    FAST,
     GOOD,
+    INVALID,
     drop,
     outbox_clear,
     packages,
+    remove_root,
+    short_dir,
     temp_files,
     wait_until,
 )
@@ -196,3 +203,74 @@ def test_the_daemon_runs_with_core_dumps_disabled(routed_root: Path) -> None:
     finally:
         daemon.terminate()
         assert daemon.wait(timeout=30) == 0, log.read_text()
+
+
+# -- 4. folder and gateway.toml modes under a hostile umask ----------------------------------------
+
+PUBLIC = ("schemas", "samples", "staging")  # copies of the repository's own files; the test's staging
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def _gateway(argv: list[str], umask: int, stderr: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", *argv], stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO, umask=umask
+    )
+
+
+def _open_to_others(root: Path) -> dict[str, str]:
+    """Every folder under `root` (the root too) that is not 0700, and gateway.toml unless it is 0600."""
+    folders = [root, *(p for p in root.rglob("*") if p.is_dir() and p.relative_to(root).parts[0] not in PUBLIC)]
+    found = {str(f.relative_to(root)): oct(_mode(f)) for f in folders if _mode(f) != 0o700}
+    if _mode(root / "gateway.toml") != 0o600:
+        found["gateway.toml"] = oct(_mode(root / "gateway.toml"))
+    return found
+
+
+def _fast_police_route(root: Path) -> None:
+    """As the harness's template: settle in 1 s, police routed to probation (OpenPGP) and housing (AES-ZIP)."""
+    toml = root / "gateway.toml"
+    text = toml.read_text()
+    for key, value in FAST.items():
+        text = re.sub(rf"(?m)^{key} = [0-9]+", f"{key} = {value}", text)
+    police = 'kind = "police"\ndelivery = "gpg"'
+    toml.write_text(text.replace(police, police + '\nroute = ["probation", "housing"]'))
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022], ids=["umask-000", "umask-022"])
+def test_every_folder_is_private_and_gateway_toml_unreadable_to_others_whatever_the_umask(umask: int) -> None:
+    root = short_dir() / "root"
+    try:
+        assert _gateway(["--root", str(root), "init", "--demo"], umask).wait(timeout=120) == 0
+        assert (root / "outbox" / "police").is_dir() and (root / "keys" / "demo-officers").is_dir()
+        assert _open_to_others(root) == {}, "after init --demo"
+
+        # A root whose exchange folders the daemon makes itself (as on a hand-written root).
+        for folder in ("outbox", "inbox", "quarantine"):
+            shutil.rmtree(root / folder)
+        _fast_police_route(root)
+        log = root.parent / "daemon.log"
+        with log.open("wb") as stderr:
+            daemon = _gateway(["--root", str(root), "run"], umask, stderr)
+        try:
+            wait_until(lambda: "event=watching" in log.read_text() or daemon.poll() is not None, 30, "the daemon")
+            drop(root, "police", GOOD, GOOD.name, "police-do")
+            drop(root, "probation", INVALID, INVALID.name, "probation-do")
+            report = root / "outbox" / "probation" / "rejected" / INVALID.name.replace(".csv", ".report.txt")
+            wait_until(
+                lambda: (
+                    all((root / "inbox" / r).is_dir() and packages(root, r) for r in ("probation", "housing"))
+                    and report.exists()
+                ),
+                60,
+                "the delivery and the rejection",
+            )
+        finally:
+            daemon.terminate()
+            assert daemon.wait(timeout=30) == 0, log.read_text()
+        assert (root / "quarantine" / "probation").is_dir()
+        assert _open_to_others(root) == {}, "after the daemon made the exchange folders"
+    finally:
+        remove_root(root)
