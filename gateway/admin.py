@@ -14,7 +14,7 @@ from gateway.config import CONFIG_NAME
 from gateway.context import KEYS, Root
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.errors import GatewayError, InputFileError, PolicyError, UsageError
-from gateway.fsio import atomic_write_bytes, open_regular
+from gateway.fsio import atomic_write_bytes, open_regular, private_dirs
 from gateway.intake import OUTBOX
 from gateway.model import Delivery
 from gateway.passwords import PasswordPolicy, generate
@@ -41,14 +41,14 @@ class InitResult:
 
 def init_root(path: Path, *, demo: bool, algorithm: str = "ed25519") -> InitResult:
     """Create (or complete) a gateway root at `path`: folders, gateway key, vault; `demo` adds the demo partnership."""
-    path.mkdir(parents=True, exist_ok=True)
+    private_dirs(path)
     if not (path / CONFIG_NAME).exists():
         if not demo:
             raise UsageError(
                 f"no {CONFIG_NAME} in {str(path)!r}: write one (the repository's is an example) "
                 "or run `iom-gateway init --demo`"
             )
-        shutil.copyfile(SOURCE / CONFIG_NAME, path / CONFIG_NAME)
+        atomic_write_bytes(path / CONFIG_NAME, (SOURCE / CONFIG_NAME).read_bytes())  # 0600, whatever the umask
     if not (path / "schemas").exists():
         shutil.copytree(SOURCE / "schemas", path / "schemas")
     for private in (KEYS, "state"):
@@ -59,7 +59,7 @@ def init_root(path: Path, *, demo: bool, algorithm: str = "ed25519") -> InitResu
     root = Root.open(path)
     for folder in (OUTBOX, INBOX, QUARANTINE):
         for agency in root.config.agencies:
-            (path / folder / agency).mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dirs(path / folder / agency)
     gateway = _gateway_key(root, algorithm)
     passwords = _vault(root)
     officers = _demo_officers(root, gateway) if demo else ()

@@ -27,7 +27,7 @@ from gateway.config import resolve_root
 from gateway.context import Root
 from gateway.demo import run_demo
 from gateway.errors import GatewayError, UsageError
-from gateway.fsio import atomic_write_bytes
+from gateway.fsio import atomic_write_bytes, disable_core_dumps, private_umask
 from gateway.model import Period
 from gateway.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
 from gateway.pipeline import Rejected, check_file, submit
@@ -42,6 +42,12 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 def main(argv: list[str] | None = None) -> int:
     """Run one iom-gateway command; return its exit status (0 ok, 1 refused, 2 usage)."""
+    disable_core_dumps()  # before anything is read: no core file ever holds what this process held
+    with private_umask():  # umask 077 whatever the shell's, as under the unit (STYLE 6)
+        return _command(argv)
+
+
+def _command(argv: list[str] | None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)

@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 import gnupg
 
 from gateway.errors import CryptoError
+from gateway.fsio import private_dirs
 
 GPG_BINARY = "/usr/bin/gpg"
 GPGCONF_BINARY = "/usr/bin/gpgconf"
@@ -629,7 +630,7 @@ def _private_folder(home: Path) -> Path:
     """Create `home` with mode 0700, or check an existing one is a private folder; raise CryptoError."""
     home = home.absolute()
     with contextlib.suppress(FileExistsError):
-        home.mkdir(mode=0o700, parents=True)  # the umask can only narrow this
+        private_dirs(home)  # and its parents (keys/demo-officers/): the umask can only narrow 0700
     info = home.lstat()
     if not stat.S_ISDIR(info.st_mode):
         raise CryptoError(f"keyring {str(home)!r} is not a folder: point the gateway at a folder of its own")

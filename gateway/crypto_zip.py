@@ -7,10 +7,16 @@ The reader accepts only the exact layout the writer makes (one local header, the
 an optional data descriptor, one central directory entry, the end record, nothing else) and
 compares every header byte against that layout. The WinZip AES authentication code covers only
 the encrypted data, so this is what makes a change to *any* byte of a package an error.
+
+Anyone who holds an agency's password can make a package the layout checks accept, so the reader
+also refuses, before it decompresses anything, a file bigger than its caller allows or one that
+would expand like a ZIP bomb (MAX_RATIO); and it never writes more than the size the headers give.
+The writer refuses to make what the reader would refuse.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import time
@@ -29,6 +35,19 @@ CHUNK = 1 << 20
 # fixed; the cap leaves room for Deflate's worst-case growth (about 0.03%) and the headers.
 MAX_MEMBER_BYTES = 2_000_000_000
 MAX_NAME_CHARS = 200
+# How many times a file may be bigger than its compressed form (salt, verifier and authentication
+# code included). Deflate reaches about 1,032:1 on a run of one byte, which is what a ZIP bomb is.
+# A CSV of distinct people stays far below: the bench's 100,000-row profiles compress 5.7:1 and
+# 6.6:1, the samples under 2:1, and even rows that differ in nothing but a serial number, with 26
+# empty columns, 20.8:1 (measured with zlib at pyzipper's level 6). Only rows copied over and over
+# go beyond (one short row repeated: 412:1; one with a 4,000-character cell: 668:1), and no cohort
+# file is that. 100:1 leaves five times the most a file of distinct rows reached, and makes a
+# package that unpacks to 2 GB at least 20 MB: what a package costs its reader stays in proportion
+# to the package.
+MAX_RATIO = 100
+# Up to this size no ratio is refused: unpacking 1 MiB harms nobody, and a partner's small test
+# file of copied rows must still go through.
+RATIO_FLOOR = 1 << 20
 
 _LOCAL = struct.Struct("<4s2B4HL2L2H")
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
@@ -83,9 +102,70 @@ def _new_member(member: str) -> Any:  # pyzipper ships no types
     return info
 
 
-def _copy_capped(source: BinaryIO, sink: IO[bytes]) -> None:
+def _expands_like_a_bomb(size: int, compressed: int) -> bool:
+    return size > RATIO_FLOOR and size > MAX_RATIO * compressed
+
+
+class _Target:
+    """`target` as pyzipper sees it: after the first failed write (a full disk), nothing more.
+
+    pyzipper has no way to abandon an archive. After a failed write its closing still writes (the
+    compressor's tail, the local header, the directory), fails again half-way, and leaves its
+    objects half-closed, whose __del__ then prints an "Exception ignored" traceback at some later
+    garbage collection. The package is discarded anyway, so this keeps the first error, lets
+    pyzipper close cleanly into nothing, and write_aes_zip raises that one error.
+    """
+
+    def __init__(self, target: BinaryIO) -> None:
+        self._target = target
+        self._seekable = target.seekable()
+        self._position = target.tell() if self._seekable else 0
+        self.failure: OSError | None = None
+
+    def abandon(self, failure: OSError | None = None) -> None:
+        """Write nothing more to `target` (keeping the first failure, if any)."""
+        if self.failure is None:
+            self.failure = failure or OSError("the package was abandoned")
+
+    def write(self, data: bytes) -> int:
+        if self.failure is None:
+            try:
+                self._target.write(data)
+            except OSError as exc:
+                self.abandon(exc)
+        self._position += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self._target.flush()
+            except OSError as exc:
+                self.abandon(exc)
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def tell(self) -> int:
+        if not self._seekable:  # pyzipper then writes sizes in a data descriptor
+            raise io.UnsupportedOperation("the target is not seekable")
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if not self._seekable or whence != os.SEEK_SET:  # pyzipper only seeks back to a known offset
+            raise io.UnsupportedOperation("only absolute seeks on a seekable target")
+        if self.failure is None:
+            try:
+                self._target.seek(offset)
+            except OSError as exc:
+                self.abandon(exc)
+        self._position = offset
+        return offset
+
+
+def _copy_capped(source: BinaryIO, sink: IO[bytes], target: _Target) -> None:
     total = 0
-    while chunk := source.read(CHUNK):
+    while target.failure is None and (chunk := source.read(CHUNK)):
         total += len(chunk)
         if total > MAX_MEMBER_BYTES:
             raise InputFileError(
@@ -103,17 +183,33 @@ def write_aes_zip(source: BinaryIO, target: BinaryIO, *, member: str, password: 
     a partial package: discard it.
 
     Raises ValueError for a `member` that is not a plain file name or an empty password,
-    InputFileError for a source over MAX_MEMBER_BYTES, OSError when reading or writing fails.
+    InputFileError for a source over MAX_MEMBER_BYTES or one that compresses more than MAX_RATIO
+    times (the reader would refuse it as a ZIP bomb), OSError when reading or writing fails (the
+    first failed write, once: nothing more is written after it).
     """
     problem = _name_problem(member)
     if problem is not None:
         raise ValueError(f"member name {member!r} is not a plain file name: {problem}")
     secret = _password_bytes(password)
-    with pyzipper.AESZipFile(target, "w", compression=pyzipper.ZIP_DEFLATED, allowZip64=False) as archive:
+    out = _Target(target)
+    info = _new_member(member)
+    with pyzipper.AESZipFile(out, "w", compression=pyzipper.ZIP_DEFLATED, allowZip64=False) as archive:
         archive.setpassword(secret)
         archive.setencryption(pyzipper.WZ_AES, nbits=256, force_wz_aes_version=_AE_2)
-        with archive.open(_new_member(member), "w") as sink:
-            _copy_capped(source, sink)
+        with archive.open(info, "w") as sink:
+            try:
+                _copy_capped(source, sink, out)
+            except BaseException:
+                out.abandon()  # so closing writes nothing more and cannot fail in turn
+                raise
+    if out.failure is not None:
+        raise out.failure
+    if _expands_like_a_bomb(info.file_size, info.compress_size):
+        raise InputFileError(
+            f"the file compresses {info.file_size // info.compress_size:,} times, more than the "
+            f"{MAX_RATIO}:1 a file of different people's rows ever does: its rows look copied over and over, "
+            "and recipients' readers refuse such a package as a ZIP bomb; check the export and submit it again"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +326,22 @@ def _inspect(source: BinaryIO) -> _Member:
     return member
 
 
+def _refuse_expansion(member: _Member, max_bytes: int) -> None:
+    """Refuse, before anything is decompressed, a file over `max_bytes` or one that would expand like a bomb."""
+    if member.size > max_bytes:
+        raise CryptoError(
+            f"the package holds a file of {member.size:,} bytes, more than the {max_bytes:,} bytes allowed here: "
+            "refused, nothing was unpacked; ask the sending gateway's admin why it is so large"
+        )
+    if _expands_like_a_bomb(member.size, member.compressed):
+        raise CryptoError(
+            f"the package's {member.compressed:,} bytes would expand {member.size // member.compressed:,} times, "
+            f"to a file of {member.size:,} bytes, where a real CSV expands at most {MAX_RATIO}:1: a ZIP bomb, or "
+            "not made by iom-gateway; refused, nothing was unpacked; do not open it with another tool, and tell "
+            "the gateway admin"
+        )
+
+
 def _copy_plaintext(archive: pyzipper.AESZipFile, member: _Member, secret: bytes, target: BinaryIO) -> None:
     try:
         plaintext = archive.open(member.name, "r", pwd=secret)
@@ -241,6 +353,9 @@ def _copy_plaintext(archive: pyzipper.AESZipFile, member: _Member, secret: bytes
     with plaintext:
         try:
             while chunk := plaintext.read(CHUNK):
+                # pyzipper stops at the declared size itself; counting here keeps that promise ours
+                if written + len(chunk) > member.size:
+                    raise _damaged("the data holds more than the headers give")
                 target.write(chunk)
                 written += len(chunk)
         except pyzipper.BadZipFile:
@@ -251,20 +366,27 @@ def _copy_plaintext(archive: pyzipper.AESZipFile, member: _Member, secret: bytes
         raise _damaged("the file is not the length the headers give")
 
 
-def read_aes_zip(source: BinaryIO, *, password: Secret, target: BinaryIO) -> str:
+def read_aes_zip(source: BinaryIO, *, password: Secret, target: BinaryIO, max_bytes: int = MAX_MEMBER_BYTES) -> str:
     """Check the package in `source` (seekable), stream its one file into `target`; return its name.
 
-    The authentication code is checked only at the end of the data: on any error `target` may
-    already hold unauthenticated partial plaintext, and the caller must discard it.
+    Before decompressing anything, refuses a file over `max_bytes` (give the size you expect, e.g.
+    a signed manifest's) or one that would expand more than MAX_RATIO times; never writes more
+    than the size the headers give. The authentication code is checked only at the end of the
+    data: on any error `target` may already hold unauthenticated partial plaintext, and the caller
+    must discard it.
 
     Raises CryptoError for a wrong password, any altered or damaged byte, not exactly one file,
-    a file name that is not a plain name, a file that is not AES-encrypted, or not a ZIP at all;
-    ValueError for an unseekable source or an empty password; OSError when reading or writing fails.
+    a file name that is not a plain name, a file that is not AES-encrypted, a file too large or
+    too compressed, or not a ZIP at all; ValueError for an unseekable source, an empty password or
+    a negative `max_bytes`; OSError when reading or writing fails.
     """
     if not source.seekable():
         raise ValueError("read_aes_zip needs a seekable source: pass a file opened 'rb'")
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be 0 or more, not {max_bytes}")
     secret = _password_bytes(password)
     member = _inspect(source)
+    _refuse_expansion(member, max_bytes)
     source.seek(0)
     try:
         archive = pyzipper.AESZipFile(source, "r")

@@ -11,7 +11,7 @@ from gateway.admin import export_password, init_root
 from gateway.context import Root
 from gateway.crypto_gpg import Fingerprint, Keyring
 from gateway.errors import UsageError
-from gateway.fsio import atomic_write_bytes
+from gateway.fsio import atomic_write_bytes, private_dirs
 from gateway.intake import OUTBOX
 from gateway.model import Period
 from gateway.oversight import disclosure_report, verify_audit
@@ -83,8 +83,8 @@ def run_demo(folder: Path, say: Callable[[str], None]) -> int:
     rejected = sum(isinstance(o, Rejected) for o in outcomes)
     surprises += (delivered != 2) + (rejected != 2)
     pulled = folder / "pulled"
-    (pulled / "probation-do").mkdir(mode=0o700, parents=True)
-    (pulled / "housing").mkdir(mode=0o700, parents=True)
+    private_dirs(pulled / "probation-do")
+    private_dirs(pulled / "housing")
     got = pull(
         root,
         "probation",

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -197,9 +197,9 @@ class Daemon:
     def _observer(self) -> BaseObserver:
         config = self.root.config.daemon
         outbox = self.path / OUTBOX
-        outbox.mkdir(mode=0o755, exist_ok=True)
         for agency in self.root.config.agencies:
-            (outbox / agency).mkdir(mode=0o700, exist_ok=True)
+            with suppress(GatewayError):  # a refused outbox is logged when it is scanned
+                open_outbox(self.path, agency).close()
         observer: BaseObserver = PollingObserver(timeout=config.poll_seconds)
         if config.watcher == "inotify":
             try:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import gc
 import io
 import os
 import random
 import shutil
+import struct
 import subprocess
+import sys
 import threading
 import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import pytest
 import pyzipper
@@ -315,6 +319,101 @@ def test_the_reader_needs_a_seekable_source(tmp_path: Path) -> None:
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe, pytest.raises(ValueError, match="seekable"):
         read_aes_zip(pipe, password=PASSWORD, target=io.BytesIO())
+
+
+# -- expansion: ZIP bombs, caps and headers that lie -------------------------------------------
+
+ROW = b"Ann,Lee,M,01/01/1990\r\n"  # the same row over and over: Deflate shrinks it about 400 times
+
+
+def test_the_reader_refuses_a_file_over_the_callers_cap_before_unpacking(tmp_path: Path) -> None:
+    package = _pack(tmp_path, CASES["3mib"])  # an ordinary ratio: only the size is refused
+    target = io.BytesIO()
+    with package.open("rb") as source, pytest.raises(CryptoError) as raised:
+        read_aes_zip(source, password=PASSWORD, target=target, max_bytes=1 << 20)
+    assert target.getvalue() == b""
+    assert f"{len(CASES['3mib']):,} bytes, more than the 1,048,576 bytes" in raised.value.message
+    with package.open("rb") as source:  # the cap is inclusive
+        assert read_aes_zip(source, password=PASSWORD, target=io.BytesIO(), max_bytes=len(CASES["3mib"]))
+
+
+def test_the_reader_refuses_a_small_bomb_and_names_its_ratio(tmp_path: Path) -> None:
+    with _seekable_bomb(tmp_path / "bomb.zip", 2 << 20) as source:
+        target = io.BytesIO()
+        with pytest.raises(CryptoError, match=r"would expand [0-9,]+ times.* a ZIP bomb") as raised:
+            read_aes_zip(source, password=PASSWORD, target=target)
+    assert target.getvalue() == b""
+    assert f"{crypto_zip.MAX_RATIO}:1" in raised.value.message
+
+
+def _seekable_bomb(path: Path, size: int) -> BinaryIO:
+    """`size` bytes of one repeated row, in the gateway's layout, written by pyzipper bypassing our writer's checks."""
+    info = crypto_zip._new_member("bomb.csv")
+    with pyzipper.AESZipFile(path, "w", compression=pyzipper.ZIP_DEFLATED, allowZip64=False) as archive:
+        archive.setpassword(PASSWORD.reveal().encode())
+        archive.setencryption(pyzipper.WZ_AES, nbits=256, force_wz_aes_version=2)
+        with archive.open(info, "w") as sink:
+            sink.write(ROW * (size // len(ROW)))
+    return path.open("rb")
+
+
+def test_a_small_file_of_repeated_rows_still_round_trips(tmp_path: Path) -> None:
+    """Below RATIO_FLOOR no ratio is refused: a partner's test file of copied rows must work."""
+    data = ROW * (crypto_zip.RATIO_FLOOR // len(ROW))
+    package = _pack(tmp_path, data)
+    assert len(data) > crypto_zip.MAX_RATIO * package.stat().st_size
+    assert _unpack(package) == ("data.csv", data)
+
+
+def test_the_writer_refuses_to_make_a_package_its_reader_would_refuse() -> None:
+    target = io.BytesIO()
+    with pytest.raises(InputFileError, match=r"compresses [0-9,]+ times") as raised:
+        write_aes_zip(io.BytesIO(ROW * 100_000), target, member="a.csv", password=PASSWORD)
+    assert "check the export" in raised.value.message
+
+
+def _understated(data: bytes, size: int) -> bytes:
+    """`data` (a seekable-written package) with the uncompressed size in both headers set to `size`."""
+    changed = bytearray(data)
+    central = data.rindex(b"PK\x01\x02")
+    struct.pack_into("<L", changed, 22, size)  # local header: uncompressed size
+    struct.pack_into("<L", changed, central + 24, size)  # central directory: uncompressed size
+    return bytes(changed)
+
+
+def test_headers_that_understate_the_size_never_get_more_than_it_written(tmp_path: Path) -> None:
+    data = _pack(tmp_path, CASES["3mib"]).read_bytes()
+    for size in (0, 1000, 1 << 20):
+        target = io.BytesIO()
+        with pytest.raises(CryptoError, match="damaged, was altered"):
+            read_aes_zip(io.BytesIO(_understated(data, size)), password=PASSWORD, target=target)
+        assert len(target.getvalue()) <= size
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("buffering", [0, -1], ids=["unbuffered", "buffered"])
+def test_a_full_disk_raises_enospc_once_and_leaves_pyzipper_nothing_to_complain_of(
+    monkeypatch: pytest.MonkeyPatch, buffering: int
+) -> None:
+    """/dev/full fails every write with a real ENOSPC; pyzipper's half-closed objects used to print
+    "Exception ignored ... ValueError: Can't close the ZIP file" when garbage-collected."""
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    # pytest.raises outermost: the caller's own close of a buffered file fails too, as in the pipeline
+    with pytest.raises(OSError) as raised, open("/dev/full", "wb", buffering=buffering) as target:
+        write_aes_zip(io.BytesIO(CASES["3mib"]), cast(BinaryIO, target), member="a.csv", password=PASSWORD)
+    assert raised.value.errno == errno.ENOSPC
+    gc.collect()
+    assert [repr(u.exc_value) for u in unraisable] == []
+
+
+def test_the_writer_stops_reading_the_source_at_the_first_failed_write() -> None:
+    source = io.BytesIO(CASES["3mib"])
+    with open("/dev/full", "wb", buffering=0) as target, pytest.raises(OSError):
+        write_aes_zip(source, cast(BinaryIO, target), member="a.csv", password=PASSWORD)
+    assert source.tell() <= crypto_zip.CHUNK
 
 
 # -- streaming ----------------------------------------------------------------------------------

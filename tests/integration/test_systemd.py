@@ -38,6 +38,7 @@ REQUIRED = {
     "CapabilityBoundingSet": "",
     "RestrictAddressFamilies": "AF_UNIX",
     "LoadCredential": CREDENTIAL,
+    "LimitCORE": "0",  # no core dump: one of the daemon held 1,591 copies of a surname (issue 9)
 }
 # Settings the purge service shares with the daemon: the whole sandbox, not just the required part.
 SHARED = (
@@ -76,6 +77,7 @@ SHARED = (
     "SystemCallFilter",
     "LoadCredential",
     "KillMode",
+    "LimitCORE",
 )
 
 
