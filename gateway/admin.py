@@ -55,13 +55,13 @@ def init_root(path: Path, *, demo: bool, algorithm: str = "ed25519") -> InitResu
         os.chmod(path / private, 0o700)
     if demo:
         _demo_passphrase(path)
-    root = Root.open(path)
-    for folder in (OUTBOX, INBOX, QUARANTINE):
-        for agency in root.config.agencies:
-            (path / folder / agency).mkdir(mode=0o700, parents=True, exist_ok=True)
-    gateway = _gateway_key(root, algorithm)
-    passwords = _vault(root)
-    officers = _demo_officers(root, gateway) if demo else ()
+    with Root.open(path) as root:  # closing it ends the log with a signed checkpoint
+        for folder in (OUTBOX, INBOX, QUARANTINE):
+            for agency in root.config.agencies:
+                (path / folder / agency).mkdir(mode=0o700, parents=True, exist_ok=True)
+        gateway = _gateway_key(root, algorithm)
+        passwords = _vault(root)
+        officers = _demo_officers(root, gateway) if demo else ()
     if demo and (SOURCE / SAMPLES).is_dir() and path != SOURCE:
         shutil.copytree(SOURCE / SAMPLES, path / SAMPLES, dirs_exist_ok=True)
     return InitResult(path, str(gateway), officers, passwords)
@@ -83,6 +83,8 @@ def _gateway_key(root: Root, algorithm: str) -> Fingerprint:
     )
     expires = root.keyring.key(fingerprint).expires
     root.journal.add_gateway_key(str(fingerprint), expires.isoformat() if expires else None)
+    # entry 1, signed: whoever deletes or rebuilds the log from scratch cannot make another
+    root.audit.genesis(lambda data: root.keyring.sign_bytes(data, fingerprint), str(fingerprint))
     root.audit.append("gateway.key.created", actor="admin", fingerprint=str(fingerprint))
     return fingerprint
 
