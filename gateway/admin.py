@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway.config import CONFIG_NAME
 from gateway.context import KEYS, Root
-from gateway.crypto_gpg import Fingerprint, Keyring
+from gateway.crypto_gpg import Fingerprint, Keyring, Purpose
 from gateway.errors import GatewayError, InputFileError, PolicyError, UsageError
 from gateway.fsio import atomic_write_bytes, open_regular, private_dirs
 from gateway.intake import OUTBOX
@@ -56,13 +56,13 @@ def init_root(path: Path, *, demo: bool, algorithm: str = "ed25519") -> InitResu
         os.chmod(path / private, 0o700)
     if demo:
         _demo_passphrase(path)
-    root = Root.open(path)
-    for folder in (OUTBOX, INBOX, QUARANTINE):
-        for agency in root.config.agencies:
-            private_dirs(path / folder / agency)
-    gateway = _gateway_key(root, algorithm)
-    passwords = _vault(root)
-    officers = _demo_officers(root, gateway) if demo else ()
+    with Root.open(path) as root:  # closing it ends the log with a signed checkpoint
+        for folder in (OUTBOX, INBOX, QUARANTINE):
+            for agency in root.config.agencies:
+                private_dirs(path / folder / agency)
+        gateway = _gateway_key(root, algorithm)
+        passwords = _vault(root)
+        officers = _demo_officers(root, gateway) if demo else ()
     if demo and (SOURCE / SAMPLES).is_dir() and path != SOURCE:
         shutil.copytree(SOURCE / SAMPLES, path / SAMPLES, dirs_exist_ok=True)
     return InitResult(path, str(gateway), officers, passwords)
@@ -84,6 +84,8 @@ def _gateway_key(root: Root, algorithm: str) -> Fingerprint:
     )
     expires = root.keyring.key(fingerprint).expires
     root.journal.add_gateway_key(str(fingerprint), expires.isoformat() if expires else None)
+    # entry 1, signed: whoever deletes or rebuilds the log from scratch cannot make another
+    root.audit.genesis(lambda data: root.keyring.sign_bytes(data, fingerprint, purpose=Purpose.AUDIT), str(fingerprint))
     root.audit.append("gateway.key.created", actor="admin", fingerprint=str(fingerprint))
     return fingerprint
 

@@ -6,9 +6,13 @@ kept outside the log), `audit.anchor` (the signed hash of the last entry a purge
 `audit.lock` (the flock every writer takes; a separate file, so a purge may replace the log).
 
 Threat-model limits: the chain and the head catch any edit, deletion, insertion or reordering made
-without recomputing them. Someone who can write `state/` can recompute both; only the signed
-`audit.checkpoint` entries and the signed anchor, made with the gateway key, expose that, and only for
-what they cover: entries after the last checkpoint rest on the head alone.
+without recomputing them. Someone who can write `state/` can recompute both; what they cannot make
+without the gateway key is the signed `audit.genesis` (entry 1), the `audit.checkpoint` entries and the
+purge anchor, and what they cannot reach is the witness each manifest carries (the log's seq and head
+when it was sealed, signed with the manifest and held by the recipient). Checkpoints are mandatory:
+with `Bounds`, the log signs one before the entries after the last would exceed them, and `verify`
+fails when they do. What remains open: the entries after the newest checkpoint (within the bounds)
+can be dropped or rewritten unless a manifest witnesses them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ ANCHOR_FILE = "audit.anchor"
 LOCK_FILE = "audit.lock"
 GENESIS = "0" * 64
 CHECKPOINT = "audit.checkpoint"
+GENESIS_EVENT = "audit.genesis"
+SIGNED_POINTS = frozenset({CHECKPOINT, GENESIS_EVENT})
+DELIVERED = "package.delivered"
+DELIVERY_EVENTS = frozenset({DELIVERED, "submission.delivered"})
 RESERVED = frozenset({"seq", "time", "event", "actor", "agency", "ref", "prev"})
 
 Sign = Callable[[bytes], bytes]
@@ -50,6 +58,7 @@ logger = logging.getLogger(__name__)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _REQUIRED = (("seq", int), ("time", str), ("event", str), ("actor", str), ("prev", str))
 _VERIFY = "run `iom-gateway audit verify`"
+_RESTORE = "restore state/ from a backup and find out who could write to it"
 
 
 def canonical(entry: Mapping[str, Any]) -> bytes:
@@ -72,6 +81,35 @@ class Verdict:
     last_seq: int | None
     problem: str | None = None
     step: int | None = None
+    witnesses: int = 0  # manifests checked against the log (step 9)
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How far the log may run past its newest signed checkpoint: `entries` at most, spanning `minutes`."""
+
+    entries: int
+    minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """The gateway key as the log needs it: `sign` makes a signature, `key` names the key."""
+
+    sign: Sign
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Witness:
+    """What one manifest, its gateway signature already checked, says about the log: when package
+    `package` for `recipient` was sealed, the log ended at entry `seq` (0: it was empty) with hash `head`."""
+
+    file: str
+    package: str
+    recipient: str
+    seq: int
+    head: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +151,19 @@ class _Broken(Exception):
 class AuditLog:
     """The tamper-evident audit log of one gateway root (`<root>/state/`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, bounds: Bounds | None = None, signer: Callable[[], Signer | None] | None = None
+    ) -> None:
+        """`bounds` makes checkpoints mandatory: before an entry would take the entries after the newest
+        checkpoint past them, the log signs one with what `signer` returns (None: no gateway key yet)."""
         self.folder = root / "state"
         self.path = self.folder / AUDIT_FILE
         self.head_path = self.folder / HEAD_FILE
         self.anchor_path = self.folder / ANCHOR_FILE
         self.lock_path = self.folder / LOCK_FILE
+        self.bounds = bounds
+        self.signer = signer
+        self.appended = False  # this object appended entries that no checkpoint covers yet
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -143,13 +188,29 @@ class AuditLog:
         Raises whatever `sign` raises (CryptoError for an unusable gateway key); GatewayError for a damaged log.
         """
         with self._writing():
-            last = self._last_line()
-            if last is None or last.entry.get("event") == CHECKPOINT:
+            return self._checkpoint_locked(sign, key)
+
+    def genesis(self, sign: Sign, key: str) -> dict[str, Any] | None:
+        """Begin an empty log with a signed `audit.genesis` entry; None (nothing written) once it has begun.
+
+        The signature is over canonical({"event", "seq": 1, "time"}): whoever deletes or rebuilds the log
+        cannot make another without the gateway key. Raises whatever `sign` raises.
+        """
+        with self._writing():
+            if self._last_line() is not None or self.anchor_path.exists():
                 return None
-            covered = {"covers_hash": last.hash, "covers_seq": last.seq}
-            signature = base64.b64encode(sign(canonical(covered))).decode("ascii")
-            details = {**covered, "key": key, "signature": signature}
-            return self._append_locked(CHECKPOINT, "gateway", None, None, details)
+            now = _now()
+            signature = base64.b64encode(sign(_genesis_signed(now))).decode("ascii")
+            return self._write_entry(GENESIS_EVENT, "gateway", None, None, {"key": key, "signature": signature}, now)
+
+    def witness(self) -> dict[str, Any]:
+        """The seq and hash of the last entry now, as a manifest carries them: {"seq", "head"}.
+
+        {"seq": 0, "head": GENESIS} for an empty log. Raises GatewayError for a damaged log.
+        """
+        with self._writing():
+            seq, digest = self._tail()
+        return {"seq": seq, "head": digest}
 
     def purge_before(self, cutoff: datetime, sign: Sign, key: str) -> int:
         """Remove the leading entries older than `cutoff` (never the last one); return how many went.
@@ -238,8 +299,11 @@ class AuditLog:
         with self._locked(shared=True):
             return _expired(self._read_lines(), cutoff)
 
-    def verify(self, check: Check) -> Verdict:
+    def verify(self, check: Check, *, witnesses: Sequence[Witness] = (), delivered: str | None = None) -> Verdict:
         """Check the log, stopping at the first failed step; never raises for a damaged or tampered log.
+
+        `witnesses` are manifests whose gateway signature the caller checked; `delivered` says where,
+        outside the log, a delivery is recorded (e.g. "the journal (3 deliveries)"), if anywhere.
 
         1. Every line is a JSON object in canonical form with seq, time, event, actor and prev, and the
            file ends with a newline (no torn or truncated last line).
@@ -253,12 +317,21 @@ class AuditLog:
            a missing head with a non-empty log fails, as does an empty log a head or anchor speaks of.
         6. If audit.anchor exists, its signature verifies through `check` by the key it names. (An
            anchor that cannot even be read fails this step at once: steps 2 and 3 need it.)
+        7. An audit.genesis is entry 1 and its signature verifies through `check`; and the log begins
+           with one (or after a signed anchor) if anything says the gateway delivered: a witness,
+           `delivered`, or the log's own package.delivered or submission.delivered entries.
+        8. With bounds: the entries after the newest checkpoint or genesis (all of them if there is
+           none) are at most bounds.entries, and the first to the last span at most bounds.minutes.
+        9. Every witness agrees with the log, earliest seq first: its entry is there with its hash
+           (unless a purge removed it behind the anchor), and a package.delivered of that package to
+           that recipient follows it.
         """
         with self._locked(shared=True):
             log = _read_optional(self.path) or b""
             head = _read_optional(self.head_path)
             anchor = _read_optional(self.anchor_path)
-        return _verify(log, head, anchor, check)
+        evidence = _Evidence(self.bounds, tuple(witnesses), delivered)
+        return _verify(log, head, anchor, check, evidence)
 
     # --- internals (callers hold the lock) -------------------------------------------------------
 
@@ -288,8 +361,16 @@ class AuditLog:
     def _append_locked(
         self, event: str, actor: str, agency: str | None, ref: str | None, details: Mapping[str, Any]
     ) -> dict[str, Any]:
+        now = _now()
+        if event not in SIGNED_POINTS:
+            self._checkpoint_if_due(now)
+        return self._write_entry(event, actor, agency, ref, details, now)
+
+    def _write_entry(
+        self, event: str, actor: str, agency: str | None, ref: str | None, details: Mapping[str, Any], now: str
+    ) -> dict[str, Any]:
         seq, previous = self._tail()
-        entry: dict[str, Any] = {"seq": seq + 1, "time": _now(), "event": event, "actor": actor, "agency": agency}
+        entry: dict[str, Any] = {"seq": seq + 1, "time": now, "event": event, "actor": actor, "agency": agency}
         if ref is not None:
             entry["ref"] = ref
         entry.update(details)
@@ -312,7 +393,75 @@ class AuditLog:
             fsync_dir(self.folder)
         faults.reached("audit.append.written")
         self._write_head(seq + 1, line_hash(line))
+        self.appended = event not in SIGNED_POINTS
         return entry
+
+    def _checkpoint_locked(self, sign: Sign, key: str) -> dict[str, Any] | None:
+        last = self._last_line()
+        if last is None or last.entry.get("event") == CHECKPOINT:
+            return None
+        covered = {"covers_hash": last.hash, "covers_seq": last.seq}
+        signature = base64.b64encode(sign(canonical(covered))).decode("ascii")
+        details = {**covered, "key": key, "signature": signature}
+        return self._write_entry(CHECKPOINT, "gateway", None, None, details, _now())
+
+    def _checkpoint_if_due(self, now: str) -> None:
+        """Sign a checkpoint first if the entry about to be written at `now` would break the bounds.
+
+        A gateway key that cannot sign (expired, missing) does not stop the entry: it is written, the
+        failure is logged, and `verify` reports the unsigned stretch until the key signs again.
+        """
+        if self.bounds is None or self.signer is None:
+            return
+        tail = self._unsigned_tail(self.bounds.entries)
+        if not tail:
+            return
+        age = _seconds_between(tail[0].entry, now)
+        if len(tail) < self.bounds.entries and age is not None and age < self.bounds.minutes * 60:
+            return
+        try:
+            signer = self.signer()
+            if signer is not None:
+                self._checkpoint_locked(signer.sign, signer.key)
+        except GatewayError as exc:
+            logger.error(
+                "audit log: could not sign a checkpoint (%s): `audit verify` reports the entries after entry %d"
+                " until the gateway key signs one",
+                exc.message,
+                tail[0].seq - 1,
+            )
+
+    def _unsigned_tail(self, limit: int) -> list[_Line]:
+        """The entries after the newest checkpoint or genesis, oldest first: at most the last `limit`."""
+        tail: list[_Line] = []
+        for raw in self._backwards():
+            line = _parse(raw, None)
+            if line.entry.get("event") in SIGNED_POINTS:
+                break
+            tail.append(line)
+            if len(tail) >= limit:
+                break
+        tail.reverse()
+        return tail
+
+    def _backwards(self) -> Iterator[bytes]:
+        """The log's lines, newest first, read from the end in blocks: the log may be large."""
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            position = handle.seek(0, os.SEEK_END)
+            rest = b""
+            while position > 0:
+                step = min(65536, position)
+                position -= step
+                handle.seek(position)
+                parts = (handle.read(step) + rest).split(b"\n")
+                rest = parts[0]
+                yield from (raw for raw in reversed(parts[1:]) if raw)
+            if rest:
+                yield rest
 
     def _tail(self) -> tuple[int, str]:
         """seq and hash of the last entry; the anchor's (or 0 and GENESIS) for an empty log."""
@@ -329,23 +478,9 @@ class AuditLog:
         return anchor.seq, anchor.hash
 
     def _last_line(self) -> _Line | None:
-        """The last complete line, parsed; None for an empty log. Reads backwards: the log may be large."""
-        try:
-            handle = self.path.open("rb")
-        except FileNotFoundError:
-            return None
-        with handle:
-            position = handle.seek(0, os.SEEK_END)
-            tail = b""
-            while position > 0:
-                step = min(65536, position)
-                position -= step
-                handle.seek(position)
-                tail = handle.read(step) + tail
-                cut = tail.rfind(b"\n", 0, len(tail) - 1)
-                if cut >= 0:
-                    return _parse(tail[cut + 1 : -1], None)
-            return _parse(tail[:-1], None) if tail else None
+        """The last line, parsed; None for an empty log. Callers have repaired a torn tail."""
+        raw = next(self._backwards(), None)
+        return None if raw is None else _parse(raw, None)
 
     def _read_lines(self) -> list[_Line]:
         """Every complete line, parsed; raise GatewayError naming the first that is not an entry."""
@@ -423,9 +558,19 @@ class AuditLog:
 # --- verification (pure) ---------------------------------------------------------------------------
 
 
-def _verify(log: bytes, head: bytes | None, anchor_raw: bytes | None, check: Check) -> Verdict:
-    """The six steps of `AuditLog.verify` over the files' bytes."""
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """What steps 7-9 weigh besides the log: the bounds, the witnesses, where else a delivery is recorded."""
+
+    bounds: Bounds | None
+    witnesses: tuple[Witness, ...]
+    delivered: str | None
+
+
+def _verify(log: bytes, head: bytes | None, anchor_raw: bytes | None, check: Check, evidence: _Evidence) -> Verdict:
+    """The nine steps of `AuditLog.verify` over the files' bytes."""
     lines: list[_Line] = []
+    witnesses = len(evidence.witnesses)
     try:
         lines = _step1_lines(log)
         anchor = _parse_anchor(anchor_raw) if anchor_raw is not None else None
@@ -435,15 +580,18 @@ def _verify(log: bytes, head: bytes | None, anchor_raw: bytes | None, check: Che
         _step5_head(lines, head, anchor)
         if anchor is not None:
             _step6_anchor(anchor, check)
+        _step7_genesis(lines, anchor, check, _delivery_evidence(lines, evidence))
+        _step8_bounds(lines, evidence.bounds)
+        _step9_witnesses(lines, anchor, evidence.witnesses)
     except _Broken as broken:
-        return _verdict(lines, broken.problem, broken.step)
-    return _verdict(lines, None, None)
+        return _verdict(lines, broken.problem, broken.step, witnesses)
+    return _verdict(lines, None, None, witnesses)
 
 
-def _verdict(lines: Sequence[_Line], problem: str | None, step: int | None) -> Verdict:
+def _verdict(lines: Sequence[_Line], problem: str | None, step: int | None, witnesses: int) -> Verdict:
     checkpoints = sum(1 for line in lines if line.entry.get("event") == CHECKPOINT)
     last = lines[-1].seq if lines else None
-    return Verdict(problem is None, len(lines), checkpoints, last, problem, step)
+    return Verdict(problem is None, len(lines), checkpoints, last, problem, step, witnesses)
 
 
 def _step1_lines(log: bytes) -> list[_Line]:
@@ -578,6 +726,118 @@ def _step6_anchor(anchor: _Anchor, check: Check) -> None:
     _require_signature(6, signed, anchor.signature, anchor.key, check, "audit.anchor's")
 
 
+def _step7_genesis(lines: Sequence[_Line], anchor: _Anchor | None, check: Check, delivered: str | None) -> None:
+    for line in lines:
+        if line.entry["event"] != GENESIS_EVENT:
+            continue
+        if line.seq != 1:
+            raise _Broken(7, f"{line.where}: an audit.genesis can only be entry 1: it was moved or inserted here")
+        key = line.entry.get("key")
+        if not isinstance(key, str):
+            raise _Broken(7, f"{line.where}: the genesis names no key: it was edited")
+        signed = _genesis_signed(line.entry["time"])
+        _require_signature(7, signed, line.entry.get("signature"), key, check, f"{line.where}: the genesis's")
+    if anchor is not None or delivered is None:
+        return  # after a purge the signed anchor is where the log begins (step 6)
+    if lines and lines[0].entry["event"] == GENESIS_EVENT:
+        return
+    begins = f"the log's first entry ({lines[0].where}) is {lines[0].entry['event']!r}" if lines else "the log is empty"
+    raise _Broken(
+        7,
+        f"{begins}, not the signed audit.genesis every root starts with, yet {delivered} shows the gateway"
+        f" delivered packages: the log was deleted or rebuilt from scratch; {_RESTORE}",
+    )
+
+
+def _delivery_evidence(lines: Sequence[_Line], evidence: _Evidence) -> str | None:
+    """What says this root delivered something, the hardest to erase first; None if nothing does."""
+    if evidence.witnesses:
+        return f"the manifest {evidence.witnesses[0].file!r}"
+    if evidence.delivered is not None:
+        return evidence.delivered
+    own = next((line for line in lines if line.entry["event"] in DELIVERY_EVENTS), None)
+    return None if own is None else f"the log's own {own.where} ({own.entry['event']})"
+
+
+def _step8_bounds(lines: Sequence[_Line], bounds: Bounds | None) -> None:
+    if bounds is None or not lines:
+        return
+    start = next((line for line in reversed(lines) if line.entry["event"] in SIGNED_POINTS), None)
+    tail = [line for line in lines if start is None or line.seq > start.seq]
+    if not tail:
+        return
+    since = f"the newest signed checkpoint ({start.where})" if start is not None else "the start of the log"
+    why = (
+        "checkpoints were removed, or the gateway could not sign them (its log says why; an expired key shows"
+        " in `iom-gateway status`)"
+    )
+    if len(tail) > bounds.entries:
+        raise _Broken(
+            8,
+            f"{len(tail)} entries follow {since}, more than [daemon] checkpoint_entries = {bounds.entries}"
+            f" allows: {why}",
+        )
+    first, last = _time_or_none(tail[0].entry), _time_or_none(tail[-1].entry)
+    if first is None or last is None:
+        broken = tail[0] if first is None else tail[-1]
+        raise _Broken(8, f"{broken.where}: its time is not a UTC time: it was edited")
+    minutes = (last - first).total_seconds() / 60
+    if minutes > bounds.minutes:
+        raise _Broken(
+            8,
+            f"the entries after {since} span {minutes:.0f} minutes ({tail[0].where} to {tail[-1].where}), more"
+            f" than [daemon] checkpoint_minutes = {bounds.minutes} allows: {why}",
+        )
+
+
+def _step9_witnesses(lines: Sequence[_Line], anchor: _Anchor | None, witnesses: Sequence[Witness]) -> None:
+    by_seq = {line.seq: line for line in lines}
+    delivered: dict[tuple[str, str], list[int]] = {}
+    for line in lines:
+        if line.entry["event"] == DELIVERED:
+            key = (str(line.entry.get("package")), str(line.entry.get("agency")))
+            delivered.setdefault(key, []).append(line.seq)
+    for witness in sorted(witnesses, key=lambda w: (w.seq, w.file)):
+        what = f"{witness.file!r} (package {witness.package} for {witness.recipient})"
+        purged = anchor is not None and witness.seq <= anchor.seq
+        if not purged and witness.seq > 0:
+            _witnessed_entry(what, witness, by_seq.get(witness.seq), lines[-1] if lines else None)
+        elif anchor is not None and witness.seq == anchor.seq and witness.head != anchor.hash:
+            raise _Broken(
+                9,
+                f"{what}: sealed when the log ended at entry {witness.seq}, which audit.anchor records"
+                " with another hash: the log was rewritten before it was purged",
+            )
+        seqs = delivered.get((witness.package, witness.recipient), [])
+        if any(seq > witness.seq for seq in seqs) or (purged and not seqs):
+            continue
+        found = f"its package.delivered is entry {seqs[0]}, before that" if seqs else "no package.delivered of it"
+        last = f"the log ends at entry {lines[-1].seq}" if lines else "the log is empty"
+        raise _Broken(
+            9,
+            f"{what}: sealed when the log ended at entry {witness.seq}, but the log has {found} ({last}):"
+            f" the delivery was removed from the log or the log was rewritten; {_RESTORE}",
+        )
+
+
+def _witnessed_entry(what: str, witness: Witness, entry: _Line | None, last: _Line | None) -> None:
+    """Raise _Broken (step 9) unless `entry` is the witnessed one: there, with the hash the manifest holds."""
+    if entry is None:
+        ends = f"the log ends at entry {last.seq}" if last is not None else "the log is empty"
+        raise _Broken(
+            9,
+            f"{what}: sealed when the log ended at entry {witness.seq}, but {ends}: entries were removed from"
+            f" its end (or the log was rebuilt); {_RESTORE}",
+        )
+    if entry.hash != witness.head:
+        raise _Broken(
+            9,
+            f"{what}: sealed when the log ended at entry {witness.seq} with hash {witness.head[:16]}..., but"
+            f" {entry.where}, now {entry.entry['event']!r}, hashes to {entry.hash[:16]}...: the log was"
+            f" rewritten at or before entry {witness.seq}; {_RESTORE}",
+        )
+
+
 def _require_signature(step: int, signed: bytes, signature: Any, key: str, check: Check, what: str) -> None:
     """Raise _Broken at `step` unless `signature` (base64) over `signed` is good and made by `key`."""
     try:
@@ -641,6 +901,30 @@ def _canonical_or_none(entry: Mapping[str, Any]) -> bytes | None:
         return canonical(entry)
     except ValueError:  # NaN or Infinity, which json.loads accepts but the log never holds
         return None
+
+
+def _genesis_signed(time: str) -> bytes:
+    """What a genesis signature is over (a checkpoint's and an anchor's have other keys: no reuse)."""
+    return canonical({"event": GENESIS_EVENT, "seq": 1, "time": time})
+
+
+def _time_or_none(entry: Mapping[str, Any]) -> datetime | None:
+    try:
+        return _entry_time(entry)
+    except GatewayError:
+        return None
+
+
+def _seconds_between(entry: Mapping[str, Any], now: str) -> float | None:
+    """Seconds from the entry's time to `now` (ISO); None if either is not a UTC time."""
+    then = _time_or_none(entry)
+    try:
+        later = datetime.fromisoformat(now)
+    except ValueError:
+        return None
+    if then is None or later.tzinfo is None:
+        return None
+    return (later - then).total_seconds()
 
 
 def _compact(fingerprint: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -59,12 +60,14 @@ def _command(argv: list[str] | None) -> int:
         format="iom-gateway %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("gnupg").setLevel(logging.ERROR)  # its warnings repeat what our messages say
-    try:
-        result: int = args.handler(args)
-        return result
-    except GatewayError as exc:
-        print(f"iom-gateway: {exc.message}", file=sys.stderr)
-        return exc.exit_code
+    # every root a command opens is closed at its end, refused or not: closing checkpoints the audit log
+    with contextlib.ExitStack() as args.opened:
+        try:
+            result: int = args.handler(args)
+            return result
+        except GatewayError as exc:
+            print(f"iom-gateway: {exc.message}", file=sys.stderr)
+            return exc.exit_code
 
 
 class _UtcFormatter(logging.Formatter):
@@ -122,7 +125,7 @@ def _period(text: str) -> Period:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    gateway = Root.open(resolve_root(args.root))
+    gateway = _open(args)
     report = check_file(gateway, args.file, args.agency, args.period, date.today())
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
@@ -260,7 +263,9 @@ def _admin_commands(commands: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> Root:
-    return Root.open(resolve_root(args.root))
+    """Open the root; `main` closes it when the command ends (which checkpoints what it appended)."""
+    root: Root = args.opened.enter_context(Root.open(resolve_root(args.root)))
+    return root
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -428,8 +433,18 @@ def _oversight_commands(commands: Any) -> None:
         "verify",
         help="check the hash chain, signed checkpoints and head; exit 1 naming the first broken entry",
         description="Check state/audit.jsonl step by step: canonical lines, consecutive numbers, the hash chain, "
-        "the checkpoints signed by the gateway key, the head kept outside the log, and the anchor left by purge. "
+        "the checkpoints signed by the gateway key, the head kept outside the log, the anchor left by purge, the "
+        "signed genesis, no more unsigned entries after the newest checkpoint than [daemon] allows, and the "
+        "manifests in inbox/ (and in each --witness DIR) as witnesses of what the log held when they were sealed. "
         "Exit 0 intact, 1 on any edit, deletion, insertion or reordering.",
+    )
+    verify.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="also check the log against the manifests in DIR (e.g. a recipient's copy of their inbox); repeatable",
     )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(handler=_audit_verify)
@@ -478,13 +493,18 @@ def _day(text: str) -> datetime:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    verdict = verify_audit(_open(args))
+    checked = verify_audit(_open(args), args.witness)
+    verdict = checked.verdict
     if args.json:
-        print(json.dumps(asdict(verdict), indent=2))
-    elif verdict.ok:
+        ignored = [{"file": name, "why": why} for name, why in checked.ignored]
+        print(json.dumps(asdict(verdict) | {"ignored_manifests": ignored}, indent=2))
+        return EXIT_OK if verdict.ok else EXIT_REFUSED
+    for name, why in checked.ignored:
+        print(f"not a witness: {name!r}: {why}")
+    if verdict.ok:
         print(
             f"audit log intact: {verdict.entries} entries, {verdict.checkpoints} signed checkpoint(s), "
-            f"last entry {verdict.last_seq}"
+            f"last entry {verdict.last_seq}; {verdict.witnesses} manifest(s) witness it"
         )
     else:
         print(f"audit log BROKEN (step {verdict.step}): {verdict.problem}")

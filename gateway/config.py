@@ -81,7 +81,8 @@ class Daemon:
     settle_seconds: int = 2  # a file is taken once closed and unchanged this long
     poll_seconds: int = 1  # the polling watcher's interval
     rescan_seconds: int = 120  # a full scan catches what an inotify overflow lost
-    checkpoint_minutes: int = 60  # the audit log's signed checkpoints
+    checkpoint_minutes: int = 60  # the audit log gets a signed checkpoint at least this often...
+    checkpoint_entries: int = 100  # ...and at least every this many entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +380,12 @@ class _Checker:
             watcher = "inotify"
         numbers = self.dataclass_table(Daemon, rest, "daemon")
         return Daemon(
-            watcher, numbers.settle_seconds, numbers.poll_seconds, numbers.rescan_seconds, numbers.checkpoint_minutes
+            watcher,
+            numbers.settle_seconds,
+            numbers.poll_seconds,
+            numbers.rescan_seconds,
+            numbers.checkpoint_minutes,
+            numbers.checkpoint_entries,
         )
 
     def vault_file(self, root: Path, table: dict[str, Any]) -> Path | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.audit import AuditLog
+from gateway.audit import AuditLog, Bounds, Signer
 from gateway.config import Config
-from gateway.crypto_gpg import Fingerprint, Keyring
+from gateway.crypto_gpg import Fingerprint, Keyring, Purpose
 from gateway.db import connect
-from gateway.errors import ConfigError, VaultError
+from gateway.errors import ConfigError, GatewayError, VaultError
 from gateway.fsio import locked
 from gateway.journal import Journal
 from gateway.registry import Registry
@@ -28,6 +29,7 @@ GNUPG_HOME = "gnupg"
 VAULT_FILE = "vault.json"
 VAULT_LOCK = "vault.lock"
 DEMO_OFFICERS = "demo-officers"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,7 +61,29 @@ class Root:
 
     @functools.cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(self.path)
+        """The audit log, which signs a checkpoint with the gateway key whenever [daemon] bounds require one."""
+        daemon = self.config.daemon
+        return AuditLog(
+            self.path, bounds=Bounds(daemon.checkpoint_entries, daemon.checkpoint_minutes), signer=self.audit_signer
+        )
+
+    def audit_signer(self) -> Signer | None:
+        """The current gateway key as the audit log's signer; None before `init` made one.
+
+        Raises ConfigError if the key has expired (it signs nothing more: rotate it).
+        """
+        if self.journal.current_gateway_key() is None:
+            return None
+        gateway = self.gateway_key()
+        return Signer(lambda data: self.keyring.sign_bytes(data, gateway, purpose=Purpose.AUDIT), str(gateway))
+
+    def checkpoint_audit(self) -> dict[str, object] | None:
+        """Sign a checkpoint over the log's last entry unless it is one; return it or None.
+
+        Raises ConfigError (no or an expired gateway key), CryptoError (gpg could not sign).
+        """
+        signer = self.audit_signer()
+        return None if signer is None else self.audit.checkpoint(signer.sign, signer.key)
 
     @functools.cached_property
     def store(self) -> PackageStore:
@@ -118,10 +142,29 @@ class Root:
             yield self.vault
             self._vault = None
 
-    def close(self) -> None:
-        """Close the state database if it was opened (before this Root is replaced by a reload)."""
+    def close(self, *, checkpoint: bool = False) -> None:
+        """End a command: checkpoint the audit log if this Root appended to it (or `checkpoint`), so a log
+        at rest always ends with a signed checkpoint; then close the state database if it was opened.
+
+        A key that cannot sign is logged, not raised: what the command did is done and on the log.
+        """
+        if checkpoint or ("audit" in self.__dict__ and self.audit.appended):
+            try:
+                self.checkpoint_audit()
+            except GatewayError as exc:
+                log.error(
+                    "the audit log could not be checkpointed (%s): `iom-gateway audit verify` reports it until the"
+                    " gateway key signs again",
+                    exc.message,
+                )
         if "db" in self.__dict__:
             self.db.close()
+
+    def __enter__(self) -> Root:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def gateway_key(self) -> Fingerprint:
         """The current gateway signing key; raise ConfigError if the root was never initialised or the

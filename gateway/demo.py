@@ -116,7 +116,7 @@ def run_demo(folder: Path, say: Callable[[str], None]) -> int:
             say(f"   {item.written.relative_to(folder)}")
     # probation receives both good files; housing receives police's (its own is not routed back to it)
     surprises += (sum(p.written is not None for p in got) != 2) + (sum(p.written is not None for p in got_zip) != 1)
-    verdict = verify_audit(root)
+    verdict = verify_audit(root).verdict
     register = disclosure_report(root, Period.of(today), "csv").splitlines()[1:]
     say(
         f"5. The audit log verifies ({verdict.entries} hash-chained entries, checked by `audit verify`); "
@@ -128,6 +128,7 @@ def run_demo(folder: Path, say: Callable[[str], None]) -> int:
         f"6. Look at: inbox/ (encrypted packages and signed manifests), quarantine/ (rejected files, encrypted), "
         f"outbox/*/rejected/ (reports), state/audit.jsonl (every step). All under {folder}."
     )
+    root.close()  # the log at rest ends with a signed checkpoint
     _stop_agents(folder)
     return surprises
 

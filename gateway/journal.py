@@ -420,6 +420,11 @@ class Journal:
         ).fetchall()
         return [DeliveryRecord(*row) for row in rows]
 
+    def deliveries_made(self) -> int:
+        """Deliveries ever committed (still in an inbox, or purged since)."""
+        row = self.db.execute("SELECT COUNT(*) FROM deliveries WHERE status IN ('delivered', 'purged')").fetchone()
+        return int(row[0])
+
     def live_key_ids(self) -> set[str]:
         """Key and password ids a package still in an inbox (or being made) was sealed with."""
         rows = self.db.execute("SELECT DISTINCT key_id FROM deliveries WHERE status IN ('sealing', 'delivered')")

@@ -4,30 +4,43 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from gateway.audit import Verdict
+from gateway.audit import Verdict, Witness
 from gateway.context import Root
 from gateway.crypto_gpg import Fingerprint, Purpose
 from gateway.disclosure import register, to_json, write_csv, write_html
-from gateway.errors import CryptoError
+from gateway.errors import CryptoError, GatewayError, UsageError
+from gateway.fsio import open_regular
 from gateway.intake import count_waiting
 from gateway.journal import ABANDONED, DELIVERED, DONE, REJECTED
 from gateway.model import Period
+from gateway.store import INBOX
 
 EXPIRY_WARNING = timedelta(days=30)
 REPORT_FORMATS = ("csv", "html", "json")
+MANIFEST_SUFFIX = ".manifest.json"
+MAX_MANIFEST = 1 << 20
+MAX_SIGNATURE = 1 << 16
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def gateway_signature_check(root: Root) -> Callable[[bytes, bytes], str | None]:
-    """A checker for audit checkpoints and anchors: the signer must be one of this gateway's keys,
-    current or retired; a key that has since expired still vouches for what it signed before."""
+def gateway_signature_check(root: Root, purpose: Purpose = Purpose.AUDIT) -> Callable[[bytes, bytes], str | None]:
+    """A checker for gateway signatures made for `purpose` (audit checkpoints and anchors, or manifests):
+    the signer must be one of this gateway's keys, current or retired; a key that has since expired
+    still vouches for what it signed before."""
     known = {fingerprint for fingerprint, *_ in root.journal.gateway_keys()}
+    # the journal lives in state/ too: a writer of it must not disown the keys whose secret is in keys/
+    held = root.keyring.keys()
+    known |= {str(info.fingerprint) for info in held if info.has_secret}
 
     def check(data: bytes, signature: bytes) -> str | None:
-        result = root.keyring.verify_bytes(data, signature, purpose=Purpose.AUDIT)
+        result = root.keyring.verify_bytes(data, signature, purpose=purpose)
         signer = str(result.fingerprint) if result.fingerprint else None
         if signer not in known:
             return None
@@ -36,9 +49,77 @@ def gateway_signature_check(root: Root) -> Callable[[bytes, bytes], str | None]:
     return check
 
 
-def verify_audit(root: Root) -> Verdict:
-    """Check the audit log's chain, checkpoints, head and anchor (see AuditLog.verify)."""
-    return root.audit.verify(gateway_signature_check(root))
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """`audit verify`: the verdict, and the manifests that did not count as witnesses (file, why)."""
+
+    verdict: Verdict
+    ignored: tuple[tuple[str, str], ...] = ()
+
+
+def verify_audit(root: Root, witness_folders: Sequence[Path] = ()) -> AuditCheck:
+    """Check the audit log (see AuditLog.verify): chain, checkpoints, head, anchor, genesis, bounds, and
+    as witnesses the manifests in the root's inbox/ and in `witness_folders` (e.g. a recipient's copy).
+
+    Raises UsageError if a witness folder is not a folder.
+    """
+    check = gateway_signature_check(root)
+    witnesses: list[Witness] = []
+    ignored: list[tuple[str, str]] = []
+    inbox = root.path / INBOX
+    own = sorted(inbox.glob(f"*/*{MANIFEST_SUFFIX}")) if inbox.is_dir() and not inbox.is_symlink() else []
+    sources = [(path, str(path.relative_to(root.path))) for path in own]
+    for folder in witness_folders:
+        if not folder.is_dir():
+            raise UsageError(f"--witness {str(folder)!r} is not a folder: name the folder the manifests were copied to")
+        sources += [(path, str(path)) for path in sorted(folder.rglob(f"*{MANIFEST_SUFFIX}"))]
+    manifest_check = gateway_signature_check(root, Purpose.MANIFEST)
+    for path, name in sources:
+        found = _witness(path, name, manifest_check)
+        if isinstance(found, Witness):
+            witnesses.append(found)
+        else:
+            ignored.append((name, found))
+    made = root.journal.deliveries_made()
+    delivered = f"the journal ({made} deliveries)" if made else None
+    return AuditCheck(root.audit.verify(check, witnesses=witnesses, delivered=delivered), tuple(ignored))
+
+
+def _witness(path: Path, name: str, check: Callable[[bytes, bytes], str | None]) -> Witness | str:
+    """The witness a manifest holds if the gateway signed it; otherwise why it does not count."""
+    try:
+        data = _read_capped(path, MAX_MANIFEST)
+        signature = _read_capped(path.with_name(path.name + ".sig"), MAX_SIGNATURE)
+    except GatewayError as exc:
+        return exc.message
+    if check(data, signature) is None:
+        return "its signature does not verify with a gateway key: it was not made by this gateway"
+    try:
+        document: Any = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        document = None
+    stamp = document.get("audit") if isinstance(document, dict) else None
+    if not isinstance(stamp, dict):
+        return "it carries no audit witness (sealed before manifests carried one)"
+    seq, head = stamp.get("seq"), stamp.get("head")
+    package, recipient = document.get("package"), document.get("recipient")
+    if not (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 and isinstance(head, str)):
+        return "its audit witness is malformed"
+    if not (_HEX64.fullmatch(head) and isinstance(package, str) and isinstance(recipient, str)):
+        return "its audit witness is malformed"
+    return Witness(name, package, recipient, seq, head)
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    """The file's bytes, read once; raise GatewayError (a reason to give) if missing, odd or over `cap`."""
+    try:
+        stream, size = open_regular(path)
+    except GatewayError:
+        raise GatewayError(f"{path.name!r} is missing or not a regular file") from None
+    with stream:
+        if size > cap:
+            raise GatewayError(f"{path.name!r} is {size:,} bytes, larger than a manifest or signature can be")
+        return stream.read(cap)
 
 
 def audit_events(root: Root, since: datetime | None, event: str | None) -> list[dict[str, object]]:

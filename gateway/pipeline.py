@@ -678,6 +678,7 @@ def _manifest(
         "gateway_key": str(sealed.gateway),
         "created": sealed.at.isoformat(timespec="seconds"),
         "expires": expires,
+        "audit": root.audit.witness(),  # the log's seq and head now: the recipient holds a witness of it
     }
 
 

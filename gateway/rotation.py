@@ -221,6 +221,7 @@ def _restage(
         write(payload, target)
     gateway = root.gateway_key()
     method = manifest["encryption"]["method"]
+    # everything else stays as sealed, the audit witness too: it says what the log held at the sealing
     manifest |= {"payload_sha256": sha256_file(staged_payload), "encryption": {"method": method, "key_id": key_id}}
     if suffix == ".zip":  # an OpenPGP payload keeps the signature of the key that made it
         manifest["gateway_key"] = str(gateway)

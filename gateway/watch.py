@@ -27,7 +27,6 @@ from watchdog.observers.polling import PollingObserver
 from gateway import faults
 from gateway.config import unsafe_fault_injection
 from gateway.context import Root
-from gateway.crypto_gpg import Purpose
 from gateway.errors import GatewayError, InputFileError, UsageError
 from gateway.fsio import Folder
 from gateway.intake import OUTBOX, open_outbox, scan_outbox
@@ -337,10 +336,11 @@ class Daemon:
         log.info("reloaded agencies=%d", len(fresh.config.agencies))
 
     def _checkpoint(self) -> None:
-        gateway = self.root.gateway_key()
-        entry = self.root.audit.checkpoint(
-            lambda data: self.root.keyring.sign_bytes(data, gateway, purpose=Purpose.AUDIT), str(gateway)
-        )
+        try:
+            entry = self.root.checkpoint_audit()
+        except GatewayError as exc:  # an expired key defers every file too; the daemon goes on and says why
+            log.error("audit checkpoint failed: %s", exc.message.replace("\n", " "))
+            return
         if entry is not None:
             log.info("audit checkpoint seq=%s covers=%s", entry["seq"], entry["covers_seq"])
 
@@ -406,7 +406,7 @@ def arm_faults(root: Root) -> None:
 
 
 def serve(path: Path) -> int:
-    """Run the daemon on the root at `path` until SIGTERM/SIGINT."""
+    """Run the daemon on the root at `path` until SIGTERM/SIGINT (it checkpoints the audit log as it stops)."""
     with exclusive(path):
         root = Root.open(path)
         arm_faults(root)
@@ -414,14 +414,18 @@ def serve(path: Path) -> int:
 
 
 def run_once(path: Path) -> list[Outcome]:
-    """Recover, then process what is in every outbox now, and return the outcomes."""
+    """Recover, then process what is in every outbox now, and return the outcomes; the audit log ends
+    with a signed checkpoint (if the gateway key cannot sign, that is logged: `audit verify` says so)."""
     with exclusive(path):
         root = Root.open(path)
-        arm_faults(root)
-        _log_recovery(recover(root))
-        run_id = root.journal.run_started("once", os.getpid())
-        outcomes = process_once(root, now_utc())
-        flush_audit(root)
-        refused = sum(isinstance(o, Rejected | Deferred) for o in outcomes)
-        root.journal.run_heartbeat(run_id, processed=len(outcomes), errors=refused, finished=True)
-        return outcomes
+        try:
+            arm_faults(root)
+            _log_recovery(recover(root))
+            run_id = root.journal.run_started("once", os.getpid())
+            outcomes = process_once(root, now_utc())
+            flush_audit(root)
+            refused = sum(isinstance(o, Rejected | Deferred) for o in outcomes)
+            root.journal.run_heartbeat(run_id, processed=len(outcomes), errors=refused, finished=True)
+            return outcomes
+        finally:
+            root.close(checkpoint=True)

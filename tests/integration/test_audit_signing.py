@@ -113,6 +113,8 @@ def test_sign_bytes_needs_a_secret_key_here(keys: Keys) -> None:
 def test_checkpoints_made_with_the_gateway_key_verify(keys: Keys, tmp_path: Path) -> None:
     log = AuditLog(tmp_path)
     sign, check = signer(keys.gateway, keys.gateway_fpr), checker(keys.gateway, {keys.gateway_fpr})
+    genesis = log.genesis(sign, str(keys.gateway_fpr))  # a log that records deliveries begins with one
+    assert genesis is not None and genesis["seq"] == 1
     log.append("submission.delivered", actor="police-do", agency="police", rows=3)
     made = log.checkpoint(sign, str(keys.gateway_fpr))
     assert made is not None and made["key"] == str(keys.gateway_fpr)
@@ -121,7 +123,18 @@ def test_checkpoints_made_with_the_gateway_key_verify(keys: Keys, tmp_path: Path
     log.append("package.delivered", actor="gateway", agency="probation")
     assert log.checkpoint(sign, str(keys.gateway_fpr)) is not None
     verdict = log.verify(check)
-    assert verdict.ok and verdict.checkpoints == 2 and verdict.last_seq == 4, verdict.problem
+    assert verdict.ok and verdict.checkpoints == 2 and verdict.last_seq == 5, verdict.problem
+
+
+def test_a_genesis_signed_by_another_key_fails_step_7(keys: Keys, tmp_path: Path) -> None:
+    log = AuditLog(tmp_path)
+    log.genesis(signer(keys.other, keys.other_fpr), str(keys.gateway_fpr))  # claims the gateway key
+    log.append("package.delivered", actor="gateway", agency="probation", package="P")
+    verdict = log.verify(checker(keys.gateway, {keys.gateway_fpr}))
+    assert verdict.ok is False and verdict.step == 7
+    assert (
+        verdict.problem is not None and "entry 1 (line 1): the genesis's signature does not verify" in verdict.problem
+    )
 
 
 @pytest.mark.parametrize("verifier", ["gateway keyring", "other keyring, key not accepted"])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -224,6 +226,78 @@ def test_audit_verify_json_reports_the_failed_step(after_run: Path, capsys: pyte
     assert f"entry {len(lines) // 2 + 2}" in verdict["problem"]
 
 
+def test_every_command_that_appends_to_the_log_ends_it_with_a_signed_checkpoint(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, *_, last = audit_entries(root)
+    assert first["event"] == "audit.genesis" and first["seq"] == 1 and last["event"] == "audit.checkpoint"  # init
+    secret = root.parent / "housing-password"
+    assert cli(root, "keys", "export", "--agency", "housing", "--password", "--to", str(secret)) == 0
+    assert [e["event"] for e in audit_entries(root)[-2:]] == ["password.exported", "audit.checkpoint"]
+    assert cli(root, "submit", str(GOOD), "--agency", "police", "--officer", "police-do") == 0
+    assert [e["event"] for e in audit_entries(root)[-2:]] == ["submission.submitted", "audit.checkpoint"]
+    assert cli(root, "run", "--once") == 0
+    assert [e["event"] for e in audit_entries(root)[-2:]] == ["submission.delivered", "audit.checkpoint"]
+    count = len(audit_entries(root))
+    for read_only in (["audit", "verify"], ["audit", "show"], ["status"], ["run", "--once"]):
+        assert cli(root, *read_only) == 0
+    assert len(audit_entries(root)) == count  # nothing appended, nothing to sign
+
+
+def test_every_manifest_witnesses_the_log_as_it_was_when_it_was_sealed(
+    after_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = _lines(after_run)
+    manifests = sorted((after_run / "inbox").rglob("*.manifest.json"))
+    assert [m.parent.name for m in manifests] == ["housing", "probation"]
+    for manifest in manifests:
+        stamp = json.loads(manifest.read_bytes())["audit"]
+        assert hashlib.sha256(lines[stamp["seq"] - 1].rstrip(b"\n")).hexdigest() == stamp["head"]
+        delivered = [json.loads(line) for line in lines[stamp["seq"] :]]
+        assert any(e["event"] == "package.delivered" and e["agency"] == manifest.parent.name for e in delivered)
+    code, out = _run(after_run, capsys, "audit", "verify")
+    assert code == 0 and out.endswith("; 2 manifest(s) witness it\n"), out
+
+
+def test_verify_witness_counts_a_recipients_copy_and_only_what_the_gateway_signed(
+    after_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = after_run.parent / "probation-copy"
+    shutil.copytree(after_run / "inbox" / "probation", copy)
+    stray = copy / "unsigned.manifest.json"
+    stray.write_bytes(next(copy.glob("PROTECT*.manifest.json")).read_bytes())
+    code, out = _run(after_run, capsys, "audit", "verify", "--witness", str(copy))
+    assert code == 0, out
+    assert f"not a witness: {str(stray)!r}: 'unsigned.manifest.json.sig' is missing or not a regular file" in out
+    assert "; 3 manifest(s) witness it" in out
+    verdict = _json(after_run, capsys, "audit", "verify", "--witness", str(copy))
+    assert isinstance(verdict, dict) and verdict["ok"] is True and verdict["witnesses"] == 3
+    assert verdict["ignored_manifests"] == [
+        {"file": str(stray), "why": "'unsigned.manifest.json.sig' is missing or not a regular file"}
+    ]
+    capsys.readouterr()
+    assert cli(after_run, "audit", "verify", "--witness", str(after_run.parent / "nowhere")) == 2
+    assert "is not a folder: name the folder the manifests were copied to" in capsys.readouterr().err
+
+
+def test_checkpoint_entries_makes_run_once_sign_every_few_entries(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _set_toml(root, "checkpoint_entries", 2)
+    before = len(audit_entries(root))  # init ended with a checkpoint
+    drop(root, "police", GOOD, GOOD.name, "police-do")
+    assert cli(root, "run", "--once") == 0
+    events = [e["event"] for e in audit_entries(root)[before:]]
+    assert events == [
+        "package.delivered",
+        "package.delivered",
+        "audit.checkpoint",
+        "submission.delivered",
+        "audit.checkpoint",
+    ]
+    assert cli(root, "audit", "verify") == 0
+
+
 # ----------------------------------------------------------------------------------------- audit show
 
 
@@ -431,7 +505,8 @@ def test_purge_deletes_only_what_expired_and_the_password_only_it_needed(
     assert not any(p.exists() for p in old) and all(p.exists() for p in young)
     assert _vault_ids(root) == {rotated.new_id: "current"}
     assert list(_vault_ids(root, "treatment").values()) == ["current"]
-    last = audit_entries(root)[-1]
+    *_, last, closing = audit_entries(root)
+    assert closing["event"] == "audit.checkpoint"  # every command that appends ends with a signed checkpoint
     assert last["event"] == "retention.purged" and last["actor"] == "admin"
     assert (last["packages"], last["password_ids"], last["audit_entries"]) == (1, [rotated.old_id], 0)
     quarantined = sum("quarantine" in p.parts for p in old)

@@ -181,11 +181,13 @@ def test_reencrypt_repacks_unpulled_packages_so_the_old_password_opens_nothing(
     exchange(root, 7, capsys)
     exchange(root, 8, capsys)
     old_id, old_password = password_of(root, "housing")
+    witnesses = {p.name: json.loads(_manifest(p).read_text())["audit"] for p in packages(root, "housing")}
     assert cli(root, "keys", "rotate", "--agency", "housing", "--reencrypt", "--yes") == 0
     new_id, new_password = password_of(root, "housing")
     for payload in packages(root, "housing"):
         manifest = json.loads(_manifest(payload).read_text())
         assert manifest["encryption"]["key_id"] == new_id
+        assert manifest["audit"] == witnesses[payload.name]  # re-signed, still witnessing the original sealing
         assert _7z(payload, old_password) != 0 and _7z(payload, new_password) == 0
     assert pull(root, "housing", tmp_path / "old", password=old_password) == 1
     assert pull(root, "housing", tmp_path / "new", password=new_password) == 0

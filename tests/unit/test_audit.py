@@ -10,6 +10,7 @@ import multiprocessing
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from gateway import audit, faults
-from gateway.audit import GENESIS, AuditLog, Verdict, canonical
+from gateway.audit import GENESIS, AuditLog, Bounds, Verdict, canonical
 from gateway.errors import GatewayError
 
 KEY_ID = "GATEWAY-HMAC"
@@ -107,7 +108,7 @@ def assert_broken(verdict: Verdict, step: int, *where: str) -> None:
 
 def test_entries_chain_from_genesis_and_the_head_names_the_last(log: AuditLog) -> None:
     first = log.append("gateway.started", actor="gateway")
-    second = log.append("submission.delivered", actor="police-do", agency="police", rows=3, recipients=["probation"])
+    second = log.append("submission.submitted", actor="police-do", agency="police", rows=3, recipients=["probation"])
     raw = lines(log)
     assert [json.loads(line) for line in raw] == [first, second]
     assert raw == [canonical(first), canonical(second)]
@@ -361,6 +362,7 @@ def test_repair_of_a_root_without_a_log_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_find_ref_returns_the_entry_recorded_with_it(log: AuditLog) -> None:
+    log.genesis(sign, KEY_ID)  # a log that records deliveries must begin with one (step 7)
     log.append("a", actor="gateway")
     recorded = log.append("package.delivered", actor="gateway", agency="probation", ref="sub-1/probation")
     log.append("b", actor="gateway", ref="sub-2/police")
@@ -587,3 +589,223 @@ def test_a_forged_line_nested_past_the_recursion_limit_is_reported_not_raised(lo
     six[1] = b"[" * 100_000 + b"]" * 100_000
     write(log, six)
     assert_broken(log.verify(check), 1, "line 2 (after entry 1)")
+
+
+# --- mandatory checkpoints: the writer keeps within the bounds ----------------------------------------
+
+SIGNER = audit.Signer(sign, KEY_ID)
+
+
+def bounded(tmp_path: Path, entries: int = 3, minutes: int = 60, signer: audit.Signer | None = SIGNER) -> AuditLog:
+    return AuditLog(tmp_path, bounds=Bounds(entries, minutes), signer=lambda: signer)
+
+
+def test_the_log_signs_a_checkpoint_before_an_entry_would_exceed_checkpoint_entries(tmp_path: Path) -> None:
+    log = bounded(tmp_path, entries=3)
+    log.genesis(sign, KEY_ID)
+    fill(log, 7)
+    assert [e["event"] for e in log.entries()] == [
+        "audit.genesis",
+        *["test.event"] * 3,
+        "audit.checkpoint",
+        *["test.event"] * 3,
+        "audit.checkpoint",
+        "test.event",
+    ]
+    assert log.appended is True and log.verify(check).ok
+    assert log.checkpoint(sign, KEY_ID) is not None and log.appended is False
+
+
+def test_the_log_signs_a_checkpoint_before_an_entry_would_span_more_than_checkpoint_minutes(
+    tmp_path: Path, clock: Callable[[str], None]
+) -> None:
+    log = bounded(tmp_path, entries=100, minutes=60)
+    clock("2026-11-01T10:00:00+00:00")
+    log.genesis(sign, KEY_ID)
+    fill(log, 2)
+    clock("2026-11-01T10:59:59+00:00")
+    fill(log, 1)
+    clock("2026-11-01T11:00:00+00:00")
+    fill(log, 1)
+    events = [(e["event"], e["time"][11:19]) for e in log.entries()][1:]
+    assert events == [
+        ("test.event", "10:00:00"),
+        ("test.event", "10:00:00"),
+        ("test.event", "10:59:59"),
+        ("audit.checkpoint", "11:00:00"),
+        ("test.event", "11:00:00"),
+    ]
+    assert log.verify(check).ok
+
+
+def test_a_key_that_cannot_sign_does_not_stop_an_entry_and_verify_then_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def expired() -> audit.Signer:
+        raise GatewayError("the gateway key expired: run `iom-gateway keys rotate --gateway`")
+
+    log = AuditLog(tmp_path, bounds=Bounds(2, 60), signer=expired)
+    fill(log, 4)
+    assert [e["event"] for e in log.entries()] == ["test.event"] * 4
+    assert "could not sign a checkpoint (the gateway key expired" in caplog.text
+    assert_broken(log.verify(check), 8, "4 entries follow the start of the log", "checkpoint_entries = 2")
+
+
+def test_no_signer_yet_means_no_checkpoint(tmp_path: Path) -> None:
+    log = bounded(tmp_path, entries=1, signer=None)  # `init` before the gateway key exists
+    fill(log, 2)
+    assert [e["event"] for e in log.entries()] == ["test.event"] * 2
+
+
+# --- step 7: the signed genesis -----------------------------------------------------------------------
+
+
+def test_the_genesis_is_entry_1_signed_and_written_only_on_an_empty_log(log: AuditLog) -> None:
+    made = log.genesis(sign, KEY_ID)
+    assert made is not None and made["seq"] == 1 and made["prev"] == GENESIS and made["key"] == KEY_ID
+    signed = canonical({"event": "audit.genesis", "seq": 1, "time": made["time"]})
+    assert check(signed, base64.b64decode(made["signature"])) == KEY_ID
+    assert log.genesis(sign, KEY_ID) is None
+    fill(log, 1)
+    assert log.verify(check) == Verdict(True, 2, 0, 2)
+
+
+def test_a_log_that_records_deliveries_needs_a_signed_genesis(log: AuditLog) -> None:
+    fill(log, 2)
+    assert log.verify(check).ok  # nothing says this root ever delivered
+    assert_broken(log.verify(check, delivered="the journal (2 deliveries)"), 7, "the journal (2 deliveries)")
+    log.append("package.delivered", actor="gateway", agency="probation", package="P")
+    assert_broken(log.verify(check), 7, "first entry (entry 1 (line 1)) is 'test.event'", "entry 3 (line 3)")
+
+
+def test_an_empty_log_with_a_witness_or_deliveries_elsewhere_fails_step_7(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path)
+    witness = audit.Witness("inbox/probation/P.manifest.json", "P", "probation", 17, "ab" * 32)
+    assert_broken(log.verify(check, witnesses=[witness]), 7, "the log is empty", "inbox/probation/P.manifest.json")
+    assert_broken(log.verify(check, delivered="the journal (1 deliveries)"), 7, "the log is empty")
+
+
+def test_a_forged_or_moved_genesis_fails_step_7(log: AuditLog) -> None:
+    log.genesis(forge, KEY_ID)
+    log.append("package.delivered", actor="gateway", agency="probation", package="P")
+    assert_broken(log.verify(check), 7, "entry 1 (line 1): the genesis's signature does not verify")
+    raw = lines(log)
+    write(log, rechain([raw[1], raw[0]]))
+    set_head(log, lines(log)[-1])
+    assert_broken(log.verify(check), 7, "entry 2 (line 2): an audit.genesis can only be entry 1")
+
+
+def test_a_purged_genesis_leaves_the_signed_anchor_as_the_start(aged: AuditLog) -> None:
+    aged.purge_before(FEBRUARY, sign, KEY_ID)
+    assert aged.verify(check, delivered="the journal (1 deliveries)").ok
+
+
+# --- step 8: the entries after the newest checkpoint stay within the bounds ---------------------------
+
+
+def test_entries_past_checkpoint_entries_after_the_newest_checkpoint_fail_step_8(tmp_path: Path) -> None:
+    log = bounded(tmp_path, entries=3)
+    log.genesis(sign, KEY_ID)
+    fill(log, 6)
+    assert log.verify(check).ok
+    kept = [line for line in lines(log) if json.loads(line)["event"] != "audit.checkpoint"]
+    forged = rechain(kept)  # the forger drops the checkpoints; chain and head recomputed
+    write(log, forged)
+    set_head(log, forged[-1])
+    assert_broken(log.verify(check), 8, "6 entries follow the newest signed checkpoint (entry 1 (line 1))", "= 3")
+    assert AuditLog(tmp_path).verify(check).ok  # without bounds, step 8 has nothing to hold it to
+
+
+def test_entries_spanning_more_than_checkpoint_minutes_fail_step_8(
+    tmp_path: Path, clock: Callable[[str], None]
+) -> None:
+    clock("2026-11-01T10:00:00+00:00")
+    fill(AuditLog(tmp_path), 1)  # written without bounds, as a forger would
+    clock("2026-11-01T11:00:01+00:00")
+    fill(AuditLog(tmp_path), 1)
+    assert_broken(bounded(tmp_path).verify(check), 8, "span 60 minutes (entry 1 (line 1) to entry 2 (line 2))")
+
+
+# --- step 9: witnesses ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sealed(tmp_path: Path) -> tuple[AuditLog, audit.Witness]:
+    """Genesis, two entries, then package P sealed for probation (its witness) and delivered."""
+    log = AuditLog(tmp_path)
+    log.genesis(sign, KEY_ID)
+    fill(log, 2)
+    stamp = log.witness()
+    assert stamp == {"seq": 3, "head": sha(lines(log)[-1])}
+    log.append("package.delivered", actor="gateway", agency="probation", package="P")
+    fill(log, 2)
+    return log, audit.Witness("probation/P.manifest.json", "P", "probation", stamp["seq"], stamp["head"])
+
+
+def test_a_witness_that_agrees_with_the_log_passes(sealed: tuple[AuditLog, audit.Witness]) -> None:
+    log, witness = sealed
+    assert log.verify(check, witnesses=[witness]) == Verdict(True, 6, 0, 6, witnesses=1)
+
+
+def test_a_witness_of_an_entry_rewritten_since_fails_step_9(sealed: tuple[AuditLog, audit.Witness]) -> None:
+    log, witness = sealed
+    raw = lines(log)
+    forged = rechain([raw[0], edited(raw[1], n=7), *raw[2:]])
+    write(log, forged)
+    set_head(log, forged[-1])
+    assert_broken(
+        log.verify(check, witnesses=[witness]),
+        9,
+        "'probation/P.manifest.json' (package P for probation): sealed when the log ended at entry 3 with hash",
+        "entry 3 (line 3), now 'test.event', hashes to",
+    )
+
+
+def test_a_witness_past_the_end_of_a_truncated_log_fails_step_9(sealed: tuple[AuditLog, audit.Witness]) -> None:
+    log, witness = sealed
+    write(log, lines(log)[:2])
+    set_head(log, lines(log)[-1])
+    assert_broken(log.verify(check, witnesses=[witness]), 9, "entry 3, but the log ends at entry 2")
+
+
+def test_a_delivery_removed_after_its_witness_fails_step_9(sealed: tuple[AuditLog, audit.Witness]) -> None:
+    log, witness = sealed
+    raw = lines(log)
+    forged = rechain([line for line in raw if json.loads(line)["event"] != "package.delivered"])
+    write(log, forged)
+    set_head(log, forged[-1])
+    assert_broken(log.verify(check, witnesses=[witness]), 9, "no package.delivered of it (the log ends at entry 5)")
+    other = audit.Witness("housing/P.manifest.json", "P", "housing", 3, witness.head)
+    write(log, raw)
+    set_head(log, raw[-1])
+    assert_broken(log.verify(check, witnesses=[witness, other]), 9, "'housing/P.manifest.json'", "no package")
+
+
+def test_the_earliest_witness_is_named_first(sealed: tuple[AuditLog, audit.Witness]) -> None:
+    log, witness = sealed
+    later = audit.Witness("z-later.manifest.json", "Q", "probation", 5, sha(lines(log)[4]))
+    write(log, lines(log)[:1])
+    set_head(log, lines(log)[-1])
+    assert_broken(log.verify(check, witnesses=[later, witness]), 9, "'probation/P.manifest.json'", "entry 3")
+
+
+def test_a_witness_purged_behind_the_signed_anchor_still_counts(log: AuditLog, clock: Callable[[str], None]) -> None:
+    clock("2026-01-15T10:00:00+00:00")
+    log.genesis(sign, KEY_ID)
+    stamp = log.witness()
+    log.append("package.delivered", actor="gateway", agency="probation", package="P")
+    clock("2026-11-01T10:00:00+00:00")
+    fill(log, 1)
+    assert log.purge_before(FEBRUARY, sign, KEY_ID) == 2
+    purged = audit.Witness("P.manifest.json", "P", "probation", stamp["seq"], stamp["head"])
+    assert log.verify(check, witnesses=[purged]).ok
+    assert_broken(log.verify(check, witnesses=[replace(purged, seq=2)]), 9, "audit.anchor records with another hash")
+
+
+def test_an_empty_log_witnesses_seq_0_and_a_later_delivery_agrees(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path)
+    stamp = log.witness()
+    assert stamp == {"seq": 0, "head": GENESIS}
+    log.append("package.delivered", actor="gateway", agency="probation", package="P")
+    witness = audit.Witness("P.manifest.json", "P", "probation", 0, GENESIS)
+    assert_broken(log.verify(check, witnesses=[witness]), 7, "'P.manifest.json'")  # still no genesis

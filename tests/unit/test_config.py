@@ -72,6 +72,19 @@ def test_every_mistake_is_reported_with_its_line(tmp_path: Path) -> None:
     assert "8 mistake(s)" in message
 
 
+def test_the_daemon_checkpoint_bounds_are_read_and_checked(tmp_path: Path) -> None:
+    shipped = _load(REPO).daemon
+    assert (shipped.checkpoint_entries, shipped.checkpoint_minutes) == (100, 60)
+    text = (REPO / "gateway.toml").read_text(encoding="utf-8")
+    good = make_root(tmp_path / "good", toml=text.replace("checkpoint_entries = 100", "checkpoint_entries = 25"))
+    assert _load(good).daemon.checkpoint_entries == 25
+    bad = text.replace("checkpoint_entries = 100", "checkpoint_entries = 0")
+    with pytest.raises(ConfigError) as caught:
+        _load(make_root(tmp_path / "bad", toml=bad))
+    line = text.splitlines().index(next(x for x in text.splitlines() if x.startswith("checkpoint_entries"))) + 1
+    assert f"line {line}: daemon.checkpoint_entries must be a whole number above 0" in caught.value.message
+
+
 def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
     root = make_root(tmp_path / "root", toml='[partnership]\nname = "x\n')
     with pytest.raises(ConfigError, match="line 2"):
