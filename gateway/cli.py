@@ -26,9 +26,11 @@ from gateway.admin import (
 )
 from gateway.config import resolve_root
 from gateway.context import Root
+from gateway.crypto_gpg import stop_agents
 from gateway.demo import run_demo
 from gateway.errors import GatewayError, UsageError
 from gateway.fsio import atomic_write_bytes, disable_core_dumps, private_umask
+from gateway.intake import REJECTED
 from gateway.model import Period
 from gateway.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
 from gateway.pipeline import Rejected, check_file, submit
@@ -44,8 +46,11 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 def main(argv: list[str] | None = None) -> int:
     """Run one iom-gateway command; return its exit status (0 ok, 1 refused, 2 usage)."""
     disable_core_dumps()  # before anything is read: no core file ever holds what this process held
-    with private_umask():  # umask 077 whatever the shell's, as under the unit (STYLE 6)
-        return _command(argv)
+    try:
+        with private_umask():  # umask 077 whatever the shell's, as under the unit (STYLE 6)
+            return _command(argv)
+    finally:
+        stop_agents()  # the gpg-agents this command started end with it (never an officer's own)
 
 
 def _command(argv: list[str] | None) -> int:
@@ -295,7 +300,8 @@ def _run(args: argparse.Namespace) -> int:
     for outcome in outcomes:
         print(outcome.summary)
         if isinstance(outcome, Rejected):
-            print(f"          report: {outcome.report}")
+            where = outcome.report or f"not written: outbox/{outcome.agency}/{REJECTED} is not a plain folder"
+            print(f"          report: {where}")
     if not outcomes:
         print("nothing to process")
     return EXIT_REFUSED if any(isinstance(o, Rejected) for o in outcomes) else EXIT_OK
@@ -331,10 +337,13 @@ def _pull(args: argparse.Namespace) -> int:
         again=args.again,
     )
     for item in results:
-        print(f"wrote {item.written}" if item.written else f"skipped {item.package}: {item.skipped}")
+        if item.failed:
+            print(f"iom-gateway: REFUSED {item.package}: {item.failed}", file=sys.stderr)
+        else:
+            print(f"wrote {item.written}" if item.written else f"skipped {item.package}: {item.skipped}")
     if not results:
         print(f"nothing waiting for {args.agency}")
-    return EXIT_OK
+    return EXIT_REFUSED if any(item.failed for item in results) else EXIT_OK
 
 
 def _officers_add(args: argparse.Namespace) -> int:

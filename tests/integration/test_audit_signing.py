@@ -15,7 +15,7 @@ import pytest
 
 from gateway import audit
 from gateway.audit import AuditLog, canonical
-from gateway.crypto_gpg import Fingerprint, Keyring
+from gateway.crypto_gpg import Fingerprint, Keyring, Purpose
 from gateway.errors import CryptoError
 
 DATA = canonical({"covers_hash": "ab" * 32, "covers_seq": 7})
@@ -48,14 +48,14 @@ def keys() -> Iterator[Keys]:
 
 
 def signer(keyring: Keyring, fingerprint: Fingerprint) -> Callable[[bytes], bytes]:
-    return lambda data: keyring.sign_bytes(data, fingerprint)
+    return lambda data: keyring.sign_bytes(data, fingerprint, purpose=Purpose.AUDIT)
 
 
 def checker(keyring: Keyring, accepted: Collection[Fingerprint]) -> Callable[[bytes, bytes], str | None]:
     """What `audit verify` does: a good signature by an accepted gateway key, else None."""
 
     def check(data: bytes, signature: bytes) -> str | None:
-        result = keyring.verify_bytes(data, signature)
+        result = keyring.verify_bytes(data, signature, purpose=Purpose.AUDIT)
         return str(result.fingerprint) if result.valid and result.fingerprint in accepted else None
 
     return check
@@ -70,41 +70,41 @@ def verify_folders() -> set[str]:
 
 def test_sign_bytes_round_trips_and_leaves_no_files(keys: Keys) -> None:
     before = verify_folders()
-    signature = keys.gateway.sign_bytes(DATA, keys.gateway_fpr)
+    signature = keys.gateway.sign_bytes(DATA, keys.gateway_fpr, purpose=Purpose.AUDIT)
     assert signature[:1] != b"-"  # binary, not armored
-    result = keys.gateway.verify_bytes(DATA, signature)
+    result = keys.gateway.verify_bytes(DATA, signature, purpose=Purpose.AUDIT)
     assert result.valid and result.fingerprint == keys.gateway_fpr and result.problem is None
     assert verify_folders() == before
 
 
 def test_a_flipped_byte_in_the_data_or_the_signature_fails(keys: Keys) -> None:
-    signature = keys.gateway.sign_bytes(DATA, keys.gateway_fpr)
+    signature = keys.gateway.sign_bytes(DATA, keys.gateway_fpr, purpose=Purpose.AUDIT)
     tampered = bytearray(DATA)
     tampered[5] ^= 0x01
-    result = keys.gateway.verify_bytes(bytes(tampered), signature)
+    result = keys.gateway.verify_bytes(bytes(tampered), signature, purpose=Purpose.AUDIT)
     assert not result.valid and result.problem is not None and "BAD signature" in result.problem
     broken = bytearray(signature)
     broken[-10] ^= 0x01
-    assert not keys.gateway.verify_bytes(DATA, bytes(broken)).valid
+    assert not keys.gateway.verify_bytes(DATA, bytes(broken), purpose=Purpose.AUDIT).valid
 
 
 def test_a_signature_by_a_key_not_in_the_keyring_fails(keys: Keys) -> None:
-    signature = keys.other.sign_bytes(DATA, keys.other_fpr)
-    assert keys.other.verify_bytes(DATA, signature).valid
-    result = keys.gateway.verify_bytes(DATA, signature)
+    signature = keys.other.sign_bytes(DATA, keys.other_fpr, purpose=Purpose.AUDIT)
+    assert keys.other.verify_bytes(DATA, signature, purpose=Purpose.AUDIT).valid
+    result = keys.gateway.verify_bytes(DATA, signature, purpose=Purpose.AUDIT)
     assert not result.valid and result.fingerprint is None
     assert result.problem is not None and "no public key" in result.problem
 
 
 @pytest.mark.parametrize("signature", [b"", b"not a signature", b"\x00" * 100_000])
 def test_garbage_is_not_a_signature(keys: Keys, signature: bytes) -> None:
-    result = keys.gateway.verify_bytes(DATA, signature)
+    result = keys.gateway.verify_bytes(DATA, signature, purpose=Purpose.AUDIT)
     assert not result.valid and result.problem is not None
 
 
 def test_sign_bytes_needs_a_secret_key_here(keys: Keys) -> None:
     with pytest.raises(CryptoError, match=str(keys.other_fpr)):
-        keys.gateway.sign_bytes(DATA, keys.other_fpr)
+        keys.gateway.sign_bytes(DATA, keys.other_fpr, purpose=Purpose.AUDIT)
 
 
 # --- checkpoints and the anchor -------------------------------------------------------------------
@@ -119,7 +119,7 @@ def test_checkpoints_made_with_the_gateway_key_verify(keys: Keys, tmp_path: Path
     made = log.checkpoint(sign, str(keys.gateway_fpr))
     assert made is not None and made["key"] == str(keys.gateway_fpr)
     signed = canonical({"covers_hash": made["covers_hash"], "covers_seq": made["covers_seq"]})
-    assert keys.gateway.verify_bytes(signed, base64.b64decode(made["signature"])).valid
+    assert keys.gateway.verify_bytes(signed, base64.b64decode(made["signature"]), purpose=Purpose.AUDIT).valid
     log.append("package.delivered", actor="gateway", agency="probation")
     assert log.checkpoint(sign, str(keys.gateway_fpr)) is not None
     verdict = log.verify(check)
@@ -163,7 +163,19 @@ def test_a_purge_anchor_signed_with_gpg_verifies_and_a_forged_one_fails(
     assert log.purge_before(datetime(2026, 2, 1, tzinfo=UTC), sign, str(keys.gateway_fpr)) == 3
     assert log.verify(check).ok
     anchor = json.loads(log.anchor_path.read_bytes())
-    forged = keys.other.sign_bytes(canonical({"hash": anchor["hash"], "seq": anchor["seq"]}), keys.other_fpr)
+    forged = keys.other.sign_bytes(
+        canonical({"hash": anchor["hash"], "seq": anchor["seq"]}), keys.other_fpr, purpose=Purpose.AUDIT
+    )
     log.anchor_path.write_bytes(canonical({**anchor, "signature": base64.b64encode(forged).decode()}) + b"\n")
     verdict = log.verify(check)
     assert verdict.ok is False and verdict.step == 6
+
+
+def test_a_signature_made_for_one_purpose_is_refused_for_another(keys: Keys) -> None:
+    """A checkpoint's signature never passes for a manifest's, nor one with no stated purpose at all."""
+    signature = keys.gateway.sign_bytes(DATA, keys.gateway_fpr, purpose=Purpose.AUDIT)
+    assert keys.gateway.verify_bytes(DATA, signature, purpose=Purpose.AUDIT).valid
+    refused = keys.gateway.verify_bytes(DATA, signature, purpose=Purpose.MANIFEST)
+    assert not refused.valid and refused.problem is not None and "made for audit, not for manifest" in refused.problem
+    plain = keys.gateway.sign_detached((DATA,), keys.gateway_fpr)  # what `gpg --detach-sign` makes
+    assert not keys.gateway.verify_bytes(DATA, plain, purpose=Purpose.AUDIT).valid

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.crypto_gpg import Fingerprint, Keyring
+from gateway.crypto_gpg import Fingerprint, Keyring, Purpose, SignatureCheck
 from gateway.errors import CryptoError
 from tests.integration.gpg_helpers import (
     gpg,
@@ -59,18 +62,35 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def package(world: World, folder: Path, compress_level: int = 1) -> Path:
-    """A package from the gateway to Alice, written into `folder`."""
+    """A package from the gateway to Alice, written into `folder` (gpg reads the data from a pipe)."""
     folder.mkdir(exist_ok=True)
     target = folder / f"{LITERAL}.gpg"
-    world.gateway.encrypt_file(
-        world.data,
-        target,
-        recipients=[world.alice],
-        signer=world.gateway_fpr,
-        literal_name=LITERAL,
-        compress_level=compress_level,
-    )
+    with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        world.gateway.encrypt(
+            _chunks(world.data),
+            out,
+            recipients=[world.alice],
+            signer=world.gateway_fpr,
+            literal_name=LITERAL,
+            compress_level=compress_level,
+        )
     return target
+
+
+def _chunks(path: Path, size: int = 4096) -> Iterator[bytes]:
+    data = path.read_bytes()
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def verify(keyring: Keyring, data: Path, signature: Path) -> SignatureCheck:
+    return keyring.verify_detached(_chunks(data), signature.read_bytes())
+
+
+def decrypt(keyring: Keyring, source: Path, **options: Any) -> tuple[SignatureCheck, bytes]:
+    out = io.BytesIO()
+    check = keyring.decrypt(_chunks(source), out, name=source.name, **options)
+    return check, out.getvalue()
 
 
 def assert_recent(when: datetime | None) -> None:
@@ -139,48 +159,36 @@ def test_compression_level_is_applied(world: World, tmp_path: Path) -> None:
     assert "compressed packet" not in gpg(world.alice_home, "--list-packets", str(stored)).stdout.decode()
 
 
-def test_decrypt_file_round_trip_names_gateway_primary_key(world: World, tmp_path: Path) -> None:
+def test_decrypt_round_trip_names_gateway_primary_key_and_the_package_purpose(world: World, tmp_path: Path) -> None:
     source = package(world, tmp_path / "in")
-    officer = Keyring(world.alice_home)
-    target = tmp_path / "out" / "plain.csv"
-    target.parent.mkdir()
 
-    check = officer.decrypt_file(source, target, signers=[world.gateway_fpr])
+    check, plaintext = decrypt(Keyring(world.alice_home), source, signers=[world.gateway_fpr])
 
     assert check.valid and check.problem is None
     assert check.fingerprint == world.gateway_fpr
+    assert check.notations == (("purpose@iom-gateway", "package"),)
     assert_recent(check.signed_at)
-    assert target.read_bytes() == CSV
-    assert target.stat().st_mode & 0o777 == 0o600
-    assert [p.name for p in target.parent.iterdir()] == ["plain.csv"]
+    assert plaintext == CSV
 
 
-def test_decrypt_file_with_other_expected_signer_keeps_nothing(world: World, tmp_path: Path) -> None:
+def test_decrypt_with_other_expected_signer_or_purpose_is_refused(world: World, tmp_path: Path) -> None:
     source = package(world, tmp_path / "in")
-    out = tmp_path / "out"
-    out.mkdir()
-
     with pytest.raises(CryptoError, match="not signed by a gateway key"):
-        Keyring(world.alice_home).decrypt_file(source, out / "plain.csv", signers=[world.ursula])
-
-    assert list(out.iterdir()) == []
+        decrypt(Keyring(world.alice_home), source, signers=[world.ursula])
+    with pytest.raises(CryptoError, match="made for package, not for manifest"):
+        decrypt(Keyring(world.alice_home), source, signers=[world.gateway_fpr], purpose=Purpose.MANIFEST)
 
 
 @pytest.mark.parametrize("where", [0, 5, 60, 120, "third", "middle", -30, -1])
-def test_tampered_package_is_refused_and_leaves_nothing(world: World, tmp_path: Path, where: int | str) -> None:
+def test_tampered_package_is_refused(world: World, tmp_path: Path, where: int | str) -> None:
     source = package(world, tmp_path / "in", compress_level=0)  # uncompressed: a flip reaches the MDC check
     blob = bytearray(source.read_bytes())
     offset = {"third": len(blob) // 3, "middle": len(blob) // 2}.get(str(where), where)
     assert isinstance(offset, int)
     blob[offset] ^= 0x01
     source.write_bytes(bytes(blob))
-    out = tmp_path / "out"
-    out.mkdir()
-
-    with pytest.raises(CryptoError):
-        Keyring(world.alice_home).decrypt_file(source, out / "plain.csv")
-
-    assert list(out.iterdir()) == []
+    with pytest.raises(CryptoError):  # what gpg wrote before it failed is the caller's to discard
+        decrypt(Keyring(world.alice_home), source)
 
 
 def test_decrypt_refuses_what_is_not_for_this_keyring(world: World, tmp_path: Path) -> None:
@@ -190,46 +198,48 @@ def test_decrypt_refuses_what_is_not_for_this_keyring(world: World, tmp_path: Pa
     symmetric = tmp_path / "in" / "symmetric.gpg"
     nopass = ("--passphrase", "Pa55word!", "--pinentry-mode", "loopback", "--s2k-mode", "1")
     gpg(world.alice_home, *nopass, "--output", str(symmetric), "--symmetric", str(world.data))
-    out = tmp_path / "out"
-    out.mkdir()
     stranger = Keyring(world.ursula_home)
 
     with pytest.raises(CryptoError, match="not encrypted to a key in this keyring"):
-        stranger.decrypt_file(source, out / "a.csv")
+        decrypt(stranger, source)
     for junk, why in ((world.data, "not an OpenPGP encrypted file"), (signed_only, "not an OpenPGP encrypted file")):
         with pytest.raises(CryptoError, match=why):
-            stranger.decrypt_file(junk, out / "b.csv")
+            decrypt(stranger, junk)
     started = time.monotonic()
     with pytest.raises(CryptoError, match="encrypted with a password"):  # fails fast, never prompts
-        stranger.decrypt_file(symmetric, out / "c.csv")
+        decrypt(stranger, symmetric)
     assert time.monotonic() - started < 10
-    assert list(out.iterdir()) == []
 
 
-def test_decrypt_failure_keeps_an_existing_target(world: World, tmp_path: Path) -> None:
-    target = tmp_path / "plain.csv"
-    target.write_bytes(b"previous pull")
-    with pytest.raises(CryptoError):
-        Keyring(world.alice_home).decrypt_file(world.data, target)
-    assert target.read_bytes() == b"previous pull"
-    assert [p.name for p in tmp_path.iterdir()] == ["plain.csv"]
+def test_a_failing_data_source_stops_gpg_and_is_raised(world: World) -> None:
+    """A read that fails (a file changed under the gateway, say) ends gpg at once and reaches the caller."""
+
+    def source() -> Iterator[bytes]:
+        yield CSV[:1000]
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output"):
+        world.gateway.verify_detached(source(), b"\x88" * 100)
+    with pytest.raises(OSError, match="Input/output"):
+        world.gateway.encrypt(
+            source(), io.BytesIO(), recipients=[world.alice], signer=world.gateway_fpr, literal_name=LITERAL
+        )
 
 
 def test_encrypt_refuses_missing_or_unknown_recipients(world: World, tmp_path: Path) -> None:
-    target = tmp_path / "p.gpg"
+    encrypt = world.gateway.encrypt
     with pytest.raises(CryptoError, match="no recipients"):
-        world.gateway.encrypt_file(world.data, target, recipients=[], signer=world.gateway_fpr, literal_name=LITERAL)
+        encrypt(_chunks(world.data), io.BytesIO(), recipients=[], signer=world.gateway_fpr, literal_name=LITERAL)
     with pytest.raises(CryptoError, match=str(world.ursula)):
-        world.gateway.encrypt_file(
-            world.data, target, recipients=[world.ursula], signer=world.gateway_fpr, literal_name=LITERAL
+        encrypt(
+            _chunks(world.data), io.BytesIO(), recipients=[world.ursula], signer=world.gateway_fpr, literal_name=LITERAL
         )
     with pytest.raises(CryptoError, match="secret key"):  # Alice's public key cannot sign for the gateway
-        world.gateway.encrypt_file(world.data, target, recipients=[world.alice], signer=world.alice, literal_name="x")
+        encrypt(_chunks(world.data), io.BytesIO(), recipients=[world.alice], signer=world.alice, literal_name="x")
     with pytest.raises(ValueError, match="path separator"):
-        world.gateway.encrypt_file(
-            world.data, target, recipients=[world.alice], signer=world.gateway_fpr, literal_name="../x.csv"
+        encrypt(
+            _chunks(world.data), io.BytesIO(), recipients=[world.alice], signer=world.gateway_fpr, literal_name="../x"
         )
-    assert list(tmp_path.iterdir()) == []
 
 
 # --- detached signatures: officers sign with plain gpg, the gateway verifies ----------------------
@@ -241,7 +251,7 @@ def test_plain_gpg_detached_signature_verifies(world: World, tmp_path: Path, arm
     gpg(world.alice_home, *(["--armor"] if armor else []), "--output", str(signature), "--detach-sign", str(world.data))
     assert signature.read_bytes().startswith(b"-----BEGIN PGP SIGNATURE") == armor
 
-    check = world.gateway.verify_detached(world.data, signature)
+    check = verify(world.gateway, world.data, signature)
 
     assert check.valid and check.problem is None
     assert check.fingerprint == world.alice  # the primary key, although a subkey made the signature
@@ -259,7 +269,7 @@ def test_signature_over_other_bytes_is_a_changed_file(world: World, tmp_path: Pa
     gpg(world.alice_home, "--output", str(signature), "--detach-sign", str(data))
     data.write_bytes(CSV.replace(b"Lee", b"Lea", 1))
 
-    check = world.gateway.verify_detached(data, signature)
+    check = verify(world.gateway, data, signature)
 
     assert not check.valid
     assert check.problem is not None and "changed after it was signed" in check.problem
@@ -270,7 +280,7 @@ def test_unregistered_signer_has_no_public_key(world: World, tmp_path: Path) -> 
     signature = tmp_path / "s.sig"
     gpg(world.ursula_home, "--output", str(signature), "--detach-sign", str(world.data))
 
-    check = world.gateway.verify_detached(world.data, signature)
+    check = verify(world.gateway, world.data, signature)
 
     assert not check.valid and check.fingerprint is None
     assert check.problem is not None and check.problem.startswith("no public key for this signature (key ID ")
@@ -285,19 +295,18 @@ def test_revoked_signer_is_refused(world: World, tmp_path: Path) -> None:
     gateway = Keyring(tmp_path / "gateway")
     gateway_fpr = gateway.generate("Gateway", "gw@iom.example")
     assert gateway.import_public(gpg(home, "--armor", "--export", str(rob)).stdout) == (rob,)
-    assert gateway.verify_detached(world.data, signature).valid
+    assert verify(gateway, world.data, signature).valid
 
     certificate = revocation_certificate(home, str(rob), tmp_path / "rob.rev")
     assert gateway.import_public(certificate.read_bytes()) == (rob,)
-    check = gateway.verify_detached(world.data, signature)
+    check = verify(gateway, world.data, signature)
 
     assert not check.valid and check.fingerprint == rob
     assert check.problem is not None and "revoked" in check.problem
     info = gateway.key(rob)
     assert info.revoked and not info.can_sign and not info.can_encrypt
     with pytest.raises(CryptoError, match="revoked"):
-        gateway.encrypt_file(world.data, tmp_path / "p.gpg", recipients=[rob], signer=gateway_fpr, literal_name="x")
-    assert not (tmp_path / "p.gpg").exists()
+        gateway.encrypt(_chunks(world.data), io.BytesIO(), recipients=[rob], signer=gateway_fpr, literal_name="x")
     stop_agent(home)
     stop_agent(gateway.home)
 
@@ -309,7 +318,7 @@ def test_expired_signer_is_refused(world: World, tmp_path: Path) -> None:
     gpg(home, "--faked-system-time", "20200101T010000", "--output", str(signature), "--detach-sign", str(world.data))
     world.gateway.import_public(gpg(home, "--armor", "--export", str(olga)).stdout)
 
-    check = world.gateway.verify_detached(world.data, signature)
+    check = verify(world.gateway, world.data, signature)
 
     assert not check.valid and check.fingerprint == olga
     assert check.problem is not None and "expired" in check.problem
@@ -335,7 +344,7 @@ def test_what_is_not_a_detached_signature_is_invalid(world: World, tmp_path: Pat
         mode = "--sign" if kind == "inline-signed" else "--clearsign"
         gpg(world.alice_home, "--output", str(fake), mode, str(world.data))
 
-    check = world.gateway.verify_detached(world.data, fake)
+    check = verify(world.gateway, world.data, fake)
 
     assert not check.valid and check.fingerprint is None
     assert check.problem is not None and check.problem.startswith("not an OpenPGP signature")
@@ -348,27 +357,30 @@ def test_two_signatures_in_one_file_are_refused(world: World, tmp_path: Path) ->
     both = tmp_path / "both.sig"
     both.write_bytes(first.read_bytes() + second.read_bytes())
 
-    check = world.gateway.verify_detached(world.data, both)
+    check = verify(world.gateway, world.data, both)
 
     assert not check.valid and check.problem is not None and "more than one signature" in check.problem
 
 
 def test_gateway_signature_verifies_with_plain_gpg(world: World, tmp_path: Path) -> None:
     signature = tmp_path / "manifest.json.sig"
-    signature.write_bytes(world.gateway.sign_detached(world.data, world.gateway_fpr))
+    signature.write_bytes(
+        world.gateway.sign_bytes(world.data.read_bytes(), world.gateway_fpr, purpose=Purpose.MANIFEST)
+    )
 
     result = gpg(world.alice_home, "--verify", str(signature), str(world.data), check=False)
 
     assert result.returncode == 0
     assert any(line[0] == "GOODSIG" for line in statuses(result.stderr))
-    assert not (tmp_path / "submission.csv.sig").exists() and not (world.data.parent / "submission.csv.sig").exists()
-    assert world.gateway.verify_detached(world.data, signature).fingerprint == world.gateway_fpr
+    lines = statuses(result.stderr)
+    assert ["NOTATION_NAME", "purpose@iom-gateway"] in lines and ["NOTATION_DATA", "manifest"] in lines
+    assert verify(world.gateway, world.data, signature).fingerprint == world.gateway_fpr
 
 
 def test_sign_detached_never_falls_back_to_another_key(world: World) -> None:
     # gpg --default-key silently signs with the first secret key when the named one has none
     with pytest.raises(CryptoError, match=str(world.alice)):
-        world.gateway.sign_detached(world.data, world.alice)
+        world.gateway.sign_detached(_chunks(world.data), world.alice)
 
 
 # --- keys --------------------------------------------------------------------------------------------

@@ -9,30 +9,40 @@ from collections.abc import Iterator
 SIGNATURE, COMPRESSED, LITERAL = 2, 8, 11
 
 
+def _length(data: bytes, offset: int) -> tuple[int, int, bool]:
+    """A new-format body length at `offset`: (length, offset after it, whether it is a partial length)."""
+    first = data[offset]
+    if first < 192:
+        return first, offset + 1, False
+    if first < 224:
+        return ((first - 192) << 8) + data[offset + 1] + 192, offset + 2, False
+    if first == 255:
+        return int.from_bytes(data[offset + 1 : offset + 5], "big"), offset + 5, False
+    return 1 << (first & 0x1F), offset + 1, True
+
+
 def packets(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
-    """Yield (tag, whole packet, body) for definite-length packets, old or new format."""
+    """Yield (tag, whole packet, body) for each packet, old or new format, partial lengths joined."""
     offset = 0
     while offset < len(data):
         start, octet = offset, data[offset]
         if not octet & 0x80:
             raise ValueError(f"not an OpenPGP packet at offset {offset}")
         if octet & 0x40:
-            tag, first = octet & 0x3F, data[offset + 1]
-            if first < 192:
-                length, offset = first, offset + 2
-            elif first < 224:
-                length, offset = ((first - 192) << 8) + data[offset + 2] + 192, offset + 3
-            elif first == 255:
-                length, offset = int.from_bytes(data[offset + 2 : offset + 6], "big"), offset + 6
-            else:
-                raise ValueError("partial body lengths are not handled here")
+            tag, body, partial = octet & 0x3F, b"", True
+            offset += 1
+            while partial:
+                length, offset, partial = _length(data, offset)
+                body += data[offset : offset + length]
+                offset += length
+            yield tag, data[start:offset], body
+            continue
+        tag, kind = (octet >> 2) & 0x0F, octet & 0x03
+        if kind == 3:
+            length, offset = len(data) - offset - 1, offset + 1
         else:
-            tag, kind = (octet >> 2) & 0x0F, octet & 0x03
-            if kind == 3:
-                length, offset = len(data) - offset - 1, offset + 1
-            else:
-                size = (1, 2, 4)[kind]
-                length, offset = int.from_bytes(data[offset + 1 : offset + 1 + size], "big"), offset + 1 + size
+            size = (1, 2, 4)[kind]
+            length, offset = int.from_bytes(data[offset + 1 : offset + 1 + size], "big"), offset + 1 + size
         yield tag, data[start : offset + length], data[offset : offset + length]
         offset += length
 

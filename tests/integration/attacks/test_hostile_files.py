@@ -107,8 +107,10 @@ def test_a_hostile_file_is_an_outcome_for_itself_and_the_daemon_goes_on(routed_r
     try:
         drop(routed_root, "probation", PROBATION_GOOD, "good-2026-10.csv", "probation-do")
         wait_until(
-            lambda: any((routed_root / "inbox" / "police").glob("*__probation__*.csv.gpg"))
-            or daemon.process.poll() is not None,
+            lambda: (
+                any((routed_root / "inbox" / "police").glob("*__probation__*.csv.gpg"))
+                or daemon.process.poll() is not None
+            ),
             60,
             "probation's good file in police's inbox",
         )

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.integration.daemon_harness import GOOD, Daemon, cli, drop, home, wait_until
-from tests.integration.gpg_helpers import gpg
+from tests.integration.gpg_helpers import gpg, stop_agent
 
 
 def _agents_of(root: Path) -> dict[int, bytes]:
@@ -53,6 +53,7 @@ def test_the_vault_passphrase_is_in_no_gpg_child_or_agent_environment(routed_roo
     daemon = Daemon(routed_root, env={"IOM_GATEWAY_VAULT_PASSPHRASE": secret}).ready()
     try:
         drop(routed_root, "police", GOOD.read_bytes(), "env-2026-10.csv", "police-do")
+        stop_agent(home(routed_root, "police-do"))  # the officer's own, started by this test's plain gpg
         wait_until(lambda: any((routed_root / "inbox" / "housing").glob("*.zip")), 30, "the AES-ZIP delivery")
         agents = _agents_of(routed_root)
         assert agents, "expected the gateway's gpg-agent while the daemon runs"
@@ -66,6 +67,7 @@ def test_the_vault_passphrase_is_in_no_gpg_child_or_agent_environment(routed_roo
 
 def test_a_command_stops_the_gpg_agents_it_started(routed_root: Path, tmp_path: Path) -> None:
     drop(routed_root, "police", GOOD.read_bytes(), "agents-2026-10.csv", "police-do")
+    stop_agent(home(routed_root, "police-do"))  # the officer's own, started by this test's plain gpg
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "--root", str(routed_root), "run", "--once"],
         cwd=REPO,

@@ -3,6 +3,8 @@ bad package, and a killed pull leaves no plaintext behind."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import signal
@@ -14,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.context import Root
+from gateway.crypto_gpg import Fingerprint
 from tests.conftest import REPO
 from tests.integration.attacks.inotify import IN_CLOSE_NOWRITE, Watch
+from tests.integration.attacks.packets import lift_signature
 from tests.integration.daemon_harness import GOOD, cli, drop, home
 from tests.integration.gpg_helpers import gpg
 
@@ -24,10 +29,11 @@ RECIPIENT = "probation"
 
 def _deliver(root: Path, name: str = "pull-2026-10.csv", data: bytes | None = None) -> Path:
     """Deliver a police file to probation and housing; return probation's manifest."""
+    before = set((root / "inbox" / RECIPIENT).glob("*.manifest.json"))
     drop(root, "police", data if data is not None else GOOD.read_bytes(), name, "police-do")
     assert cli(root, "run", "--once") == 0
-    manifests = sorted((root / "inbox" / RECIPIENT).glob("*.manifest.json"))
-    return manifests[-1]
+    (manifest,) = set((root / "inbox" / RECIPIENT).glob("*.manifest.json")) - before
+    return manifest
 
 
 def _pull(root: Path, to: Path, *extra: str) -> int:
@@ -139,8 +145,9 @@ def test_a_package_that_fails_is_reported_and_the_others_are_still_pulled(
 
 @pytest.mark.slow
 def test_a_killed_pull_leaves_no_plaintext_behind(routed_root: Path, tmp_path: Path) -> None:
-    rows = GOOD.read_bytes().split(b"\r\n", 1)[1]
-    big = GOOD.read_bytes() + rows * 6000  # about 8 MB: decryption takes long enough to be killed mid-way
+    header, rows = GOOD.read_bytes().split(b"\r\n", 1)
+    varied = (rows.replace(b"Attends weekly", hashlib.sha256(b"%d" % n).hexdigest().encode()) for n in range(6000))
+    big = header + b"\r\n" + b"".join(varied)  # about 8 MB: decryption takes long enough to be killed mid-way
     _deliver(routed_root, "big-2026-10.csv", big)
     to = tmp_path / "to"
     to.mkdir()
@@ -155,3 +162,36 @@ def test_a_killed_pull_leaves_no_plaintext_behind(routed_root: Path, tmp_path: P
         assert left == [], f"killed after {0.05 + attempt * 0.04:.2f} s, the pull left {left}"
         for written in to.glob("*.csv"):
             assert written.read_bytes() == big, "a partial or unverified file carries the final name"
+
+
+def test_a_signature_lifted_out_of_a_package_never_passes_for_a_manifests(
+    routed_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The signing oracle's second half: even a package holding bytes an attacker chose (say a forged
+    manifest) gives no signature a manifest verifier accepts, because every gateway signature names
+    what it was made for and pull asks for `manifest`."""
+    real = _deliver(routed_root)
+    forged = dict(json.loads(real.read_bytes()), package="FORGED", payload="FORGED.csv.gpg", marking="UNCLASSIFIED")
+    document = json.dumps(forged, sort_keys=True, indent=2).encode() + b"\n"
+    gateway = Root.open(routed_root)
+    officer = Fingerprint.parse(gateway.registry.get("probation-do").fingerprint)
+    package = io.BytesIO()
+    gateway.keyring.encrypt((document,), package, recipients=[officer], signer=gateway.gateway_key(), literal_name="x")
+    gateway.close()
+    sealed = tmp_path / "sealed.gpg"
+    sealed.write_bytes(package.getvalue())
+    content, lifted = lift_signature(
+        gpg(home(routed_root, "probation-do"), "--decrypt", "--unwrap", str(sealed)).stdout
+    )
+    assert content == document
+    inbox = routed_root / "inbox" / RECIPIENT
+    (inbox / "FORGED.manifest.json").write_bytes(document)
+    (inbox / "FORGED.manifest.json.sig").write_bytes(lifted)
+    (inbox / "FORGED.csv.gpg").write_bytes(
+        real.with_name(real.name.removesuffix(".manifest.json") + ".csv.gpg").read_bytes()
+    )
+    to = tmp_path / "to"
+    assert _pull(routed_root, to) == 1
+    captured = capsys.readouterr()
+    assert "FORGED" in captured.err and "made for package, not for manifest" in captured.err
+    assert [p.name for p in to.iterdir()] == [real.name.removesuffix(".manifest.json") + ".csv"]

@@ -12,14 +12,15 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 from tests.integration.attacks.inotify import IN_ACCESS, IN_CLOSE_NOWRITE, IN_OPEN, Watch
-from tests.integration.daemon_harness import GOOD, Daemon, copy_of, home, make_template, pull_raw, wait_until
+from tests.integration.attacks.packets import lift_signature
+from tests.integration.daemon_harness import GOOD, Daemon, home, pull_raw, wait_until
 from tests.integration.gpg_helpers import gpg
 
 pytestmark = pytest.mark.slow
@@ -27,19 +28,9 @@ ROUNDS = 3
 EVENT_TIMEOUT = 8.0
 
 
-@pytest.fixture(scope="module")
-def template() -> Iterator[Path]:
-    from tests.integration.daemon_harness import remove_root
-
-    path = make_template()
-    yield path
-    remove_root(path)
-
-
 @pytest.fixture
-def root(template: Path) -> Iterator[Path]:
-    with copy_of(template) as path:
-        yield path
+def root(routed_root: Path) -> Path:
+    return routed_root
 
 
 def _variant(number: int, evil: bool) -> bytes:
@@ -191,15 +182,15 @@ def _json_during_encryption(outbox: Path, name: str, good: bytes, forged: bytes,
 def test_a_package_never_carries_a_gateway_signature_over_bytes_no_officer_signed(root: Path, tmp_path: Path) -> None:
     """The signing oracle: a package whose content the submitter chose after signing would let a
     recipient lift the gateway's signature out as a detached signature over, say, a forged manifest."""
-    from tests.integration.attacks.packets import lift_signature
-
     outbox = root / "outbox" / "police"
     good = _variant(7, evil=False)
     forged = b'{"format": "iom-gateway-manifest", "marking": "UNCLASSIFIED", "recipient": "probation"}\n'
     signature = _sign(root, good, tmp_path / "oracle.csv")
-    attacker = threading.Thread(target=_json_during_encryption, args=(outbox, "oracle-2026-10.csv", good, forged, signature))
+    attacker = threading.Thread(
+        target=_json_during_encryption, args=(outbox, "oracle-2026-10.csv", good, forged, signature)
+    )
     attacker.start()
-    wait_until(lambda: (outbox / "oracle-2026-10.csv").exists(), 10, "the attacker's drop")
+    wait_until((outbox / "oracle-2026-10.csv").exists, 10, "the attacker's drop")
     subprocess.run(
         [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
         cwd=REPO,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon_harness import GOOD, cli, home
-from tests.integration.gpg_helpers import gpg, stop_agent
+from tests.integration.gpg_helpers import gpg, primary_fingerprint, stop_agent
 
 PERIOD = "2026-11"
 THIS_MONTH = f"{datetime.now(UTC):%Y-%m}"
@@ -51,8 +51,20 @@ def test_renaming_a_submitted_file_cannot_lower_its_marking_or_change_its_period
 ) -> None:
     source = tmp_path / f"sub-{PERIOD}.csv"
     source.write_bytes(GOOD.read_bytes())
-    assert cli(routed_root, "submit", str(source), "--agency", "police", "--officer", "police-do", "--marking",
-               "RESTRICTED") == 0
+    assert (
+        cli(
+            routed_root,
+            "submit",
+            str(source),
+            "--agency",
+            "police",
+            "--officer",
+            "police-do",
+            "--marking",
+            "RESTRICTED",
+        )
+        == 0
+    )
     outbox = _outbox(routed_root)
     for suffix in ("", ".sig"):
         os.replace(outbox / f"RESTRICTED__sub-{PERIOD}.csv{suffix}", outbox / f"sub-2026-01.csv{suffix}")
@@ -67,8 +79,20 @@ def test_the_signed_marking_and_period_survive_a_rename_that_drops_the_prefix(
 ) -> None:
     source = tmp_path / f"sub-{PERIOD}.csv"
     source.write_bytes(GOOD.read_bytes())
-    assert cli(routed_root, "submit", str(source), "--agency", "police", "--officer", "police-do", "--marking",
-               "RESTRICTED") == 0
+    assert (
+        cli(
+            routed_root,
+            "submit",
+            str(source),
+            "--agency",
+            "police",
+            "--officer",
+            "police-do",
+            "--marking",
+            "RESTRICTED",
+        )
+        == 0
+    )
     outbox = _outbox(routed_root)
     for suffix in ("", ".sig"):
         os.replace(outbox / f"RESTRICTED__sub-{PERIOD}.csv{suffix}", outbox / f"monthly.csv{suffix}")
@@ -79,8 +103,12 @@ def test_the_signed_marking_and_period_survive_a_rename_that_drops_the_prefix(
 
 def test_plain_gpg_notations_decide_marking_and_period(routed_root: Path) -> None:
     _sign_into_outbox(
-        routed_root, "export.csv", "--sig-notation", "marking@iom-gateway=RESTRICTED",
-        "--sig-notation", f"period@iom-gateway={PERIOD}",
+        routed_root,
+        "export.csv",
+        "--sig-notation",
+        "marking@iom-gateway=RESTRICTED",
+        "--sig-notation",
+        f"period@iom-gateway={PERIOD}",
     )
     assert cli(routed_root, "run", "--once") == 0
     (manifest,) = _manifests(routed_root)
@@ -125,16 +153,37 @@ def test_a_sha1_signature_is_refused(routed_root: Path, tmp_path: Path) -> None:
     """gpg 2.2 still makes and accepts SHA-1 signatures with an RSA key; the gateway does not."""
     officer_home = tmp_path / "rsa-officer"
     officer_home.mkdir(mode=0o700)
-    gpg(officer_home, "--passphrase", "", "--pinentry-mode", "loopback", "--quick-gen-key",
-        "Old Tools <old.tools@police.example>", "rsa3072", "sign", "1y")
+    nopass = ("--passphrase", "", "--pinentry-mode", "loopback")
+    gpg(officer_home, *nopass, "--quick-gen-key", "Old Tools <old.tools@police.example>", "rsa3072", "sign,cert", "1y")
+    fingerprint = primary_fingerprint(officer_home, "old.tools@police.example")
+    gpg(officer_home, *nopass, "--quick-add-key", fingerprint, "rsa3072", "encr", "1y")
     key = tmp_path / "rsa.asc"
     key.write_bytes(gpg(officer_home, "--armor", "--export", "old.tools@police.example").stdout)
-    assert cli(routed_root, "officers", "add", "--agency", "police", "--role", "DO", "--name", "Old Tools",
-               "--email", "old.tools@police.example", "--key", str(key), "--id", "police-old") == 0
+    assert (
+        cli(
+            routed_root,
+            "officers",
+            "add",
+            "--agency",
+            "police",
+            "--role",
+            "DO",
+            "--name",
+            "Old Tools",
+            "--email",
+            "old.tools@police.example",
+            "--key",
+            str(key),
+            "--id",
+            "police-old",
+        )
+        == 0
+    )
     staging = tmp_path / "sha1-2026-10.csv"
     staging.write_bytes(GOOD.read_bytes())
-    gpg(officer_home, "--yes", "--digest-algo", "SHA1", "--output", str(staging) + ".sig", "--detach-sign",
-        str(staging))
+    gpg(
+        officer_home, "--yes", "--digest-algo", "SHA1", "--output", str(staging) + ".sig", "--detach-sign", str(staging)
+    )
     outbox = _outbox(routed_root)
     os.replace(str(staging) + ".sig", outbox / "sha1-2026-10.csv.sig")
     os.replace(staging, outbox / "sha1-2026-10.csv")
@@ -149,12 +198,20 @@ def test_a_sha1_signature_is_refused(routed_root: Path, tmp_path: Path) -> None:
 def test_an_asc_with_text_around_its_armor_travels_as_a_clean_signature(routed_root: Path, tmp_path: Path) -> None:
     staging = tmp_path / "wrapped-2026-10.csv"
     staging.write_bytes(GOOD.read_bytes())
-    gpg(home(routed_root, "police-do"), "--yes", "--armor", "--output", str(staging) + ".asc", "--detach-sign",
-        str(staging))
+    gpg(
+        home(routed_root, "police-do"),
+        "--yes",
+        "--armor",
+        "--output",
+        str(staging) + ".asc",
+        "--detach-sign",
+        str(staging),
+    )
     armored = Path(str(staging) + ".asc").read_bytes()
     outbox = _outbox(routed_root)
-    (outbox / "wrapped-2026-10.csv.asc").write_bytes(b"Signed by PC Hussain for the monthly return\r\n\r\n" + armored
-                                                     + b"\xa9 Demo Police\r\n")
+    (outbox / "wrapped-2026-10.csv.asc").write_bytes(
+        b"Signed by PC Hussain for the monthly return\r\n\r\n" + armored + b"\xa9 Demo Police\r\n"
+    )
     os.replace(staging, outbox / "wrapped-2026-10.csv")
     assert cli(routed_root, "run", "--once") == 0
     (manifest,) = _manifests(routed_root)
