@@ -205,7 +205,7 @@ class _Validation:
     def layout(self, header: list[str], report: Report) -> _Layout | None:
         """Map header cells to columns, reporting unknown, duplicate, missing and not-held ones."""
         names = [self.standard.column_for(cell) for cell in header]
-        report.columns = [name or cell for cell, name in zip(header, names, strict=True)]
+        report.columns = [name or mask(cell) for cell, name in zip(header, names, strict=True)]
         if not any(names):
             report.add(
                 Issue(
@@ -243,8 +243,9 @@ class _Validation:
                     1,
                     letter,
                     "unknown-column",
-                    f"header {cell!r} in column {letter} is not a Table 1 "
+                    f"the header in column {letter} is not a Table 1 "
                     f"column{hint}: rename it to the agreed name or remove the column",
+                    mask(cell),  # a header cell is a cell: its shape, never its text
                 )
             )
             return None

@@ -192,7 +192,9 @@ def assert_well_formed(outcome: Outcome) -> None:
             assert error["row"] is None
         else:
             assert isinstance(error["row"], int) and error["row"] >= 1, error
-        if error["shape"] is not None:  # a cell error: its row is a data row and its column a Table 1 column
+        if error["shape"] is not None and error["rule"] == "unknown-column":  # a header cell: row 1, its letter
+            assert error["row"] == 1 and re.fullmatch(r"[A-Z]+", error["column"]), error
+        elif error["shape"] is not None:  # a cell error: its row is a data row and its column a Table 1 column
             assert isinstance(error["row"], int) and error["row"] >= 2 and error["column"] in COLUMNS, error
 
 
@@ -756,6 +758,27 @@ def test_header_unknown_column_suggests_the_close_one(gw: Gateway) -> None:
     outcome = gw.check(csv_bytes([*header, "Date Of Brith"], [*row, "05/03/1990"]))
     outcome.assert_only(1, "E", "unknown-column")
     assert "date_of_birth" in outcome.error("unknown-column")["message"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "shape"),
+    [
+        pytest.param("Siobhan Kelly", "Aaaaaaa Aaaaa", id="a-name"),
+        pytest.param("Kelly 05/03/1990 BH1 1AA", "Aaaaa 99/99/9999 AA9 9AA", id="a-pasted-row"),
+        pytest.param("Date Of Brith", "Aaaa Aa Aaaaa", id="a-misspelt-column"),
+        pytest.param("x" * 5_000, "a" * 40 + "... (5,000 characters)", id="a-long-cell"),
+        pytest.param("forename\u202e", "aaaaaaaa\\u202e", id="a-column-name-with-a-bidi-control"),
+    ],
+)
+def test_header_unknown_column_is_masked(gw: Gateway, cell: str, shape: str) -> None:
+    # A header cell is a cell: the report shows its shape, never its text (issue 9, finding 6).
+    header, row = one_row()
+    outcome = gw.check(csv_bytes([*header, cell], [*row, "x"]))
+    outcome.assert_only(1, "E", "unknown-column", cell)
+    error = outcome.error("unknown-column")
+    assert error["shape"] == shape
+    assert repr(cell) not in error["message"]
+    assert f"(value shaped {shape!r})" in outcome.text
 
 
 def test_header_misspelt_required_column(gw: Gateway) -> None:
