@@ -68,3 +68,56 @@ def test_header_cells_are_masked_in_the_report(tmp_path: Path, capsys: pytest.Ca
             assert form not in text.replace(str(tmp_path), ""), form
     assert "(value shaped 'Aaaaa-Aaaaa 99/99/9999 AA9 9AA')" in text
 
+
+BIDI = {
+    "\u061c": "U+061C ARABIC LETTER MARK",
+    "\u200e": "U+200E LEFT-TO-RIGHT MARK",
+    "\u200f": "U+200F RIGHT-TO-LEFT MARK",
+    "\u202a": "U+202A LEFT-TO-RIGHT EMBEDDING",
+    "\u202b": "U+202B RIGHT-TO-LEFT EMBEDDING",
+    "\u202c": "U+202C POP DIRECTIONAL FORMATTING",
+    "\u202d": "U+202D LEFT-TO-RIGHT OVERRIDE",
+    "\u202e": "U+202E RIGHT-TO-LEFT OVERRIDE",
+    "\u2066": "U+2066 LEFT-TO-RIGHT ISOLATE",
+    "\u2067": "U+2067 RIGHT-TO-LEFT ISOLATE",
+    "\u2068": "U+2068 FIRST STRONG ISOLATE",
+    "\u2069": "U+2069 POP DIRECTIONAL ISOLATE",
+    "\ufeff": "U+FEFF ZERO WIDTH NO-BREAK SPACE",
+}
+
+
+def test_bidi_controls_and_inner_byte_order_marks_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trojan-source text: 'Ann' displayed, something else stored; every text column, every control."""
+    columns = [*HEADER, "title", "om_name", "address_street", "post_town", "criminal_history", "current_intelligence"]
+    clean = [*ROW, "Mr", "Sgt K. Doyle", "14 Chapel Hill", "Solihull", "Burglary 2019", "none known"]
+    text_columns = [c for c in columns if c not in ("gender", "date_of_birth")]
+    rows: list[list[str]] = []
+    expected: list[tuple[int | None, str | None, str]] = []
+    for number, (index, char) in enumerate(enumerate(BIDI), start=3):  # the clean row is row 2
+        column = text_columns[index % len(text_columns)]
+        row = list(clean)
+        at = columns.index(column)
+        row[at] = row[at][:2] + char + row[at][2:]  # inside the cell, never at its start
+        rows.append(row)
+        expected.append((number, column, "bidi-control"))
+    bom = b"\xef\xbb\xbf"  # a byte order mark as the file's first bytes is its encoding marker: allowed
+
+    rc, report, rc_text, text = _validate(tmp_path, capsys, bom + csv_bytes([columns, clean, *rows]))
+
+    assert (rc, rc_text) == (EXIT_REFUSED, EXIT_REFUSED)
+    assert _errors(report) == expected
+    assert report["counts"] == {"bidi-control": len(BIDI)} and report["rows"] == len(BIDI) + 1
+    for error, (char, name) in zip(report["errors"], BIDI.items(), strict=True):
+        assert name in error["message"], error
+        assert "delete it" in error["message"]
+        assert f"\\u{ord(char):04x}" in error["shape"]
+    for char in BIDI:
+        assert char not in json.dumps(report, ensure_ascii=False) and char not in text
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in text
+
+    # the same file without the controls is valid, byte order mark and all
+    rc, report, _, _ = _validate(tmp_path, capsys, bom + csv_bytes([columns, clean, clean]))
+    assert (rc, report["valid"], report["encoding"]) == (EXIT_OK, True, "utf-8-sig")
+

@@ -554,6 +554,50 @@ def test_free_text_control_character(gw: Gateway, value: str) -> None:
     gw.check_row(criminal_history=value).assert_only(2, "criminal_history", "control-character", value)
 
 
+BIDI_CONTROLS = [
+    "\u061c", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",
+    "\u2066", "\u2067", "\u2068", "\u2069", "\ufeff",
+]  # fmt: skip
+TEXT_COLUMNS = sorted(
+    name
+    for name, prop in SCHEMA["properties"].items()
+    if prop.get("$ref") in ("#/$defs/name", "#/$defs/free_text") or prop.get("x-free-text") or name == "title"
+)
+SAMPLE_TEXT = {"title": "Mrs", "forename": "Siobhan", "surname": "Kelly", "victims_details": "Former partner"}
+
+
+def _bidi_check(gw: Gateway, column: str, char: str) -> None:
+    plain = SAMPLE_TEXT.get(column, "Sgt Doyle")
+    value = plain[:2] + char + plain[2:]
+    extra = {"victim_consent": "Y"} if column == "victims_details" else {}
+    holders = OWNERSHIP["columns"][column]
+    agency = next(a for a in AGENCIES if "*" in holders or a in holders)
+    outcome = gw.check_row(agency=agency, **{column: value}, **extra)
+    outcome.assert_only(2, column, "bidi-control", value)
+    error = outcome.error("bidi-control")
+    assert f"U+{ord(char):04X} {unicodedata.name(char)}" in error["message"]
+    assert error["shape"].startswith(f"Aa\\u{ord(char):04x}a")
+    assert char not in outcome.text and char not in json.dumps(outcome.report, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("column", TEXT_COLUMNS)
+def test_right_to_left_override_refused_in_every_text_column(gw: Gateway, column: str) -> None:
+    # Trojan-source text (CVE-2021-42574): U+202E makes a cell display other than it reads.
+    _bidi_check(gw, column, "\u202e")
+
+
+@pytest.mark.parametrize("column", ["forename", "criminal_history"])
+@pytest.mark.parametrize("char", BIDI_CONTROLS, ids=[f"U+{ord(c):04X}" for c in BIDI_CONTROLS])
+def test_every_bidi_control_and_inner_bom_refused(gw: Gateway, column: str, char: str) -> None:
+    _bidi_check(gw, column, char)
+
+
+def test_bidi_control_message_says_the_fix(gw: Gateway) -> None:
+    message = gw.check_row(surname="Ke\u202elly").error("bidi-control")["message"]
+    assert message.startswith("surname contains U+202E RIGHT-TO-LEFT OVERRIDE, ")
+    assert ": delete it" in message
+
+
 @pytest.mark.parametrize("length", [4001, 10_000])
 def test_free_text_too_long(gw: Gateway, length: int) -> None:
     value = "x" * length
