@@ -47,6 +47,10 @@ _NEGATED_CLASS = re.compile(
     rf"\[\^((?:\\.|[^\\\[\]^-])(?:{_CLASS_ITEM}*(?:\\.|[^\\\[\]-]))?)\]\*"  # first not ^ or -, last not -
 )
 CHARACTER_PLACEHOLDER = "{character}"
+# A Table 1 header has at most this many cells per column of the standard: enough for a full
+# export with a case system's extra columns (each reported), far below anything that would make
+# matching the header and compiling its row matcher expensive (issue 9: 520,000 columns, 60 s).
+HEADER_CELLS_PER_COLUMN = 4
 _T = TypeVar("_T")
 _HEADER_NOISE = re.compile(r"[\s_\-/]+")
 
@@ -127,6 +131,11 @@ class Standard:
     headers: Mapping[str, str]
     kinds: frozenset[str]
     holders: Mapping[str, tuple[str, ...]]
+
+    @property
+    def max_header_cells(self) -> int:
+        """The widest header read cell by cell; a wider one is refused whole (too-many-columns)."""
+        return HEADER_CELLS_PER_COLUMN * len(self.columns)
 
     def column_for(self, header: str) -> str | None:
         """The canonical column a header cell names, or None if it names none."""

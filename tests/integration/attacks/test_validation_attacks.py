@@ -121,3 +121,41 @@ def test_bidi_controls_and_inner_byte_order_marks_are_refused(
     rc, report, _, _ = _validate(tmp_path, capsys, bom + csv_bytes([columns, clean, clean]))
     assert (rc, report["valid"], report["encoding"]) == (EXIT_OK, True, "utf-8-sig")
 
+
+def test_a_header_of_520000_columns_stops_at_the_column_cap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The attack file: Table 1's required columns then 519,996 one-letter cells (1 MB, one line)."""
+    width = 520_000
+    header = [*HEADER, *["a"] * (width - len(HEADER))]
+    bad_row = ["Ann", "Lee", "X", "01/01/1990", *[""] * (width - len(HEADER))]  # gender-value, if it were read
+    data = csv_bytes([header, bad_row])
+    assert len(data.split(b"\r\n")[0]) < 1_048_576  # under limits.max_line_bytes: only the column cap stops it
+
+    rc, report, rc_text, text = _validate(tmp_path, capsys, data)
+
+    assert (rc, rc_text) == (EXIT_REFUSED, EXIT_REFUSED)
+    assert _errors(report) == [(1, None, "too-many-columns")]
+    assert report["counts"] == {"too-many-columns": 1}  # nothing after the header was read or matched
+    assert report["rows"] == 0
+    message = report["errors"][0]["message"]
+    assert "520,000" in message and "112" in message and "remove" in message, message
+    assert text.count("[too-many-columns]") == 1 and "[unknown-column]" not in text
+
+
+def test_a_header_spread_over_quoted_line_breaks_is_capped_while_it_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same attack split across physical lines (each under the line cap) by quoted line breaks.
+
+    Before the fix csv.reader built one header list from all of them (a 60 MB file of commas grew
+    past 24 GB and was killed); now reading stops once the header record passes the line cap.
+    """
+    line = "," * 500_000
+    data = ",".join(HEADER).encode() + ("".join(line + '"\n"' for _ in range(16)) + "\r\n").encode()
+    data += csv_bytes([ROW])
+
+    rc, report, rc_text, _ = _validate(tmp_path, capsys, data)
+
+    assert (rc, rc_text) == (EXIT_REFUSED, EXIT_REFUSED)
+    assert _errors(report) == [(1, None, "line-too-long")]
+    assert report["counts"] == {"line-too-long": 1} and report["rows"] == 0
+    assert "header" in report["errors"][0]["message"] and "1,048,576" in report["errors"][0]["message"]

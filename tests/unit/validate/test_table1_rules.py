@@ -953,6 +953,11 @@ def test_csv_syntax(gw: Gateway, line: bytes) -> None:
     gw.check(csv_bytes(header, row) + line).assert_only(3, None, "csv-syntax")
 
 
+def test_csv_syntax_in_the_header_is_row_1(gw: Gateway) -> None:
+    _, row = one_row()
+    gw.check(b'forename,"sur"name,gender,date_of_birth\r\n' + csv_bytes(row)).assert_only(1, None, "csv-syntax")
+
+
 def test_every_error_in_a_file_is_reported_with_its_row(gw: Gateway) -> None:
     header, good = one_row(postcode="BH11AA")
     rows = [good, one_row(postcode="bh11aa")[1], good, one_row(gender="Male", postcode="BH11AA")[1]]
