@@ -21,11 +21,13 @@ from gateway.validate.reader import (
     UTF16_BOMS,
     LineGuard,
     LineTooLong,
+    RecordGuard,
+    RecordTooLong,
     first_bad_byte,
 )
 from gateway.validate.report import Issue, Report, column_letter, mask
 from gateway.validate.rules import RowRules
-from gateway.validate.schema import Column, Standard, header_key
+from gateway.validate.schema import HEADER_CELLS_PER_COLUMN, Column, Standard, header_key
 
 
 def validate_file(
@@ -137,24 +139,31 @@ class _Validation:
         csv.field_size_limit(self.limits.max_cell_chars)
         guard = LineGuard(stream, self.limits.max_line_bytes)
         text = io.TextIOWrapper(io.BufferedReader(guard, READ_SIZE), encoding=encoding, errors="strict", newline="")
+        records = RecordGuard(text, self.limits.max_line_bytes)
         try:
-            self.scan_records(csv.reader(text, strict=True), report)
+            self.scan_records(csv.reader(records, strict=True), records, report)
         finally:
             text.detach()
         return report
 
-    def scan_records(self, reader: Iterator[list[str]], report: Report) -> None:
-        row_number, last_row = 1, self.limits.max_rows + 1
+    def scan_records(self, reader: Iterator[list[str]], records: RecordGuard, report: Report) -> None:
+        row_number, last_row = 0, self.limits.max_rows + 1  # row_number: the last record taken
         try:
             header = next(reader, None)
+            records.next_record()
             if header is None:
                 report.add(Issue(None, None, "empty-file", "has no header row: export it again with its header row"))
                 return
+            row_number = 1
+            if len(header) > self.standard.max_header_cells:
+                report.add(self.too_many_columns(len(header)))
+                return  # before matching the header or compiling its row matcher
             layout = self.layout(header, report)
             if layout is None:
                 return
             gate, fast = layout.gate, layout.fast
             for row_number, row in enumerate(reader, start=2):
+                records.next_record()
                 if row_number > last_row:
                     report.add(
                         Issue(
@@ -181,9 +190,37 @@ class _Validation:
                     "(limits.max_line_bytes); reading stopped there: is it really a CSV?",
                 )
             )
-        report.rows = min(row_number, last_row) - 1
+        except RecordTooLong:
+            report.add(self.record_too_long(row_number + 1))
+        report.rows = max(min(row_number, last_row) - 1, 0)
         if report.rows == 0 and report.valid:
             report.add(Issue(None, None, "no-rows", "has a header but no rows: there is nothing to share"))
+
+    def too_many_columns(self, cells: int) -> Issue:
+        columns = len(self.standard.columns)
+        return Issue(
+            1,
+            None,
+            "too-many-columns",
+            f"has {cells:,} cells, and a Table 1 header has at most {self.standard.max_header_cells:,} "
+            f"({HEADER_CELLS_PER_COLUMN} for each of its {columns} columns); reading stopped here: "
+            "remove the columns that are not in Table 1 (forename, surname, gender, date_of_birth, ...) "
+            "and export again",
+        )
+
+    def record_too_long(self, row: int) -> Issue:
+        fix = (
+            "a Table 1 header is one short line: check its quotes"
+            if row == 1
+            else 'look for a quote that is never closed (a quote inside a cell is written twice: "")'
+        )
+        return Issue(
+            row,
+            None,
+            "line-too-long",
+            f"runs over {self.limits.max_line_bytes:,} characters across quoted line breaks "
+            f"(limits.max_line_bytes); reading stopped here: {fix}",
+        )
 
     def syntax_issue(self, row: int, problem: str) -> Issue:
         if "field larger than field limit" in problem:
@@ -205,7 +242,7 @@ class _Validation:
     def layout(self, header: list[str], report: Report) -> _Layout | None:
         """Map header cells to columns, reporting unknown, duplicate, missing and not-held ones."""
         names = [self.standard.column_for(cell) for cell in header]
-        report.columns = [name or cell for cell, name in zip(header, names, strict=True)]
+        report.columns = [name or mask(cell) for cell, name in zip(header, names, strict=True)]
         if not any(names):
             report.add(
                 Issue(
@@ -243,8 +280,9 @@ class _Validation:
                     1,
                     letter,
                     "unknown-column",
-                    f"header {cell!r} in column {letter} is not a Table 1 "
+                    f"the header in column {letter} is not a Table 1 "
                     f"column{hint}: rename it to the agreed name or remove the column",
+                    mask(cell),  # a header cell is a cell: its shape, never its text
                 )
             )
             return None

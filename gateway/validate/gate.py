@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from gateway.validate.rules import FORMULA_LOOKAHEAD
-from gateway.validate.schema import Column
+from gateway.validate.schema import Column, negated_class
 
 SEPARATOR = "\x00"
 _ANY_CELL = r"[^\x00]*"
@@ -48,13 +48,21 @@ def _compile(layout: Sequence[Column | None], formula_guard: bool, lengths_from:
 def _cell(column: Column | None, formula_guard: bool, lengths_from: int | None) -> str:
     if column is None:
         return rf"(?>{_ANY_CELL})"
+    refused = "".join(refusal.chars for refusal in column.refusals)  # schema allOf: refused anywhere
     if column.pattern is not None:
-        body = f"(?:{column.pattern.pattern})"
+        allowed = negated_class(column.pattern.pattern)
+        if allowed is not None and refused:
+            # free text, `[^…]*`: the refused characters join its class, costing no second scan
+            body, refused = f"[^\\x00{allowed}{refused}]*", ""
+        else:
+            body = f"(?:{column.pattern.pattern})"
     elif column.enum is not None:
         body = "(?:" + "|".join(re.escape(v) for v in sorted(column.enum, key=len, reverse=True)) + ")"
     else:
         body = _ANY_CELL
     guards = r"(?=[^\x00])"
+    if refused:
+        guards += rf"(?=[^\x00{refused}]*(?:\x00|\Z))"
     if column.max_length is not None and (lengths_from is None or column.max_length < lengths_from):
         guards += rf"(?=[^\x00]{{0,{column.max_length}}}(?:\x00|\Z))"
     if column.min_length is not None:

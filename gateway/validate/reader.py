@@ -1,9 +1,10 @@
-"""Bytes to CSV records: encoding rules (UTF-8, BOM, Windows-1252) and line-length caps."""
+"""Bytes to CSV records: encoding rules (UTF-8, BOM, Windows-1252), line- and record-length caps."""
 
 from __future__ import annotations
 
 import codecs
 import io
+from collections.abc import Iterator
 from typing import BinaryIO
 
 UTF8_BOM = codecs.BOM_UTF8
@@ -58,6 +59,40 @@ class LineGuard(io.RawIOBase):
             self.line += chunk.count(b"\n")
         if self.open_line > self.max_line:
             raise LineTooLong(self.line)
+
+
+class RecordTooLong(Exception):
+    """The CSV record being read has passed the cap (over quoted line breaks, each line under it)."""
+
+
+class RecordGuard:
+    """Hand a text stream's lines to csv.reader, raising RecordTooLong as soon as the record being
+    read passes `limit` characters.
+
+    Quoted line breaks let one record span any number of physical lines, each under the line cap;
+    csv.reader would hold all of them, a cell per comma, before the caller sees the record. It
+    pulls exactly the lines of one record per step, so the caller calls `next_record()` after
+    each record it takes.
+    """
+
+    __slots__ = ("limit", "lines", "used")
+
+    def __init__(self, lines: Iterator[str], limit: int) -> None:
+        self.lines, self.limit, self.used = lines, limit, 0
+
+    def __iter__(self) -> RecordGuard:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.lines)
+        self.used += len(line)
+        if self.used > self.limit:
+            raise RecordTooLong
+        return line
+
+    def next_record(self) -> None:
+        """The record read so far is taken: count the next one from zero."""
+        self.used = 0
 
 
 def first_bad_byte(stream: BinaryIO, encoding: str) -> tuple[int, int] | None:

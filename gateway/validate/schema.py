@@ -1,7 +1,8 @@
 """Load schemas/ (the Table 1 JSON Schema and the ownership matrix) and compile them once.
 
 Only the subset of draft 2020-12 the standard needs is accepted (string properties with
-pattern, enum, minLength, maxLength, local $ref); anything else is refused at load, so the
+pattern, enum, minLength, maxLength, local $ref, and an allOf of `^[^…]*$` patterns: characters
+refused anywhere in a cell, each with its own rule); anything else is refused at load, so the
 compiled checks can never silently drift from the schema they come from.
 """
 
@@ -10,10 +11,11 @@ from __future__ import annotations
 import functools
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from gateway.errors import SchemaError
 
@@ -35,9 +37,28 @@ _TOP_KEYS = {
     "properties",
 }
 _ANNOTATIONS = {"description", "title", "examples", "x-errors", "x-aliases", "x-free-text"}
-_ASSERTIONS = {"type", "pattern", "maxLength", "minLength", "enum"}
+_ASSERTIONS = {"type", "pattern", "maxLength", "minLength", "enum", "allOf"}
+_REFUSAL_KEYS = {"pattern", "description", "x-errors"}
+# `[^…]*` with one class body of escapes and plain characters (no `[` or `]`, no leading `^`,
+# no bare `-` at either end), so that two bodies side by side mean their union: the gate builds
+# such classes.
+_CLASS_ITEM = r"(?:\\.|[^\\\[\]])"  # an escape, or a character other than \ [ ]
+_NEGATED_CLASS = re.compile(
+    rf"\[\^((?:\\.|[^\\\[\]^-])(?:{_CLASS_ITEM}*(?:\\.|[^\\\[\]-]))?)\]\*"  # first not ^ or -, last not -
+)
+CHARACTER_PLACEHOLDER = "{character}"
+# A Table 1 header has at most this many cells per column of the standard: enough for a full
+# export with a case system's extra columns (each reported), far below anything that would make
+# matching the header and compiling its row matcher expensive (issue 9: 520,000 columns, 60 s).
+HEADER_CELLS_PER_COLUMN = 4
 _T = TypeVar("_T")
 _HEADER_NOISE = re.compile(r"[\s_\-/]+")
+
+
+def negated_class(pattern: str) -> str | None:
+    """The class body of a pattern that is exactly `[^…]*` (characters refused anywhere), or None."""
+    found = _NEGATED_CLASS.fullmatch(pattern)
+    return found.group(1) if found else None
 
 
 def header_key(header: str) -> str:
@@ -54,6 +75,24 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """Characters a column refuses anywhere in a cell (an allOf `^[^…]*$` entry), and its rule."""
+
+    chars: str  # the class body as the schema writes it, e.g. `\u202a-\u202e`
+    search: re.Pattern[str]
+    failure: Failure
+
+    def failure_in(self, value: str) -> Failure | None:
+        """The failure naming the first refused character in `value` (as `U+202E RIGHT-TO-LEFT OVERRIDE`), or None."""
+        found = self.search.search(value)
+        if found is None:
+            return None
+        char = found.group()
+        named = f"U+{ord(char):04X} {unicodedata.name(char, 'an unnamed character')}"
+        return Failure(self.failure.rule, self.failure.message.replace(CHARACTER_PLACEHOLDER, named))
+
+
+@dataclass(frozen=True, slots=True)
 class Column:
     """One Table 1 column, compiled from its schema property."""
 
@@ -65,9 +104,13 @@ class Column:
     min_length: int | None
     max_length: int | None
     failures: Mapping[str, Failure]
+    refusals: tuple[Refusal, ...] = ()
 
     def failure(self, value: str) -> Failure | None:
-        """The first schema keyword a non-empty `value` breaks, or None."""
+        """The first schema keyword a non-empty `value` breaks, or None (refused characters first)."""
+        for refusal in self.refusals:
+            if (failure := refusal.failure_in(value)) is not None:
+                return failure
         if self.max_length is not None and len(value) > self.max_length:
             return self.failures["maxLength"]
         if self.min_length is not None and len(value) < self.min_length:
@@ -88,6 +131,11 @@ class Standard:
     headers: Mapping[str, str]
     kinds: frozenset[str]
     holders: Mapping[str, tuple[str, ...]]
+
+    @property
+    def max_header_cells(self) -> int:
+        """The widest header read cell by cell; a wider one is refused whole (too-many-columns)."""
+        return HEADER_CELLS_PER_COLUMN * len(self.columns)
 
     def column_for(self, header: str) -> str | None:
         """The canonical column a header cell names, or None if it names none."""
@@ -129,7 +177,7 @@ def _compile(folder: Path, stamps: tuple[int, ...]) -> Standard:
     _expect(required <= set(properties), where, f"required names unknown columns {sorted(required - set(properties))}")
     defs = schema.get("$defs", {})
     columns = {
-        name: _column(name, _resolve(name, prop, defs, where), name in required, where)
+        name: _column(name, _resolve(name, prop, defs, where), name in required, defs, where)
         for name, prop in properties.items()
     }
     headers: dict[str, str] = {}
@@ -158,7 +206,11 @@ def _need(value: Any, kind: type[_T], where: str, problem: str) -> _T:
 
 def _expect(condition: bool, where: str, problem: str) -> None:
     if not condition:
-        raise SchemaError(f"{where!r}: {problem}; restore the shipped schema or fix it")
+        _fail(where, problem)
+
+
+def _fail(where: str, problem: str) -> NoReturn:
+    raise SchemaError(f"{where!r}: {problem}; restore the shipped schema or fix it")
 
 
 def _resolve(name: str, prop: Any, defs: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -172,7 +224,7 @@ def _resolve(name: str, prop: Any, defs: Mapping[str, Any], where: str) -> dict[
     return {**defs[target], **{k: v for k, v in prop.items() if k != "$ref"}}
 
 
-def _column(name: str, prop: dict[str, Any], required: bool, where: str) -> Column:
+def _column(name: str, prop: dict[str, Any], required: bool, defs: Mapping[str, Any], where: str) -> Column:
     unknown = set(prop) - _ANNOTATIONS - _ASSERTIONS
     _expect(not unknown, where, f"{name}: unsupported keywords {sorted(unknown)}")
     _expect(prop.get("type") == "string", where, f"{name}: every column is type string")
@@ -187,18 +239,8 @@ def _column(name: str, prop: dict[str, Any], required: bool, where: str) -> Colu
             where,
             f"{name}: pattern must be anchored ^…$",
         )
-        try:
-            compiled = re.compile(pattern[1:-1])
-        except re.error as exc:
-            raise SchemaError(f"{where!r}: {name}: pattern does not compile: {exc}") from None
-    errors = prop.get("x-errors", {})
-    failures = {
-        key: Failure(
-            errors.get(key, {}).get("rule", _DEFAULT_RULES[key]),
-            errors.get(key, {}).get("message", _DEFAULT_MESSAGES[key]),
-        )
-        for key in ("pattern", "enum", "minLength", "maxLength")
-    }
+        compiled = _regex(pattern[1:-1], where, name)
+    failures = {key: _failure(prop, key) for key in ("pattern", "enum", "minLength", "maxLength")}
     enum = prop.get("enum")
     return Column(
         name=name,
@@ -209,7 +251,38 @@ def _column(name: str, prop: dict[str, Any], required: bool, where: str) -> Colu
         min_length=prop.get("minLength"),
         max_length=prop.get("maxLength"),
         failures=failures,
+        refusals=_refusals(name, prop.get("allOf", []), defs, where),
     )
+
+
+def _refusals(name: str, entries: Any, defs: Mapping[str, Any], where: str) -> tuple[Refusal, ...]:
+    _expect(isinstance(entries, list), where, f"{name}: allOf must be a list")
+    refusals = []
+    for entry in entries:
+        sub = _resolve(name, entry, defs, where)
+        pattern = sub.get("pattern")
+        anchored = isinstance(pattern, str) and pattern.startswith("^") and pattern.endswith("$")
+        chars = negated_class(str(pattern)[1:-1]) if anchored else None
+        if chars is None or not set(sub) <= _REFUSAL_KEYS:
+            _fail(
+                where,
+                f"{name}: allOf may only list patterns ^[^…]*$ (characters refused anywhere in a cell) "
+                "with their x-errors",
+            )
+        refusals.append(Refusal(chars, _regex(f"[{chars}]", where, name), _failure(sub, "pattern")))
+    return tuple(refusals)
+
+
+def _regex(pattern: str, where: str, name: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise SchemaError(f"{where!r}: {name}: pattern does not compile: {exc}") from None
+
+
+def _failure(prop: Mapping[str, Any], key: str) -> Failure:
+    error = prop.get("x-errors", {}).get(key, {})
+    return Failure(error.get("rule", _DEFAULT_RULES[key]), error.get("message", _DEFAULT_MESSAGES[key]))
 
 
 _DEFAULT_RULES = {"pattern": "format", "enum": "value", "minLength": "min-length", "maxLength": "max-length"}

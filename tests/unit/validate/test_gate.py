@@ -16,7 +16,7 @@ from gateway.validate.report import Report
 from gateway.validate.rules import RowRules
 from gateway.validate.schema import load_standard
 from tests.conftest import PERIOD, REPO, TODAY, csv_bytes
-from tests.unit.validate.values import cell_values, valid_values
+from tests.unit.validate.values import BIDI_CONTROLS, cell_values, valid_values
 
 STANDARD = load_standard(REPO)
 POLICE = Agency("police", "Police", "police")
@@ -40,6 +40,9 @@ def _fast_says_valid(validation: _Validation, header: list[str], row: list[str])
     return fast, exact
 
 
+TEXT_COLUMNS = frozenset(c for c in HELD if STANDARD.columns[c].free_text or c in ("title", "forename", "surname"))
+
+
 @st.composite
 def _layouts(draw: st.DrawFn) -> list[str]:
     extra = draw(st.lists(st.sampled_from([c for c in HELD if c not in REQUIRED]), unique=True, max_size=8))
@@ -60,14 +63,36 @@ def test_fast_path_never_passes_a_row_the_exact_checks_reject(data: st.DataObjec
 @given(st.data())
 def test_fast_path_passes_valid_rows(data: st.DataObject) -> None:
     header = data.draw(_layouts())
+    row = _valid_row(data, header)
+    fast, exact = _fast_says_valid(_validation(), header, row)
+    assert exact.valid, exact.issues
+    assert fast
+
+
+def _valid_row(data: st.DataObject, header: list[str]) -> list[str]:
     row = [data.draw(valid_values(c)) for c in header]
     if "victims_details" in header and "victim_consent" in header:
         row[header.index("victim_consent")] = "Y"
     elif "victims_details" in header:
         row[header.index("victims_details")] = ""
-    fast, exact = _fast_says_valid(_validation(), header, row)
-    assert exact.valid, exact.issues
-    assert fast
+    return row
+
+
+@settings(max_examples=300)
+@given(st.data(), st.booleans())
+def test_a_bidi_control_in_any_text_cell_fails_both_paths(data: st.DataObject, allow_formulas: bool) -> None:
+    header = data.draw(_layouts())  # forename and surname: always a text cell to hide it in
+    row = _valid_row(data, header)
+    texts = [
+        i for i, name in enumerate(header) if name in TEXT_COLUMNS and row[i]
+    ]  # not a consent-less victims_details
+    at = data.draw(st.sampled_from(texts))
+    char = data.draw(st.sampled_from(BIDI_CONTROLS))
+    where = data.draw(st.integers(0, len(row[at])))
+    row[at] = row[at][:where] + char + row[at][where:]
+    fast, exact = _fast_says_valid(_validation(allow_formulas), header, row)
+    assert not fast
+    assert [(i.column, i.rule) for i in exact.issues] == [(header[at], "bidi-control")]
 
 
 def test_nul_in_a_cell_cannot_shift_cells_past_the_gate() -> None:

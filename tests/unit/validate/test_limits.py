@@ -9,7 +9,8 @@ from gateway.model import Period
 from gateway.pipeline import check_file
 from gateway.validate import Report, mask
 from gateway.validate.report import column_letter
-from tests.conftest import TODAY, csv_bytes, make_root
+from gateway.validate.schema import load_standard
+from tests.conftest import REPO, TODAY, csv_bytes, make_root
 
 HEADER = ["forename", "surname", "gender", "date_of_birth", "criminal_history"]
 ROW = ["Ann", "Lee", "F", "01/01/1990", "notes"]
@@ -81,3 +82,52 @@ def test_mask_keeps_only_the_shape() -> None:
 
 def test_column_letters() -> None:
     assert [column_letter(i) for i in (0, 25, 26, 27, 701, 702)] == ["A", "Z", "AA", "AB", "ZZ", "AAA"]
+
+
+CAP = 112  # four times Table 1's 28 columns
+
+
+def test_the_column_cap_is_four_times_the_standard() -> None:
+    standard = load_standard(REPO)
+    assert len(standard.columns) == 28 and standard.max_header_cells == CAP
+
+
+def test_a_header_at_the_column_cap_is_matched_cell_by_cell(tmp_path: Path) -> None:
+    header = [*HEADER, *[f"extra {i}" for i in range(CAP - len(HEADER))]]
+    report = _validate(tmp_path, "", csv_bytes([header, [*ROW, *[""] * (CAP - len(ROW))]]))
+    assert report.counts == {"unknown-column": CAP - len(HEADER)}
+
+
+def test_a_header_over_the_column_cap_stops_with_one_error(tmp_path: Path) -> None:
+    header = [*HEADER, *[f"extra {i}" for i in range(CAP + 1 - len(HEADER))]]
+    report = _validate(
+        tmp_path, "", csv_bytes([header, ["Ann", "Lee", "X", "01/01/1990", *[""] * (CAP + 1 - len(ROW))]])
+    )
+    assert [(i.row, i.column, i.rule) for i in report.issues] == [(1, None, "too-many-columns")]
+    assert report.counts == {"too-many-columns": 1} and report.rows == 0 and report.columns == []
+    assert f"{CAP + 1:,} cells" in report.issues[0].message and f"at most {CAP}" in report.issues[0].message
+
+
+def test_a_record_over_the_line_cap_across_quoted_line_breaks_stops_reading(tmp_path: Path) -> None:
+    # Each physical line is under max_line_bytes; the record they make is not: csv.reader would
+    # otherwise hold all of it (and as many cells as it has commas) at once.
+    spread = "\n".join(["a" * 30] * 4)
+    data = csv_bytes([HEADER, ROW]) + f'Ann,Lee,F,01/01/1990,"{spread}"\r\n'.encode() + csv_bytes([ROW])
+    report = _validate(tmp_path, "max_line_bytes = 100", data)
+    assert [(i.row, i.rule) for i in report.issues] == [(3, "line-too-long")]
+    assert report.issues[0].message.startswith("runs over 100 characters across quoted line breaks")
+    assert report.rows == 1  # the rows read whole before reading stopped
+
+
+def test_a_header_over_the_line_cap_across_quoted_line_breaks_stops_reading(tmp_path: Path) -> None:
+    spread = '"\n"'.join(["," * 60] * 3)
+    report = _validate(tmp_path, "max_line_bytes = 100", f"forename,{spread}\r\n".encode() + csv_bytes([ROW]))
+    assert [(i.row, i.rule) for i in report.issues] == [(1, "line-too-long")]
+    assert report.issues[0].message.startswith("runs over 100 characters") and "header" in report.issues[0].message
+    assert report.rows == 0
+
+
+def test_a_long_multi_line_record_under_the_cap_is_read(tmp_path: Path) -> None:
+    notes = "\n".join(["line of notes"] * 6)  # 83 characters over 6 lines; the record is 106
+    report = _validate(tmp_path, "max_line_bytes = 120", csv_bytes([HEADER, [*ROW[:4], notes], [*ROW[:4], notes]]))
+    assert report.valid and report.rows == 2

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from gateway.errors import SchemaError
 from gateway.validate.schema import header_key, load_standard
 from tests.conftest import REPO, make_root
-from tests.unit.validate.values import VALID, cell_values
+from tests.unit.validate.values import BIDI_CONTROLS, VALID, cell_values
 
 SCHEMA = json.loads((REPO / "schemas" / "table1.schema.json").read_text(encoding="utf-8"))
 STANDARD = load_standard(REPO)
@@ -51,6 +51,29 @@ def test_every_listed_valid_value_passes_both(column: str) -> None:
     for value in VALID[column]:
         assert STANDARD.columns[column].failure(value) is None, value
         assert _reference_accepts(column, value), value
+
+
+TEXT_COLUMNS = sorted(
+    c for c in STANDARD.columns if STANDARD.columns[c].free_text or c in ("title", "forename", "surname")
+)
+
+
+@pytest.mark.parametrize("column", ["forename", "criminal_history"])
+def test_of_all_unicode_exactly_the_bidi_controls_are_bidi_control(column: str) -> None:
+    # Issue 9, finding 6: U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069 and U+FEFF, nothing else.
+    failures = (STANDARD.columns[column].failure(f"Ab{chr(code)}c") for code in range(0x110000))
+    refused = {
+        chr(code) for code, failure in enumerate(failures) if failure is not None and failure.rule == "bidi-control"
+    }
+    assert refused == set(BIDI_CONTROLS)
+
+
+@pytest.mark.parametrize("column", TEXT_COLUMNS)
+def test_every_text_column_refuses_the_bidi_controls_first(column: str) -> None:
+    for char in BIDI_CONTROLS:
+        for value in (char + "Ab", "Ab" + char, "A" * 4_001 + char):
+            failure = STANDARD.columns[column].failure(value)
+            assert failure is not None and failure.rule == "bidi-control", (column, value[:5])
 
 
 def test_trailing_newline_is_not_a_postcode() -> None:
@@ -99,6 +122,17 @@ def _broken(tmp_path: Path, change: Any) -> Path:
         (lambda s: s["properties"]["forename"].update({"$ref": "#/$defs/nothing"}), "local $defs"),
         (lambda s: s.update({"required": ["nobody"]}), "unknown columns"),
         (lambda s: s.pop("$schema"), "$schema"),
+        (lambda s: s["properties"]["title"].update({"allOf": [{"pattern": "^[A-Z]*$"}]}), "allOf may only"),
+        (lambda s: s["properties"]["title"].update({"allOf": [{"pattern": "^[^]a]*$"}]}), "allOf may only"),
+        (lambda s: s["properties"]["title"].update({"allOf": [{"pattern": "^[^^a]*$"}]}), "allOf may only"),
+        (lambda s: s["properties"]["title"].update({"allOf": [{"pattern": "^[^a-]*$"}]}), "allOf may only"),
+        (lambda s: s["properties"]["title"].update({"allOf": [{"pattern": "^[^-a]*$"}]}), "allOf may only"),
+        (lambda s: s["properties"]["title"].update({"allOf": [{"$ref": "#/$defs/none"}]}), "local $defs"),
+        (
+            lambda s: s["properties"]["title"].update({"allOf": [{"pattern": "^[^a]*$", "maxLength": 3}]}),
+            "allOf may only",
+        ),
+        (lambda s: s["properties"]["title"].update({"allOf": {"pattern": "^[^a]*$"}}), "allOf must be a list"),
     ],
 )
 def test_load_refuses_what_it_cannot_compile(tmp_path: Path, change: Any, words: str) -> None:

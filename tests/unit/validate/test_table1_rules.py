@@ -192,7 +192,9 @@ def assert_well_formed(outcome: Outcome) -> None:
             assert error["row"] is None
         else:
             assert isinstance(error["row"], int) and error["row"] >= 1, error
-        if error["shape"] is not None:  # a cell error: its row is a data row and its column a Table 1 column
+        if error["shape"] is not None and error["rule"] == "unknown-column":  # a header cell: row 1, its letter
+            assert error["row"] == 1 and re.fullmatch(r"[A-Z]+", error["column"]), error
+        elif error["shape"] is not None:  # a cell error: its row is a data row and its column a Table 1 column
             assert isinstance(error["row"], int) and error["row"] >= 2 and error["column"] in COLUMNS, error
 
 
@@ -552,6 +554,50 @@ def test_free_text_control_character(gw: Gateway, value: str) -> None:
     gw.check_row(criminal_history=value).assert_only(2, "criminal_history", "control-character", value)
 
 
+BIDI_CONTROLS = [
+    "\u061c", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",
+    "\u2066", "\u2067", "\u2068", "\u2069", "\ufeff",
+]  # fmt: skip
+TEXT_COLUMNS = sorted(
+    name
+    for name, prop in SCHEMA["properties"].items()
+    if prop.get("$ref") in ("#/$defs/name", "#/$defs/free_text") or prop.get("x-free-text") or name == "title"
+)
+SAMPLE_TEXT = {"title": "Mrs", "forename": "Siobhan", "surname": "Kelly", "victims_details": "Former partner"}
+
+
+def _bidi_check(gw: Gateway, column: str, char: str) -> None:
+    plain = SAMPLE_TEXT.get(column, "Sgt Doyle")
+    value = plain[:2] + char + plain[2:]
+    extra = {"victim_consent": "Y"} if column == "victims_details" else {}
+    holders = OWNERSHIP["columns"][column]
+    agency = next(a for a in AGENCIES if "*" in holders or a in holders)
+    outcome = gw.check_row(agency=agency, **{column: value}, **extra)
+    outcome.assert_only(2, column, "bidi-control", value)
+    error = outcome.error("bidi-control")
+    assert f"U+{ord(char):04X} {unicodedata.name(char)}" in error["message"]
+    assert error["shape"].startswith(f"Aa\\u{ord(char):04x}a")
+    assert char not in outcome.text and char not in json.dumps(outcome.report, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("column", TEXT_COLUMNS)
+def test_right_to_left_override_refused_in_every_text_column(gw: Gateway, column: str) -> None:
+    # Trojan-source text (CVE-2021-42574): U+202E makes a cell display other than it reads.
+    _bidi_check(gw, column, "\u202e")
+
+
+@pytest.mark.parametrize("column", ["forename", "criminal_history"])
+@pytest.mark.parametrize("char", BIDI_CONTROLS, ids=[f"U+{ord(c):04X}" for c in BIDI_CONTROLS])
+def test_every_bidi_control_and_inner_bom_refused(gw: Gateway, column: str, char: str) -> None:
+    _bidi_check(gw, column, char)
+
+
+def test_bidi_control_message_says_the_fix(gw: Gateway) -> None:
+    message = gw.check_row(surname="Ke\u202elly").error("bidi-control")["message"]
+    assert message.startswith("surname contains U+202E RIGHT-TO-LEFT OVERRIDE, ")
+    assert ": delete it" in message
+
+
 @pytest.mark.parametrize("length", [4001, 10_000])
 def test_free_text_too_long(gw: Gateway, length: int) -> None:
     value = "x" * length
@@ -758,6 +804,27 @@ def test_header_unknown_column_suggests_the_close_one(gw: Gateway) -> None:
     assert "date_of_birth" in outcome.error("unknown-column")["message"]
 
 
+@pytest.mark.parametrize(
+    ("cell", "shape"),
+    [
+        pytest.param("Siobhan Kelly", "Aaaaaaa Aaaaa", id="a-name"),
+        pytest.param("Kelly 05/03/1990 BH1 1AA", "Aaaaa 99/99/9999 AA9 9AA", id="a-pasted-row"),
+        pytest.param("Date Of Brith", "Aaaa Aa Aaaaa", id="a-misspelt-column"),
+        pytest.param("x" * 5_000, "a" * 40 + "... (5,000 characters)", id="a-long-cell"),
+        pytest.param("forename\u202e", "aaaaaaaa\\u202e", id="a-column-name-with-a-bidi-control"),
+    ],
+)
+def test_header_unknown_column_is_masked(gw: Gateway, cell: str, shape: str) -> None:
+    # A header cell is a cell: the report shows its shape, never its text (issue 9, finding 6).
+    header, row = one_row()
+    outcome = gw.check(csv_bytes([*header, cell], [*row, "x"]))
+    outcome.assert_only(1, "E", "unknown-column", cell)
+    error = outcome.error("unknown-column")
+    assert error["shape"] == shape
+    assert repr(cell) not in error["message"]
+    assert f"(value shaped {shape!r})" in outcome.text
+
+
 def test_header_misspelt_required_column(gw: Gateway) -> None:
     header, row = one_row()
     header[header.index("date_of_birth")] = "Date Of Brith"
@@ -884,6 +951,11 @@ def test_field_count(gw: Gateway, extra: list[str]) -> None:
 def test_csv_syntax(gw: Gateway, line: bytes) -> None:
     header, row = one_row()
     gw.check(csv_bytes(header, row) + line).assert_only(3, None, "csv-syntax")
+
+
+def test_csv_syntax_in_the_header_is_row_1(gw: Gateway) -> None:
+    _, row = one_row()
+    gw.check(b'forename,"sur"name,gender,date_of_birth\r\n' + csv_bytes(row)).assert_only(1, None, "csv-syntax")
 
 
 def test_every_error_in_a_file_is_reported_with_its_row(gw: Gateway) -> None:

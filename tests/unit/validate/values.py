@@ -41,7 +41,12 @@ for _column, _prop in _SCHEMA["properties"].items():
     if _prop.get("$ref") == "#/$defs/free_text":
         VALID[_column] = _FREE
 
-_NOISE = st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Z", "Cc", "M"))
+# Bidirectional controls and U+FEFF (format characters, Cf) are what Trojan-source text is made of:
+# drawn often, beside the rest of Cf.
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"
+_NOISE = st.one_of(
+    st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Z", "Cc", "Cf", "M")), st.sampled_from(BIDI_CONTROLS)
+)
 
 
 @st.composite
