@@ -39,10 +39,10 @@ class Intake:
     ignored: tuple[tuple[str, str], ...]
 
 
-def open_outbox(root: Path, agency: str) -> Folder:
-    """The agency's outbox folder, made (0700) if missing; raise InputFileError if it, or outbox/, is a
-    link or not a folder (it is never followed)."""
-    return Folder.open(root, OUTBOX, agency, create=True)
+def open_outbox(root: Path, agency: str, *, create: bool = False) -> Folder:
+    """The agency's outbox folder (with `create`, made 0700 if missing); raise UsageError if it is
+    missing, InputFileError if it, or outbox/, is a link or not a folder (it is never followed)."""
+    return Folder.open(root, OUTBOX, agency, create=create)
 
 
 def _in_progress(name: str) -> bool:

@@ -199,8 +199,10 @@ def process_once(root: Root, now: datetime) -> list[Outcome]:
     for agency in root.config.agencies.values():
         try:
             folder = open_outbox(root.path, agency.id)
-        except (InputFileError, UsageError) as exc:
-            log.error("refused agency=%s outbox: %s", agency.id, exc.message)
+        except UsageError:  # not there (yet): nothing to take
+            continue
+        except InputFileError as exc:
+            log.error("refused agency=%s outbox, never followed: %s", agency.id, exc.message)
             continue
         with folder:
             intake = scan_outbox(folder, now.timestamp())
@@ -352,6 +354,7 @@ def _process(root: Root, job: _Job, record: SubmissionRecord, now: datetime) -> 
         size=job.source.length or 0,
         at=_parse_time(fixed.sealed_at, now),
         gateway=root.gateway_key(),  # one key signs every package and manifest of the submission
+        signer=_signer(job),
     )
     packages = _seal_all(root, record.id, job, sealed)
     root.journal.delivered(
@@ -372,6 +375,11 @@ def _process(root: Root, job: _Job, record: SubmissionRecord, now: datetime) -> 
     faults.reached("submission.delivered")
     _finish(root, replace(fixed, status=DELIVERED), job)
     return Delivered(job.agency.id, job.pair.csv, record.id, officer, marking.token, report.rows, tuple(packages))
+
+
+def _signer(job: _Job) -> Fingerprint:
+    assert job.check is not None and job.check.fingerprint is not None  # noqa: S101 (authenticated)
+    return job.check.fingerprint
 
 
 def _submission_id(agency: str, digest: str) -> str:
@@ -504,6 +512,7 @@ class _Sealed:
     size: int
     at: datetime
     gateway: Fingerprint
+    signer: Fingerprint  # the key that made the sender's signature (during a rekey's grace, the old one)
 
     def base(self, submission: str) -> str:
         return f"{self.marking.token}__{self.agency.id}__{self.period}__{submission}"
@@ -652,7 +661,6 @@ def _manifest(
     sender_signature: str,
     expires: str,
 ) -> dict[str, object]:
-    officer_fpr = root.registry.get(sealed.officer).fingerprint
     return {
         "format": "iom-gateway-manifest",
         "version": MANIFEST_VERSION,
@@ -664,7 +672,7 @@ def _manifest(
         "partnership": root.config.partnership,
         "purpose": root.config.purpose,
         "legal_basis": root.config.legal_basis,
-        "sender": {"agency": sealed.agency.id, "officer": sealed.officer, "fingerprint": officer_fpr},
+        "sender": {"agency": sealed.agency.id, "officer": sealed.officer, "fingerprint": str(sealed.signer)},
         "period": str(sealed.period),
         "rows": sealed.report.rows,
         "columns": sealed.report.columns,
@@ -849,7 +857,7 @@ def _write_report(root: Root, agency: Agency, name: str, text: str, detail: Mapp
     """Write the report beside the outbox (rejected/), never through a link; None if that is not possible."""
     stem = _own_name(name).removesuffix(".csv")
     try:
-        with open_outbox(root.path, agency.id) as outbox, outbox.sub(REJECTED, create=True) as folder:
+        with open_outbox(root.path, agency.id, create=True) as outbox, outbox.sub(REJECTED, create=True) as folder:
             folder.write(f"{stem}.report.txt", text.encode())
             folder.write(f"{stem}.report.json", json.dumps(detail, indent=2, ensure_ascii=False).encode())
     except (InputFileError, UsageError) as exc:
@@ -1021,7 +1029,7 @@ def submit(
         notations = {MARKING_NOTATION: level.name, PERIOD_NOTATION: str(period)}
         signer = Fingerprint.parse(officer.fingerprint)
         signature = Keyring(home).sign_detached(source.chunks(), signer, notations=notations)
-        with open_outbox(root.path, agency.id) as outbox:
+        with open_outbox(root.path, agency.id, create=True) as outbox:
             if outbox.identity(base) is not None or outbox.identity(base + ".sig") is not None:
                 raise UsageError(
                     f"{base!r} is already waiting in {agency.id}'s outbox: wait for the gateway, or rename the file"

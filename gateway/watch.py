@@ -198,7 +198,7 @@ class Daemon:
         outbox = self.path / OUTBOX
         for agency in self.root.config.agencies:
             with suppress(GatewayError):  # a refused outbox is logged when it is scanned
-                open_outbox(self.path, agency).close()
+                open_outbox(self.path, agency, create=True).close()
         observer: BaseObserver = PollingObserver(timeout=config.poll_seconds)
         if config.watcher == "inotify":
             try:
@@ -266,7 +266,9 @@ class Daemon:
         agency = self.root.config.agencies[agency_id]
         try:
             folder = open_outbox(self.path, agency_id)
-        except (InputFileError, UsageError) as exc:
+        except UsageError:  # not there (yet): nothing to take
+            return None
+        except InputFileError as exc:
             if agency_id not in self._refused:  # once, not at every scan
                 log.error("refused agency=%s outbox, never followed: %s", agency_id, exc.message)
             self._refused.add(agency_id)
