@@ -15,6 +15,7 @@ from gateway.context import Root
 from gateway.model import Period
 from gateway.pipeline import check_file
 from gateway.validate import Report
+from tests import launcher  # noqa: F401 (started now, before any in-process main() lowers the limits)
 
 REPO = Path(__file__).resolve().parents[1]
 PERIOD = Period(2026, 10)

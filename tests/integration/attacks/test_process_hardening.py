@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -40,6 +40,7 @@ from tests.integration.daemon_harness import (
     temp_files,
     wait_until,
 )
+from tests.launcher import LAUNCHER
 
 SEVEN = shutil.which("7z")
 PASSWORD = Secret("Xq7#open-Sesame-2026")
@@ -157,16 +158,6 @@ def test_a_full_disk_under_an_aes_zip_inbox_defers_once_without_a_traceback(rout
 # -- 3. core dumps ----------------------------------------------------------------------------------
 
 
-def _cores_allowed() -> list[str]:
-    """prlimit(1) running a command with core dumps as allowed as they can be, as on a host that collects them."""
-    _, hard = resource.getrlimit(resource.RLIMIT_CORE)  # raising it needs CAP_SYS_RESOURCE, even for root
-    value = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
-    prlimit = shutil.which("prlimit")
-    if prlimit is None:
-        pytest.fail("prlimit is missing: install util-linux")
-    return [prlimit, f"--core={value}:{value}", "--"]
-
-
 def _core_limit(limits: str) -> list[str]:
     """The soft and hard values of /proc/PID/limits' "Max core file size" line."""
     line = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
@@ -174,35 +165,20 @@ def _core_limit(limits: str) -> list[str]:
 
 
 def test_the_daemon_runs_with_core_dumps_disabled(routed_root: Path) -> None:
-    control = subprocess.run(
-        [*_cores_allowed(), sys.executable, "-c", "print(open('/proc/self/limits').read())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    if _core_limit(control.stdout) == ["0", "0"]:
-        pytest.skip(
-            "this test process can no longer allow core dumps (an in-process main() ran first and set the hard "
-            "limit to 0): run this test on its own to see the daemon lower it"
-        )
     log = routed_root.parent / "daemon.log"
-    with log.open("wb") as stderr:
-        # prlimit execs the daemon: same pid
-        daemon = subprocess.Popen(
-            [*_cores_allowed(), sys.executable, "-m", "gateway", "--root", str(routed_root), "run"],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            cwd=REPO,
-        )
+    control = routed_root.parent / "control.log"
+    LAUNCHER.spawn(["/bin/sh", "-c", "ulimit -c >&2"], routed_root, control)
+    assert LAUNCHER.wait(30) == 0
+    assert control.read_text().strip() not in ("", "0"), "this host allows no core dumps at all: nothing to prove"
+    pid = LAUNCHER.spawn([sys.executable, "-m", "gateway", "--root", str(routed_root), "run"], REPO, log)
     try:
-        wait_until(lambda: "event=watching" in log.read_text() or daemon.poll() is not None, 30, "the daemon")
-        assert daemon.poll() is None, log.read_text()
-        assert Path(f"/proc/{daemon.pid}/exe").resolve().name.startswith("python")
-        limits = Path(f"/proc/{daemon.pid}/limits").read_text()
+        wait_until(lambda: "event=watching" in log.read_text() or not Path(f"/proc/{pid}").exists(), 30, "the daemon")
+        assert Path(f"/proc/{pid}/exe").resolve().name.startswith("python"), log.read_text()
+        limits = Path(f"/proc/{pid}/limits").read_text()
         assert _core_limit(limits) == ["0", "0"], f"the daemon's soft and hard core limits:\n{limits}"
     finally:
-        daemon.terminate()
-        assert daemon.wait(timeout=30) == 0, log.read_text()
+        os.kill(pid, signal.SIGTERM)
+        assert LAUNCHER.wait(30) == 0, log.read_text()
 
 
 # -- 4. folder and gateway.toml modes under a hostile umask ----------------------------------------
