@@ -8,6 +8,7 @@ import ctypes.util
 import os
 import select
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 class Watch:
     """inotify on one or more files (inotify watches the inode the path names when it is added)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
         self.fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
@@ -37,12 +39,12 @@ class Watch:
         self.names[wd] = label
 
     def wait(self, label: str, mask: int, timeout: float) -> bool:
-        """Block until an event in `mask` arrives for the watch `label`; False on timeout."""
+        """Block until an event in `mask` arrives for the watch `label`; False on timeout or once `stop` is set."""
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self.fd], [], [], left)
+        while (left := deadline - time.monotonic()) > 0 and not self.stop.is_set():
+            ready, _, _ = select.select([self.fd], [], [], min(left, 0.05))
             if not ready:
-                return False
+                continue
             data = os.read(self.fd, 65536)
             offset = 0
             found = False

@@ -24,8 +24,9 @@ from tests.integration.daemon_harness import GOOD, Daemon, home, pull_raw, wait_
 from tests.integration.gpg_helpers import gpg
 
 pytestmark = pytest.mark.slow
-ROUNDS = 3
+ROUNDS = 8
 EVENT_TIMEOUT = 8.0
+STOP = threading.Event()  # set once the gateway is done with the file: the attacker gives up waiting
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def _rename_during_verify(outbox: Path, name: str, good: bytes, evil: bytes, sig
     (outbox / ".good").write_bytes(good)
     (outbox / ".evil").write_bytes(evil)
     (outbox / (name + ".sig")).write_bytes(signature)
-    with Watch() as watch:
+    with Watch(STOP) as watch:
         watch.add(outbox / ".evil", IN_OPEN, "evil")
         watch.add(outbox / ".good", IN_CLOSE_NOWRITE, "good")
         os.link(outbox / ".evil", outbox / name)
@@ -72,7 +73,7 @@ def _in_place_during_seal(outbox: Path, name: str, good: bytes, evil: bytes, sig
     signed bytes put back before the gateway's closing check."""
     (outbox / (name + ".sig")).write_bytes(signature)
     (outbox / name).write_bytes(good)
-    with Watch() as watch:
+    with Watch(STOP) as watch:
         watch.add(outbox / name, IN_CLOSE_NOWRITE, "file")
         # two closes for the signature check (a regular-file check, then gpg), two for OpenPGP sealing
         if _closes(watch, "file", 2):
@@ -85,7 +86,7 @@ def _in_place_after_first_read(outbox: Path, name: str, good: bytes, evil: bytes
     """Other bytes written in place as soon as anything has read the signed file once."""
     (outbox / (name + ".sig")).write_bytes(signature)
     (outbox / name).write_bytes(good)
-    with Watch() as watch:
+    with Watch(STOP) as watch:
         watch.add(outbox / name, IN_ACCESS, "file")
         if watch.wait("file", IN_ACCESS, EVENT_TIMEOUT):
             _overwrite(outbox / name, evil)
@@ -109,6 +110,25 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
+def _attacker(attack: Attack, outbox: Path, name: str, good: bytes, other: bytes, signature: bytes) -> threading.Thread:
+    """Start `attack` in a thread; return once its drop is in place."""
+    STOP.clear()
+    thread = threading.Thread(target=attack, args=(outbox, name, good, other, signature))
+    thread.start()
+    wait_until((outbox / name).exists, 10, "the attacker's drop")
+    return thread
+
+
+def _run_once(root: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _pulled(root: Path, into: Path) -> dict[str, list[bytes]]:
     return {agency: pull_raw(root, agency, into / agency) for agency in ("probation", "housing")}
 
@@ -128,16 +148,9 @@ def test_run_once_delivers_only_what_the_officer_signed(root: Path, tmp_path: Pa
         signature = _sign(root, good, tmp_path / f"sub-{number}.csv")
         signed.append(good)
         name = f"race-{number}-2026-10.csv"
-        attacker = threading.Thread(target=ATTACKS[attack], args=(outbox, name, good, evil, signature))
-        attacker.start()
-        wait_until(lambda n=name: (outbox / n).exists(), 10, "the attacker's drop")
-        subprocess.run(
-            [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
-            cwd=REPO,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
+        attacker = _attacker(ATTACKS[attack], outbox, name, good, evil, signature)
+        _run_once(root)
+        STOP.set()
         attacker.join()
         for leftover in outbox.glob(".*"):
             leftover.unlink()
@@ -155,8 +168,11 @@ def test_the_daemon_delivers_only_what_the_officer_signed(root: Path, tmp_path: 
             good, evil = _variant(number, evil=False), _variant(number, evil=True)
             signature = _sign(root, good, tmp_path / f"sub-{number}.csv")
             signed.append(good)
-            ATTACKS[attack](outbox, f"race-{number}-2026-10.csv", good, evil, signature)
-            wait_until(lambda n=number: not (outbox / f"race-{n}-2026-10.csv.sig").exists(), 30, "the gateway")
+            name = f"race-{number}-2026-10.csv"
+            attacker = _attacker(ATTACKS[attack], outbox, name, good, evil, signature)
+            wait_until(lambda n=name: not (outbox / (n + ".sig")).exists(), 30, "the gateway")
+            STOP.set()
+            attacker.join()
             for leftover in outbox.glob(".*"):
                 leftover.unlink()
     finally:
@@ -170,7 +186,7 @@ def _json_during_encryption(outbox: Path, name: str, good: bytes, forged: bytes,
     (outbox / ".good").write_bytes(good)
     (outbox / ".forged").write_bytes(forged)
     os.link(outbox / ".good", outbox / name)
-    with Watch() as watch:
+    with Watch(STOP) as watch:
         watch.add(outbox / ".good", IN_CLOSE_NOWRITE, "good")
         watch.add(outbox / ".forged", IN_CLOSE_NOWRITE, "forged")
         if _closes(watch, "good", 2):
@@ -186,18 +202,9 @@ def test_a_package_never_carries_a_gateway_signature_over_bytes_no_officer_signe
     good = _variant(7, evil=False)
     forged = b'{"format": "iom-gateway-manifest", "marking": "UNCLASSIFIED", "recipient": "probation"}\n'
     signature = _sign(root, good, tmp_path / "oracle.csv")
-    attacker = threading.Thread(
-        target=_json_during_encryption, args=(outbox, "oracle-2026-10.csv", good, forged, signature)
-    )
-    attacker.start()
-    wait_until((outbox / "oracle-2026-10.csv").exists, 10, "the attacker's drop")
-    subprocess.run(
-        [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
-        cwd=REPO,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    attacker = _attacker(_json_during_encryption, outbox, "oracle-2026-10.csv", good, forged, signature)
+    _run_once(root)
+    STOP.set()
     attacker.join()
     for package in (root / "inbox" / "probation").glob("*.csv.gpg"):
         inner = gpg(home(root, "probation-do"), "--decrypt", "--unwrap", str(package)).stdout
