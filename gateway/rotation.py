@@ -15,19 +15,19 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from gateway import faults
 from gateway.context import Root
-from gateway.crypto_gpg import Fingerprint, Keyring, Purpose, strip_recipients
+from gateway.crypto_gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose, strip_recipients
 from gateway.crypto_zip import read_aes_zip, write_aes_zip
 from gateway.errors import CryptoError, PolicyError, UsageError
-from gateway.fsio import atomic_write_bytes, open_regular, sha256_file
+from gateway.fsio import OpenFile, atomic_write_bytes, open_regular, sha256_file
 from gateway.journal import DeliveryRecord
 from gateway.manifest import canonical_json
 from gateway.model import Agency, Delivery
 from gateway.passwords import generate
-from gateway.pipeline import REPACK_SUFFIX, finish_repacks
+from gateway.pipeline import MAX_MANIFEST_BYTES, REPACK_SUFFIX, finish_repacks
 from gateway.registry import Officer
 from gateway.secret import Secret
 
@@ -173,14 +173,14 @@ def _repack(root: Root, delivery: DeliveryRecord, new_id: str) -> str:
     """Re-encrypt one AES-ZIP package with password `new_id`: the plaintext only ever passes through a pipe."""
     old_password, new_password = root.vault.password(delivery.key_id), root.vault.password(new_id)
 
-    def write(payload: Path, target: BinaryIO) -> None:
+    def write(payload: OpenFile, target: BinaryIO) -> None:
         reader_r, writer_w = os.pipe()
         failure: list[BaseException] = []
 
         def unpack() -> None:
             try:
-                with payload.open("rb") as source, os.fdopen(writer_w, "wb") as pipe:
-                    read_aes_zip(source, password=old_password, target=pipe)
+                with os.fdopen(writer_w, "wb") as pipe:
+                    read_aes_zip(payload.stream(), password=old_password, target=pipe)
             except BaseException as exc:  # handed to the main thread, which re-raises it
                 failure.append(exc)
 
@@ -200,25 +200,32 @@ def _repack(root: Root, delivery: DeliveryRecord, new_id: str) -> str:
 def _strip(root: Root, delivery: DeliveryRecord, key_ids: frozenset[str], remaining: str) -> str:
     """Drop the revoked officer's session-key packets from one OpenPGP package (no plaintext needed)."""
 
-    def write(payload: Path, target: BinaryIO) -> None:
-        with payload.open("rb") as source:
-            strip_recipients(source, target, key_ids)
+    def write(payload: OpenFile, target: BinaryIO) -> None:
+        strip_recipients(payload.stream(), target, key_ids)
 
     return _restage(root, delivery, ".csv.gpg", write, remaining)
 
 
 def _restage(
-    root: Root, delivery: DeliveryRecord, suffix: str, write: Callable[[Path, BinaryIO], None], key_id: str
+    root: Root, delivery: DeliveryRecord, suffix: str, write: Callable[[OpenFile, BinaryIO], None], key_id: str
 ) -> str:
     """Write a package's new payload, manifest and signature under .NAME.repack beside the old ones (fsynced),
-    record them in the journal, and only then rename them over the old (a crash is finished by `recover`)."""
+    record them in the journal, and only then rename them over the old (a crash is finished by `recover`).
+
+    The old manifest counts only if the gateway's signature over it holds, and the payload only if it
+    is the one that manifest names: the gateway never re-signs what someone put into an inbox.
+    Raises CryptoError naming the package otherwise.
+    """
     folder = root.store.folder(delivery.recipient)
     payload = folder / f"{delivery.package}{suffix}"
     manifest_path = folder / f"{delivery.package}.manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = _signed_manifest(root, delivery)
     staged_payload = folder / f".{payload.name}{REPACK_SUFFIX}"
-    with _private(staged_payload) as target:
-        write(payload, target)
+    with root.store.open(delivery.recipient) as inbox, inbox.open_file(payload.name) as sealed:
+        if sealed.hash() != manifest.get("payload_sha256"):
+            raise CryptoError(f"{delivery.recipient}/{payload.name} is not the package its manifest names: {_ALTERED}")
+        with _private(staged_payload) as target:
+            write(sealed, target)
     gateway = root.gateway_key()
     method = manifest["encryption"]["method"]
     # everything else stays as sealed, the audit witness too: it says what the log held at the sealing
@@ -239,6 +246,22 @@ def _restage(
     faults.reached("repack.recorded")
     finish_repacks(root)
     return f"{delivery.recipient}/{delivery.package}"
+
+
+_ALTERED = "it was altered in the inbox; it was left as it is, tell whoever can write there"
+
+
+def _signed_manifest(root: Root, delivery: DeliveryRecord) -> dict[str, Any]:
+    """The package's manifest, read once, if the gateway signed those very bytes; raise CryptoError otherwise."""
+    name = f"{delivery.package}.manifest.json"
+    document = root.store.read(delivery.recipient, name, MAX_MANIFEST_BYTES)
+    signature = root.store.read(delivery.recipient, name + ".sig", MAX_SIGNATURE_BYTES)
+    known = {fingerprint for fingerprint, *_ in root.journal.gateway_keys()}
+    check = root.keyring.verify_bytes(document or b"", signature or b"", purpose=Purpose.MANIFEST)
+    if document is None or not (check.valid or check.key_expired) or str(check.fingerprint) not in known:
+        raise CryptoError(f"{delivery.recipient}/{name}'s gateway signature does not verify: {_ALTERED}")
+    manifest: dict[str, Any] = json.loads(document)
+    return manifest
 
 
 def revoke_officer(root: Root, officer_id: str, *, reencrypt: bool) -> tuple[Officer, list[str]]:

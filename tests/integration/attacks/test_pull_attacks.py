@@ -195,3 +195,16 @@ def test_a_signature_lifted_out_of_a_package_never_passes_for_a_manifests(
     captured = capsys.readouterr()
     assert "FORGED" in captured.err and "made for package, not for manifest" in captured.err
     assert [p.name for p in to.iterdir()] == [real.name.removesuffix(".manifest.json") + ".csv"]
+
+
+def test_a_rotation_never_re_signs_a_manifest_altered_in_the_inbox(routed_root: Path) -> None:
+    """Re-packing signs a new manifest: it must start from one the gateway signed, never from bytes
+    someone with write access to an inbox put there (that would make the gateway key sign them)."""
+    _deliver(routed_root)
+    manifest = next((routed_root / "inbox" / "housing").glob("*.manifest.json"))
+    altered = manifest.read_bytes().replace(b'"PROTECT - PERSONAL"', b'"UNCLASSIFIED"')
+    manifest.write_bytes(altered)
+    assert cli(routed_root, "keys", "rotate", "--agency", "housing", "--reencrypt", "--yes") == 1
+    assert manifest.read_bytes() == altered
+    check = gpg(routed_root / "keys" / "gnupg", "--verify", f"{manifest}.sig", str(manifest), check=False)
+    assert check.returncode != 0, "the gateway signed the altered manifest"
