@@ -289,8 +289,12 @@ def _read_signature(folder: Folder, name: str) -> _Signed | None:
 
 
 def _journal_name(name: str) -> str:
-    """The name as the journal keeps it: the file system's, or its escaped form if that is not text."""
-    return shown(name) if shown(name) != name else name
+    """The name as the journal keeps it: the file system's, or its escaped form if it is not UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return shown(name)
+    return name
 
 
 def _release(root: Root, submission: str | None) -> None:

@@ -66,8 +66,11 @@ class PackageStore:
                     handle.flush()
                     os.fsync(handle.fileno())
                     created.sha256 = _sha256_fd(handle.fileno())
-                with suppress(FileExistsError):  # made before a crash, or by another worker: adopt it
+                try:
                     os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
+                except FileExistsError:  # made before a crash, or by another worker: adopt it
+                    with folder.open_file(name) as adopted:
+                        created.sha256 = adopted.hash()
                 folder.sync()
             finally:
                 with suppress(FileNotFoundError):
