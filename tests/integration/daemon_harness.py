@@ -179,3 +179,16 @@ def pull_raw(root: Path, agency: str, into: Path) -> list[bytes]:
 
 def packages(root: Path, agency: str) -> list[Path]:
     return sorted(p for p in (root / "inbox" / agency).iterdir() if p.name.endswith((".csv.gpg", ".zip")))
+
+
+def run_once_process(root: Path) -> subprocess.CompletedProcess[str]:
+    """`iom-gateway run --once` as a real process (the console script's way), its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )

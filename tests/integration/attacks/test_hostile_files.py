@@ -5,15 +5,12 @@ dropped after it, is still delivered by the same daemon."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.integration.daemon_harness import Daemon, drop, home, wait_until
+from tests.integration.daemon_harness import Daemon, drop, home, run_once_process, wait_until
 from tests.integration.gpg_helpers import gpg
 
 pytestmark = pytest.mark.slow
@@ -127,7 +124,7 @@ def test_an_outbox_symlink_is_never_followed(routed_root: Path) -> None:
     _outbox_is_a_symlink(routed_root)
     outside = routed_root.parent / "outside-the-root"
     before = sorted(p.name for p in outside.iterdir())
-    result = _run_once(routed_root)
+    result = run_once_process(routed_root)
     assert sorted(p.name for p in outside.iterdir()) == before, "files outside the root were processed"
     assert not list((routed_root / "inbox").rglob("*__police__*"))
     assert "symbolic link" in result.stderr + result.stdout
@@ -135,7 +132,7 @@ def test_an_outbox_symlink_is_never_followed(routed_root: Path) -> None:
 
 def test_a_name_that_cannot_carry_a_report_is_still_rejected_with_one(routed_root: Path) -> None:
     _name_too_long_to_report(routed_root)
-    result = _run_once(routed_root)
+    result = run_once_process(routed_root)
     assert result.returncode == 1, result.stdout + result.stderr
     reports = list((routed_root / "outbox" / "police" / "rejected").glob("*.report.txt"))
     assert len(reports) == 1 and len(reports[0].name.encode()) <= 255
@@ -146,20 +143,8 @@ def test_names_are_printed_with_control_characters_escaped(routed_root: Path) ->
     outbox = routed_root / "outbox" / "police"
     outbox.mkdir(mode=0o700, exist_ok=True)
     _put(outbox, b"evil\x1b]0;owned\x07\x1b[2J\nforged line-2026-10.csv", INVALID)
-    result = _run_once(routed_root)
+    result = run_once_process(routed_root)
     shown = result.stdout + result.stderr
     assert "evil" in shown
     assert "\x1b" not in shown and "\x07" not in shown
     assert not any(line.startswith("forged line") for line in shown.splitlines())
-
-
-def _run_once(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        errors="replace",
-    )

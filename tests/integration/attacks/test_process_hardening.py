@@ -36,6 +36,7 @@ from tests.integration.daemon_harness import (
     outbox_clear,
     packages,
     remove_root,
+    run_once_process,
     short_dir,
     temp_files,
     wait_until,
@@ -124,23 +125,12 @@ def _full_tmpfs(folder: Path) -> Iterator[None]:
         subprocess.run(["umount", str(folder)], capture_output=True, check=False)
 
 
-def _run_once(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_a_full_disk_under_an_aes_zip_inbox_defers_once_without_a_traceback(routed_root: Path) -> None:
     root = routed_root
     housing = root / "inbox" / "housing"  # police's route: probation by OpenPGP, housing by AES-ZIP
     with _full_tmpfs(housing):
         drop(root, "police", GOOD, GOOD.name, "police-do")
-        result = _run_once(root)
+        result = run_once_process(root)
         assert "Exception ignored" not in result.stderr, result.stderr
         assert "Traceback" not in result.stderr, result.stderr
         deferrals = [line for line in result.stderr.splitlines() if "errno=ENOSPC" in line]
@@ -149,7 +139,7 @@ def test_a_full_disk_under_an_aes_zip_inbox_defers_once_without_a_traceback(rout
         assert (root / "outbox" / "police" / GOOD.name).exists(), "the submission stays to be tried again"
         assert [p.name for p in housing.iterdir()] == ["filler"], "no partial package is left behind"
         (housing / "filler").unlink()
-        again = _run_once(root)
+        again = run_once_process(root)
         assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
         assert len(packages(root, "housing")) == 1 and outbox_clear(root, "police")
     assert temp_files(root) == []

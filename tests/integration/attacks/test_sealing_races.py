@@ -9,18 +9,15 @@ recipient pulls must hold exactly the bytes the officer signed.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.integration.attacks.inotify import IN_ACCESS, IN_CLOSE_NOWRITE, IN_OPEN, Watch
 from tests.integration.attacks.packets import lift_signature
-from tests.integration.daemon_harness import GOOD, Daemon, home, pull_raw, wait_until
+from tests.integration.daemon_harness import GOOD, Daemon, home, pull_raw, run_once_process, wait_until
 from tests.integration.gpg_helpers import gpg
 
 pytestmark = pytest.mark.slow
@@ -119,16 +116,6 @@ def _attacker(attack: Attack, outbox: Path, name: str, good: bytes, other: bytes
     return thread
 
 
-def _run_once(root: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
-        cwd=REPO,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def _pulled(root: Path, into: Path) -> dict[str, list[bytes]]:
     return {agency: pull_raw(root, agency, into / agency) for agency in ("probation", "housing")}
 
@@ -149,7 +136,7 @@ def test_run_once_delivers_only_what_the_officer_signed(root: Path, tmp_path: Pa
         signed.append(good)
         name = f"race-{number}-2026-10.csv"
         attacker = _attacker(ATTACKS[attack], outbox, name, good, evil, signature)
-        _run_once(root)
+        run_once_process(root)
         STOP.set()
         attacker.join()
         for leftover in outbox.glob(".*"):
@@ -203,7 +190,7 @@ def test_a_package_never_carries_a_gateway_signature_over_bytes_no_officer_signe
     forged = b'{"format": "iom-gateway-manifest", "marking": "UNCLASSIFIED", "recipient": "probation"}\n'
     signature = _sign(root, good, tmp_path / "oracle.csv")
     attacker = _attacker(_json_during_encryption, outbox, "oracle-2026-10.csv", good, forged, signature)
-    _run_once(root)
+    run_once_process(root)
     STOP.set()
     attacker.join()
     for package in (root / "inbox" / "probation").glob("*.csv.gpg"):

@@ -46,28 +46,23 @@ def _sign_into_outbox(root: Path, name: str, *flags: str, data: bytes | None = N
     return outbox / name
 
 
+def _submit_restricted_then_rename(root: Path, tmp_path: Path, new_name: str) -> None:
+    """`submit --marking RESTRICTED` a file for PERIOD, then rename the pair in the outbox as an attacker would."""
+    source = tmp_path / f"sub-{PERIOD}.csv"
+    source.write_bytes(GOOD.read_bytes())
+    submitted = cli(
+        root, "submit", str(source), "--agency", "police", "--officer", "police-do", "--marking", "RESTRICTED"
+    )
+    assert submitted == 0
+    outbox = _outbox(root)
+    for suffix in ("", ".sig"):
+        os.replace(outbox / f"RESTRICTED__sub-{PERIOD}.csv{suffix}", outbox / f"{new_name}{suffix}")
+
+
 def test_renaming_a_submitted_file_cannot_lower_its_marking_or_change_its_period(
     routed_root: Path, tmp_path: Path
 ) -> None:
-    source = tmp_path / f"sub-{PERIOD}.csv"
-    source.write_bytes(GOOD.read_bytes())
-    assert (
-        cli(
-            routed_root,
-            "submit",
-            str(source),
-            "--agency",
-            "police",
-            "--officer",
-            "police-do",
-            "--marking",
-            "RESTRICTED",
-        )
-        == 0
-    )
-    outbox = _outbox(routed_root)
-    for suffix in ("", ".sig"):
-        os.replace(outbox / f"RESTRICTED__sub-{PERIOD}.csv{suffix}", outbox / f"sub-2026-01.csv{suffix}")
+    _submit_restricted_then_rename(routed_root, tmp_path, "sub-2026-01.csv")
     assert cli(routed_root, "run", "--once") == 1
     assert _manifests(routed_root) == []
     report = _reports(routed_root)
@@ -77,25 +72,7 @@ def test_renaming_a_submitted_file_cannot_lower_its_marking_or_change_its_period
 def test_the_signed_marking_and_period_survive_a_rename_that_drops_the_prefix(
     routed_root: Path, tmp_path: Path
 ) -> None:
-    source = tmp_path / f"sub-{PERIOD}.csv"
-    source.write_bytes(GOOD.read_bytes())
-    assert (
-        cli(
-            routed_root,
-            "submit",
-            str(source),
-            "--agency",
-            "police",
-            "--officer",
-            "police-do",
-            "--marking",
-            "RESTRICTED",
-        )
-        == 0
-    )
-    outbox = _outbox(routed_root)
-    for suffix in ("", ".sig"):
-        os.replace(outbox / f"RESTRICTED__sub-{PERIOD}.csv{suffix}", outbox / f"monthly.csv{suffix}")
+    _submit_restricted_then_rename(routed_root, tmp_path, "monthly.csv")
     assert cli(routed_root, "run", "--once") == 0
     (manifest,) = _manifests(routed_root)
     assert manifest["marking"] == "RESTRICTED - PERSONAL" and manifest["period"] == PERIOD
