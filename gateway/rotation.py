@@ -173,14 +173,14 @@ def _repack(root: Root, delivery: DeliveryRecord, new_id: str) -> str:
     """Re-encrypt one AES-ZIP package with password `new_id`: the plaintext only ever passes through a pipe."""
     old_password, new_password = root.vault.password(delivery.key_id), root.vault.password(new_id)
 
-    def write(payload: OpenFile, target: BinaryIO) -> None:
+    def write(payload: OpenFile, target: BinaryIO, plaintext_bytes: int) -> None:
         reader_r, writer_w = os.pipe()
         failure: list[BaseException] = []
 
         def unpack() -> None:
             try:
                 with os.fdopen(writer_w, "wb") as pipe:
-                    read_aes_zip(payload.stream(), password=old_password, target=pipe)
+                    read_aes_zip(payload.stream(), password=old_password, target=pipe, max_bytes=plaintext_bytes)
             except BaseException as exc:  # handed to the main thread, which re-raises it
                 failure.append(exc)
 
@@ -200,14 +200,14 @@ def _repack(root: Root, delivery: DeliveryRecord, new_id: str) -> str:
 def _strip(root: Root, delivery: DeliveryRecord, key_ids: frozenset[str], remaining: str) -> str:
     """Drop the revoked officer's session-key packets from one OpenPGP package (no plaintext needed)."""
 
-    def write(payload: OpenFile, target: BinaryIO) -> None:
+    def write(payload: OpenFile, target: BinaryIO, _plaintext_bytes: int) -> None:
         strip_recipients(payload.stream(), target, key_ids)
 
     return _restage(root, delivery, ".csv.gpg", write, remaining)
 
 
 def _restage(
-    root: Root, delivery: DeliveryRecord, suffix: str, write: Callable[[OpenFile, BinaryIO], None], key_id: str
+    root: Root, delivery: DeliveryRecord, suffix: str, write: Callable[[OpenFile, BinaryIO, int], None], key_id: str
 ) -> str:
     """Write a package's new payload, manifest and signature under .NAME.repack beside the old ones (fsynced),
     record them in the journal, and only then rename them over the old (a crash is finished by `recover`).
@@ -225,7 +225,7 @@ def _restage(
         if sealed.hash() != manifest.get("payload_sha256"):
             raise CryptoError(f"{delivery.recipient}/{payload.name} is not the package its manifest names: {_ALTERED}")
         with _private(staged_payload) as target:
-            write(sealed, target)
+            write(sealed, target, int(manifest.get("plaintext_bytes", 0)))
     gateway = root.gateway_key()
     method = manifest["encryption"]["method"]
     # everything else stays as sealed, the audit witness too: it says what the log held at the sealing
