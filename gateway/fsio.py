@@ -333,6 +333,20 @@ class Folder:
         """Open the regular file `name` once; raise UsageError if it is gone, InputFileError for a link."""
         return open_once(Path(name), dir_fd=self.fd)
 
+    def read(self, name: str, limit: int) -> bytes | None:
+        """The bytes of the regular file `name`, read once; None if it is not there.
+
+        Raises InputFileError if it is a link, not a regular file, or larger than `limit` bytes.
+        """
+        try:
+            with self.open_file(name) as file:
+                data = os.pread(file.fd, limit + 1, 0)
+        except UsageError:
+            return None
+        if len(data) > limit:
+            raise InputFileError(f"{name!r} is larger than {limit:,} bytes")
+        return data
+
     def identity(self, name: str) -> tuple[int, int] | None:
         """(device, inode) of the entry `name` itself (a link is not followed), or None if it is gone."""
         try:

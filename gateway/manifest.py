@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 MANIFEST_VERSION = 1
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few KB; a larger one was not made by the gateway
 _CRC24_INIT, _CRC24_POLY = 0xB704CE, 0x1864CFB
 
 

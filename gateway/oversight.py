@@ -13,20 +13,19 @@ from typing import Any
 
 from gateway.audit import Verdict, Witness
 from gateway.context import Root
-from gateway.crypto_gpg import Fingerprint, Purpose
+from gateway.crypto_gpg import MAX_SIGNATURE_BYTES, Fingerprint, Purpose
 from gateway.disclosure import register, to_json, write_csv, write_html
 from gateway.errors import CryptoError, GatewayError, UsageError
-from gateway.fsio import open_regular
+from gateway.fsio import Folder
 from gateway.intake import count_waiting
 from gateway.journal import ABANDONED, DELIVERED, DONE, REJECTED
+from gateway.manifest import MAX_MANIFEST_BYTES
 from gateway.model import Period
 from gateway.store import INBOX
 
 EXPIRY_WARNING = timedelta(days=30)
 REPORT_FORMATS = ("csv", "html", "json")
 MANIFEST_SUFFIX = ".manifest.json"
-MAX_MANIFEST = 1 << 20
-MAX_SIGNATURE = 1 << 16
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -88,8 +87,12 @@ def verify_audit(root: Root, witness_folders: Sequence[Path] = ()) -> AuditCheck
 def _witness(path: Path, name: str, check: Callable[[bytes, bytes], str | None]) -> Witness | str:
     """The witness a manifest holds if the gateway signed it; otherwise why it does not count."""
     try:
-        data = _read_capped(path, MAX_MANIFEST)
-        signature = _read_capped(path.with_name(path.name + ".sig"), MAX_SIGNATURE)
+        with Folder.open(path.parent) as folder:
+            data = folder.read(path.name, MAX_MANIFEST_BYTES)
+            signature = folder.read(path.name + ".sig", MAX_SIGNATURE_BYTES)
+        if data is None or signature is None:
+            missing = path.name if data is None else path.name + ".sig"
+            return f"{missing!r} is missing or not a regular file"
     except GatewayError as exc:
         return exc.message
     if check(data, signature) is None:
@@ -108,18 +111,6 @@ def _witness(path: Path, name: str, check: Callable[[bytes, bytes], str | None])
     if not (_HEX64.fullmatch(head) and isinstance(package, str) and isinstance(recipient, str)):
         return "its audit witness is malformed"
     return Witness(name, package, recipient, seq, head)
-
-
-def _read_capped(path: Path, cap: int) -> bytes:
-    """The file's bytes, read once; raise GatewayError (a reason to give) if missing, odd or over `cap`."""
-    try:
-        stream, size = open_regular(path)
-    except GatewayError:
-        raise GatewayError(f"{path.name!r} is missing or not a regular file") from None
-    with stream:
-        if size > cap:
-            raise GatewayError(f"{path.name!r} is {size:,} bytes, larger than a manifest or signature can be")
-        return stream.read(cap)
 
 
 def audit_events(root: Root, since: datetime | None, event: str | None) -> list[dict[str, object]]:

@@ -58,7 +58,7 @@ from gateway.journal import (
     DeliveryRecord,
     SubmissionRecord,
 )
-from gateway.manifest import MANIFEST_VERSION, armor_signature, binary_signature, canonical_json
+from gateway.manifest import MANIFEST_VERSION, MAX_MANIFEST_BYTES, armor_signature, binary_signature, canonical_json
 from gateway.marking import MARKING_SEPARATOR, Level, Marking, apply_marking, requested_level
 from gateway.model import Agency, Delivery, Period
 from gateway.validate import Report, validate_file, validate_stream
@@ -69,7 +69,6 @@ QUARANTINE = "quarantine"
 INBOX = "inbox"
 STATE = "state"
 KEYS = "keys"
-MAX_MANIFEST_BYTES = 1 << 20
 _PERIOD_IN_NAME = re.compile(r"(?<![0-9])(20[0-9]{2})-(0[1-9]|1[0-2])(?![0-9])")
 
 

@@ -22,15 +22,14 @@ from typing import Any, BinaryIO
 from gateway.context import Root
 from gateway.crypto_gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose
 from gateway.crypto_zip import read_aes_zip
-from gateway.errors import CryptoError, GatewayError, UsageError
+from gateway.errors import CryptoError, GatewayError, InputFileError, UsageError
 from gateway.fsio import HASH_CHUNK, Folder, anonymous_file, is_plain_name, open_regular, publish, remove_stale_temps
-from gateway.manifest import binary_signature
+from gateway.manifest import MAX_MANIFEST_BYTES, binary_signature
 from gateway.model import Delivery
 from gateway.secret import Secret
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-MAX_MANIFEST = 1 << 20  # a manifest is a few KB; a larger one was not made by the gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +97,7 @@ def _pull_one(
     if not is_plain_name(payload) or base.startswith("."):
         raise CryptoError(f"{payload!r} is not a package name the gateway makes: tell the admin")
     with root.store.open(agency) as folder:
-        document = _read_capped(folder, base + ".manifest.json", MAX_MANIFEST)
+        document = _read_capped(folder, base + ".manifest.json", MAX_MANIFEST_BYTES)
         signature = _read_capped(folder, base + ".manifest.json.sig", MAX_SIGNATURE_BYTES)
         if document is None or signature is None:
             return Pulled(base, None, "incomplete: its manifest is not there yet")
@@ -136,17 +135,11 @@ def _opener(
 
 
 def _read_capped(folder: Folder, name: str, limit: int) -> bytes | None:
-    """The bytes of `name`, read once; None if it is not there; CryptoError if it is larger than `limit`."""
+    """The bytes of `name`, read once; None if it is not there; CryptoError if it is odd or too large."""
     try:
-        with folder.open_file(name) as file:
-            data = os.pread(file.fd, limit + 1, 0)
-    except UsageError:
-        return None
-    if len(data) > limit:
-        raise CryptoError(
-            f"{name}: larger than {limit:,} bytes, so not made by the gateway: do not trust it; tell the admin"
-        )
-    return data
+        return folder.read(name, limit)
+    except InputFileError as exc:
+        raise CryptoError(f"{exc.message}, so not made by the gateway: do not trust it; tell the admin") from None
 
 
 def _verified_manifest(

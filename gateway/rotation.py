@@ -24,10 +24,10 @@ from gateway.crypto_zip import read_aes_zip, write_aes_zip
 from gateway.errors import CryptoError, PolicyError, UsageError
 from gateway.fsio import OpenFile, atomic_write_bytes, open_regular, sha256_file
 from gateway.journal import DeliveryRecord
-from gateway.manifest import canonical_json
+from gateway.manifest import MAX_MANIFEST_BYTES, canonical_json
 from gateway.model import Agency, Delivery
 from gateway.passwords import generate
-from gateway.pipeline import MAX_MANIFEST_BYTES, REPACK_SUFFIX, finish_repacks
+from gateway.pipeline import REPACK_SUFFIX, finish_repacks
 from gateway.registry import Officer
 from gateway.secret import Secret
 

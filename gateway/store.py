@@ -89,11 +89,10 @@ class PackageStore:
     def read(self, agency: str, name: str, limit: int) -> bytes | None:
         """The bytes of `name` (None if missing, a link, or larger than `limit`), read through one descriptor."""
         try:
-            with self.open(agency) as folder, folder.open_file(name) as file:
-                data = os.pread(file.fd, limit + 1, 0)
+            with self.open(agency) as folder:
+                return folder.read(name, limit)
         except (OSError, GatewayError):
             return None
-        return data if len(data) <= limit else None
 
     def sha256(self, agency: str, name: str) -> str:
         """The SHA-256 of the published file `name`, read through one descriptor."""
