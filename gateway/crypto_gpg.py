@@ -1,13 +1,18 @@
 """OpenPGP through GnuPG: the only module that runs python-gnupg or the gpg binary.
 
 Every decision is taken from gpg's machine-readable status lines (`[GNUPG:] VALIDSIG …`), never from
-its English messages, and every file gpg writes goes through `fsio.atomic_target`, so a reader never
-sees half a package and a failed decryption leaves nothing behind.
+its English messages. Data never reaches gpg by name: signing, verifying, encrypting and decrypting
+run gpg on pipes (`_Pipes`), the data on stdin from the caller's one open file, the result on stdout
+into the caller's file, so what gpg checks is exactly what the caller hashed and seals; python-gnupg
+is used for keys only.
 
 Threat-model notes:
-- python-gnupg reads status lines from stderr (`--status-fd 2`), the stream gpg also logs to; a log
-  line carrying attacker text (a file name, a user id) could be taken for a status line, which is how
-  SigSpoof (CVE-2018-12020) forged good signatures. gpg's log therefore goes to /dev/null.
+- Status lines come on a pipe of their own on the data path; python-gnupg (keys only) reads them
+  from stderr, the stream gpg also logs to, where a log line carrying attacker text (a file name, a
+  user id) could pass for a status line (SigSpoof, CVE-2018-12020): gpg's log goes to /dev/null.
+- Every gateway signature names its purpose in a signed notation (`Purpose`), and every verifier
+  asks for one, so a signature lifted out of a package never passes for a manifest's.
+- gpg and its agent see only ENVIRONMENT; the agents a process started are stopped by stop_agents().
 - Trust is membership: a public key is in a keyring only because an admin registered it, so gpg's
   web of trust is not consulted; revocation and expiry still are.
 - Nothing here touches the network (`--disable-dirmngr`, local key location only) or asks for a
