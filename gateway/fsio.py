@@ -148,6 +148,23 @@ def sha256_file(path: Path) -> str:
 
 # ----------------------------------------------------------------------------------------- one open file
 
+
+def read_chunks(fd: int) -> Iterator[bytes]:
+    """The whole of the open file `fd` from its start, in chunks, by pread (its offset is left alone)."""
+    offset = 0
+    while chunk := os.pread(fd, HASH_CHUNK, offset):
+        offset += len(chunk)
+        yield chunk
+
+
+def sha256_fd(fd: int) -> str:
+    """The SHA-256 (hex) of the whole of the open file `fd`."""
+    digest = hashlib.sha256()
+    for chunk in read_chunks(fd):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 _LEASE_RDLCK, _LEASE_UNLCK = getattr(fcntl, "F_RDLCK", 0), getattr(fcntl, "F_UNLCK", 2)
 _SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 
@@ -173,13 +190,13 @@ class OpenFile:
     def chunks(self, *, compare: bool = True) -> Iterator[bytes]:
         """One complete read of the file, in chunks (raises ChangedError at the end if it differs, unless
         `compare` is False: for keeping a rejected file as it now is)."""
-        digest, offset = hashlib.sha256(), 0
-        while chunk := os.pread(self.fd, HASH_CHUNK, offset):
+        digest, length = hashlib.sha256(), 0
+        for chunk in read_chunks(self.fd):
             digest.update(chunk)
-            offset += len(chunk)
+            length += len(chunk)
             yield chunk
         if compare:
-            self._complete(digest.hexdigest(), offset)
+            self._complete(digest.hexdigest(), length)
 
     def stream(self) -> BinaryIO:
         """A binary stream over the file for a consumer that reads (and may seek back to 0)."""

@@ -10,11 +10,8 @@ A package that fails is reported and the others are still pulled.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import logging
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,7 +20,16 @@ from gateway.context import Root
 from gateway.crypto_gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose
 from gateway.crypto_zip import read_aes_zip
 from gateway.errors import CryptoError, GatewayError, InputFileError, UsageError
-from gateway.fsio import HASH_CHUNK, Folder, anonymous_file, is_plain_name, open_regular, publish, remove_stale_temps
+from gateway.fsio import (
+    Folder,
+    anonymous_file,
+    is_plain_name,
+    open_regular,
+    publish,
+    read_chunks,
+    remove_stale_temps,
+    sha256_fd,
+)
 from gateway.manifest import MAX_MANIFEST_BYTES, binary_signature
 from gateway.model import Delivery
 from gateway.secret import Secret
@@ -235,7 +241,7 @@ def _altered(payload: str) -> str:
 
 def _check_sender(root: Root, manifest: _Manifest, plain: BinaryIO) -> None:
     """The officer's own signature must cover exactly these bytes (end to end, not only the gateway's word)."""
-    check = root.keyring.verify_detached(_chunks(plain), manifest.sender_signature)
+    check = root.keyring.verify_detached(read_chunks(plain.fileno()), manifest.sender_signature)
     if not (check.intact and check.fingerprint == manifest.sender_fingerprint):
         raise CryptoError(
             f"{manifest.payload}: the sending officer's signature does not cover these bytes "
@@ -243,19 +249,9 @@ def _check_sender(root: Root, manifest: _Manifest, plain: BinaryIO) -> None:
         )
 
 
-def _chunks(handle: BinaryIO) -> Iterator[bytes]:
-    offset = 0
-    while chunk := os.pread(handle.fileno(), HASH_CHUNK, offset):
-        offset += len(chunk)
-        yield chunk
-
-
 def _sha256(handle: BinaryIO) -> str:
     handle.flush()
-    digest = hashlib.sha256()
-    for chunk in _chunks(handle):
-        digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_fd(handle.fileno())
 
 
 def _transcribe(source: BinaryIO, target: BinaryIO, manifest: _Manifest, *, banner: bool) -> None:
@@ -265,7 +261,7 @@ def _transcribe(source: BinaryIO, target: BinaryIO, manifest: _Manifest, *, bann
     if banner:
         target.write(f"{manifest.marking}\r\n".encode())
     last = b""
-    for chunk in _chunks(source):
+    for chunk in read_chunks(source.fileno()):
         text = decoder.decode(chunk).encode()
         target.write(text)
         last = text[-2:] or last

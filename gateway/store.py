@@ -9,7 +9,6 @@ inbox folder, or of a temp file, is not followed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gateway.errors import GatewayError
-from gateway.fsio import HASH_CHUNK, Folder
+from gateway.fsio import Folder, sha256_fd
 
 INBOX = "inbox"
 
@@ -65,7 +64,7 @@ class PackageStore:
                     yield created
                     handle.flush()
                     os.fsync(handle.fileno())
-                    created.sha256 = _sha256_fd(handle.fileno())
+                    created.sha256 = sha256_fd(handle.fileno())
                 try:
                     os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
                 except FileExistsError:  # made before a crash, or by another worker: adopt it
@@ -109,11 +108,3 @@ class PackageStore:
             for p in folder.iterdir()
             if not p.name.startswith(".") and p.name.endswith((".csv.gpg", ".zip")) and p.is_file()
         )
-
-
-def _sha256_fd(fd: int) -> str:
-    digest, offset = hashlib.sha256(), 0
-    while chunk := os.pread(fd, HASH_CHUNK, offset):
-        digest.update(chunk)
-        offset += len(chunk)
-    return digest.hexdigest()
