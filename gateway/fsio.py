@@ -383,21 +383,27 @@ class Folder:
         return True
 
     @contextmanager
-    def new_file(self, name: str, mode: int = 0o600) -> Iterator[BinaryIO]:
-        """Yield a private temp file beside `name`; on success fsync it and rename it over `name`."""
+    def temp_file(self, name: str, mode: int = 0o600) -> Iterator[tuple[str, BinaryIO]]:
+        """Yield the name and handle of a new private temp file beside `name` (flushed and fsynced when
+        the body ends); whatever happens, that name is gone afterwards (the body may link or rename it)."""
         temp = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.fd)
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.fd)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(temp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-            os.fsync(self.fd)
-        except BaseException:
+            with os.fdopen(fd, "w+b") as handle:
+                yield temp, handle
+        finally:
             with suppress(FileNotFoundError):
                 os.unlink(temp, dir_fd=self.fd)
-            raise
+
+    @contextmanager
+    def new_file(self, name: str, mode: int = 0o600) -> Iterator[BinaryIO]:
+        """Yield a private temp file beside `name`; on success fsync it and rename it over `name`."""
+        with self.temp_file(name, mode) as (temp, handle):
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.rename(temp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            os.fsync(self.fd)
 
     def write(self, name: str, data: bytes, mode: int = 0o600) -> None:
         """Write `data` as `name` atomically and durably."""

@@ -10,9 +10,8 @@ inbox folder, or of a temp file, is not followed.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -54,26 +53,18 @@ class PackageStore:
         Whatever happens the temp file is gone afterwards. `Created.sha256` is the SHA-256 of what was
         written (read back through the temp file's own descriptor, not by name).
         """
-        with self.open(agency) as folder:
-            temp = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
-            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(temp, flags, 0o600, dir_fd=folder.fd)
+        with self.open(agency) as folder, folder.temp_file(name) as (temp, handle):
+            created = Created(handle)
+            yield created
+            handle.flush()
+            os.fsync(handle.fileno())
+            created.sha256 = sha256_fd(handle.fileno())
             try:
-                with os.fdopen(fd, "w+b") as handle:
-                    created = Created(handle)
-                    yield created
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    created.sha256 = sha256_fd(handle.fileno())
-                try:
-                    os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
-                except FileExistsError:  # made before a crash, or by another worker: adopt it
-                    with folder.open_file(name) as adopted:
-                        created.sha256 = adopted.hash()
-                folder.sync()
-            finally:
-                with suppress(FileNotFoundError):
-                    os.unlink(temp, dir_fd=folder.fd)
+                os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
+            except FileExistsError:  # made before a crash, or by another worker: adopt it
+                with folder.open_file(name) as adopted:
+                    created.sha256 = adopted.hash()
+            folder.sync()
 
     def put(self, agency: str, name: str, data: bytes) -> None:
         """Publish `data` as `name` create-once (an existing file of that name is kept)."""
