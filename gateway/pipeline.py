@@ -453,7 +453,7 @@ def _intent(root: Root, job: _Job, now: datetime) -> tuple[Marking, Period]:
     marking = apply_marking(root.config.marking, max((x for x in (level, prefix) if x is not None), default=None))
     named = _period_in(base)
     if signed_period is None:
-        return marking, named or Period.of(now.date())
+        return marking, _period(base, now)
     try:
         period = Period.parse(signed_period)
     except UsageError as exc:
