@@ -7,7 +7,7 @@ Measures, in one run, on scratch demo roots (`init_root(demo=True)`, police rout
    daemon, until every recipient's `.manifest.json.sig` exists (median and p90);
 2. a burst of --files distinct small submissions: files/s, against the same
    cryptographic work done by sequential `gpg` processes;
-3. sealing throughput on a --size-mb MiB file: `gateway.pipeline.process_once`
+3. sealing throughput on a --size-mb MiB file: `gateway.exchange.process.process_once`
    in-process, against `gpg --encrypt --sign -z 1` to the same recipients;
 4. the daemon's peak RSS (/proc/PID/status VmHWM) idle, after a small file and after
    the big one.
@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gateway.admin import init_root  # noqa: E402
-from gateway.context import Root  # noqa: E402
-from gateway.pipeline import Delivered, check_file, process_once  # noqa: E402
+from gateway.admin.init import init_root  # noqa: E402
+from gateway.exchange.process import Delivered, check_file, process_once  # noqa: E402
+from gateway.state.root import Root  # noqa: E402
 
 GPG = "/usr/bin/gpg"
 GPGCONF = "/usr/bin/gpgconf"
@@ -88,7 +88,7 @@ class Sample:
 
 
 def submission_id(data: bytes, agency: str = SENDER) -> str:
-    """The id the pipeline derives from the bytes (`pipeline._submission_id`): it names every package."""
+    """The id the pipeline derives from the bytes (`process._submission_id`): it names every package."""
     digest = hashlib.sha256(data).hexdigest()
     return hashlib.sha256(f"{agency}\0{digest}".encode()).hexdigest()[:20]
 

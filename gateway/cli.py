@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.admin import (
+from gateway.adapters.config import resolve_root
+from gateway.adapters.fsio import atomic_write_bytes, disable_core_dumps, private_umask
+from gateway.adapters.gpg import stop_agents
+from gateway.admin.demo import run_demo
+from gateway.admin.init import (
     add_officer,
     export_gateway_key,
     export_password,
@@ -24,21 +28,17 @@ from gateway.admin import (
     rekey_officer,
     show_password,
 )
-from gateway.config import resolve_root
-from gateway.context import Root
-from gateway.crypto_gpg import stop_agents
-from gateway.demo import run_demo
-from gateway.errors import GatewayError, UsageError
-from gateway.fsio import atomic_write_bytes, disable_core_dumps, private_umask
-from gateway.intake import REJECTED
-from gateway.model import Period
-from gateway.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
-from gateway.pipeline import Rejected, check_file, submit
-from gateway.recipient import pull
-from gateway.registry import Officer
-from gateway.retention import purge
-from gateway.rotation import list_keys, revoke_officer, rotate_agency, rotate_gateway, rotate_vault
-from gateway.watch import run_once, serve
+from gateway.admin.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
+from gateway.admin.retention import purge
+from gateway.admin.rotation import list_keys, revoke_officer, rotate_agency, rotate_gateway, rotate_vault
+from gateway.core.errors import GatewayError, UsageError
+from gateway.core.model import Period
+from gateway.daemon.watch import run_once, serve
+from gateway.exchange.intake import REJECTED
+from gateway.exchange.process import Rejected, check_file, submit
+from gateway.exchange.recipient import pull
+from gateway.state.registry import Officer
+from gateway.state.root import Root
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 

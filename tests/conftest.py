@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.context import Root
-from gateway.model import Period
-from gateway.pipeline import check_file
+from gateway.core.model import Period
+from gateway.exchange.process import check_file
+from gateway.state.root import Root
 from gateway.validate import Report
 from tests import launcher  # noqa: F401 (started now, before any in-process main() lowers the limits)
 

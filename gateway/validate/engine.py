@@ -11,9 +11,9 @@ from datetime import date
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.config import Config
-from gateway.fsio import open_regular
-from gateway.model import Agency, Period
+from gateway.adapters.config import Config
+from gateway.adapters.fsio import open_regular
+from gateway.core.model import Agency, Period
 from gateway.validate.gate import Gate
 from gateway.validate.reader import (
     READ_SIZE,

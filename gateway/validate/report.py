@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.model import Period
+from gateway.core.model import Period
 
 SHAPE_CHARS = 40
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from gateway.model import Period
+from gateway.core.model import Period
 from gateway.validate.schema import Column, Failure
 
 DATE_OF_BIRTH = "date_of_birth"

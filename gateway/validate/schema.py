@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
-from gateway.errors import SchemaError
+from gateway.core.errors import SchemaError
 
 SCHEMA_FILE = "table1.schema.json"
 OWNERSHIP_FILE = "ownership.json"

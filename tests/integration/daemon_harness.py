@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.admin import init_root
+from gateway.admin.init import init_root
 from gateway.cli import main
 from tests.conftest import REPO
 from tests.integration.gpg_helpers import gpg, stop_agent

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import audit
-from gateway.audit import AuditLog, canonical
-from gateway.crypto_gpg import Fingerprint, Keyring, Purpose
-from gateway.errors import CryptoError
+from gateway.adapters.gpg import Fingerprint, Keyring, Purpose
+from gateway.core.errors import CryptoError
+from gateway.state import audit
+from gateway.state.audit import AuditLog, canonical
 
 DATA = canonical({"covers_hash": "ab" * 32, "covers_seq": 7})
 

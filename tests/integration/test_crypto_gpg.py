@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from gateway.crypto_gpg import Fingerprint, Keyring, Purpose, SignatureCheck
-from gateway.errors import CryptoError
+from gateway.adapters.gpg import Fingerprint, Keyring, Purpose, SignatureCheck
+from gateway.core.errors import CryptoError
 from tests.integration.gpg_helpers import (
     gpg,
     new_officer,

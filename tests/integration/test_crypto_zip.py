@@ -21,11 +21,11 @@ from typing import Any, BinaryIO, cast
 import pytest
 import pyzipper
 
-from gateway import crypto_zip
-from gateway.crypto_zip import read_aes_zip, write_aes_zip
-from gateway.errors import CryptoError, InputFileError
-from gateway.passwords import generate
-from gateway.secret import Secret
+from gateway.adapters import aeszip as crypto_zip
+from gateway.adapters.aeszip import read_aes_zip, write_aes_zip
+from gateway.adapters.passwords import generate
+from gateway.core.errors import CryptoError, InputFileError
+from gateway.core.secret import Secret
 
 PASSWORD = Secret("Xq7#open-Sesame-2026")
 SEVEN = shutil.which("7z")

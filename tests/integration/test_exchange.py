@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin import export_password, init_root
+from gateway.admin.init import export_password, init_root
 from gateway.cli import main
-from gateway.context import Root
-from gateway.registry import Officer, Role
+from gateway.state.registry import Officer, Role
+from gateway.state.root import Root
 from tests.conftest import REPO
 from tests.integration.gpg_helpers import gpg, new_officer, revocation_certificate, statuses, stop_agent
 

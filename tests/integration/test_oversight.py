@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import canonical
-from gateway.context import Root
-from gateway.disclosure import HEADER
-from gateway.retention import purge
+from gateway.admin.retention import purge
+from gateway.state.audit import canonical
+from gateway.state.disclosure import HEADER
+from gateway.state.root import Root
 from tests.integration.daemon_harness import (
     GOOD,
     INVALID,

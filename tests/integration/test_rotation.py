@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.context import Root
+from gateway.state.root import Root
 from tests.integration.daemon_harness import (
     GOOD,
     audit_entries,
@@ -296,7 +296,7 @@ def test_a_crash_between_reencrypting_the_vault_and_replacing_its_passphrase_fil
         [
             sys.executable,
             "-c",
-            "import sys; from gateway import faults; from gateway.cli import main; faults.arm('vault.rekeyed');"
+            "import sys; from gateway.core import faults; from gateway.cli import main; faults.arm('vault.rekeyed');"
             " sys.exit(main(sys.argv[1:]))",
             "--root",
             str(root),

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from gateway import audit, faults
-from gateway.audit import GENESIS, AuditLog, Bounds, Verdict, canonical
-from gateway.errors import GatewayError
+from gateway.core import faults
+from gateway.core.errors import GatewayError
+from gateway.state import audit
+from gateway.state.audit import GENESIS, AuditLog, Bounds, Verdict, canonical
 
 KEY_ID = "GATEWAY-HMAC"
 REPO = Path(__file__).resolve().parents[2]
@@ -305,7 +306,8 @@ def test_the_next_append_cuts_off_a_torn_line_and_records_it(log: AuditLog) -> N
 def test_a_writer_killed_mid_line_leaves_a_torn_line_the_next_append_repairs(log: AuditLog) -> None:
     log.append("first", actor="tester")
     child = (
-        "import sys\nfrom pathlib import Path\nfrom gateway import faults\nfrom gateway.audit import AuditLog\n"
+        "import sys\nfrom pathlib import Path\nfrom gateway.core import faults\n"
+        "from gateway.state.audit import AuditLog\n"
         "faults.arm('audit.append.partial')\n"
         "AuditLog(Path(sys.argv[1])).append('second', actor='tester', n=2)\n"
     )

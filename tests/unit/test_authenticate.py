@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.authenticate import Signature, authenticate
-from gateway.registry import Officer, Role
+from gateway.exchange.authenticate import Signature, authenticate
+from gateway.state.registry import Officer, Role
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 DO = Officer("police-do", "police", Role.DO, "Demo DO", "do@police.example", "A" * 40, "active")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, Limits, resolve_root
-from gateway.errors import ConfigError, UsageError
+from gateway.adapters.config import Config, Limits, resolve_root
+from gateway.core.errors import ConfigError, UsageError
 from gateway.validate.schema import load_standard
 from tests.conftest import REPO, make_root
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from gateway.db import DATABASE, STATE, connect
+from gateway.adapters.db import DATABASE, STATE, connect
 
 
 def test_an_unversioned_database_is_migrated_and_pulls_gain_their_agency(tmp_path: Path) -> None:

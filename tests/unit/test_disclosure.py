@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.disclosure import HEADER, Disclosure, register, to_json, write_csv, write_html
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
+from gateway.state.disclosure import HEADER, Disclosure, register, to_json, write_csv, write_html
 
 
 def delivered(time: str, **changes: Any) -> dict[str, Any]:

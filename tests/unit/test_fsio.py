@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fsio import private_dirs, private_umask
+from gateway.adapters.fsio import private_dirs, private_umask
 
 # In a child: lowering the hard core limit is for good, and the integration tests need this
 # process able to start a daemon that may dump core, to show the daemon turns that off.
 CORE_LIMITS = """
 import resource
-from gateway.fsio import disable_core_dumps
+from gateway.adapters.fsio import disable_core_dumps
 disable_core_dumps()
 once = resource.getrlimit(resource.RLIMIT_CORE)
 disable_core_dumps()  # already 0: nothing to do (as under systemd's LimitCORE=0)

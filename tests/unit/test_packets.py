@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from gateway.crypto_gpg import strip_recipients
-from gateway.errors import CryptoError
+from gateway.adapters.gpg import strip_recipients
+from gateway.core.errors import CryptoError
 
 ALICE, BOB = "1111111111111111", "2222222222222222"
 

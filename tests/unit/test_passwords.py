@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import PolicyError
-from gateway.passwords import ALPHABET, PasswordPolicy, broken_rules, check, generate
-from gateway.secret import Secret
+from gateway.adapters.passwords import ALPHABET, PasswordPolicy, broken_rules, check, generate
+from gateway.core.errors import PolicyError
+from gateway.core.secret import Secret
 
 POLICY = PasswordPolicy()
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import PolicyError, VaultError
-from gateway.secret import Secret
-from gateway.vault import PasswordRecord, Vault
+from gateway.adapters.vault import PasswordRecord, Vault
+from gateway.core.errors import PolicyError, VaultError
+from gateway.core.secret import Secret
 
 PASSPHRASE = Secret("correct horse battery staple")
 PASSWORD = Secret("Xq7#housing-Password-2026")

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import GENESIS, canonical
+from gateway.state.audit import GENESIS, canonical
 from tests.integration.daemon_harness import GOOD, cli, copy_of, drop
 from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
 

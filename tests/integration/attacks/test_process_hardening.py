@@ -24,9 +24,9 @@ from typing import IO
 import pytest
 import pyzipper
 
-from gateway.crypto_zip import read_aes_zip
-from gateway.errors import CryptoError
-from gateway.secret import Secret
+from gateway.adapters.aeszip import read_aes_zip
+from gateway.core.errors import CryptoError
+from gateway.core.secret import Secret
 from tests.conftest import REPO
 from tests.integration.daemon_harness import (
     FAST,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.context import Root
-from gateway.crypto_gpg import Fingerprint
+from gateway.adapters.gpg import Fingerprint
+from gateway.state.root import Root
 from tests.conftest import REPO
 from tests.integration.attacks.inotify import IN_CLOSE_NOWRITE, Watch
 from tests.integration.attacks.packets import lift_signature

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import Config
-from gateway.model import Agency
+from gateway.adapters.config import Config
+from gateway.core.model import Agency
 from gateway.validate.engine import _Validation
 from gateway.validate.report import Report
 from gateway.validate.rules import RowRules

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.context import Root
-from gateway.model import Period
-from gateway.pipeline import check_file
+from gateway.core.model import Period
+from gateway.exchange.process import check_file
+from gateway.state.root import Root
 from gateway.validate import Report, mask
 from gateway.validate.report import column_letter
 from gateway.validate.schema import load_standard

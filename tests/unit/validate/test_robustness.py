@@ -7,7 +7,7 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.validate import Report
 from tests.conftest import csv_bytes
 

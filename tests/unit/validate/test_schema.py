@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from gateway.errors import SchemaError
+from gateway.core.errors import SchemaError
 from gateway.validate.schema import header_key, load_standard
 from tests.conftest import REPO, make_root
 from tests.unit.validate.values import BIDI_CONTROLS, VALID, cell_values

@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gateway.errors import ChangedError, InputFileError, UsageError
+from gateway.core.errors import ChangedError, InputFileError, UsageError
 
 
 def disable_core_dumps() -> None:

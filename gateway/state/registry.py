@@ -8,7 +8,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.errors import PolicyError, UsageError
+from gateway.core.errors import PolicyError, UsageError
 
 OFFICER_ID = re.compile(r"[a-z][a-z0-9-]{1,63}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")

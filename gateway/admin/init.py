@@ -10,23 +10,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.config import CONFIG_NAME
-from gateway.context import KEYS, Root
-from gateway.crypto_gpg import Fingerprint, Keyring, Purpose
-from gateway.errors import GatewayError, InputFileError, PolicyError, UsageError
-from gateway.fsio import atomic_write_bytes, open_regular, private_dirs
-from gateway.intake import OUTBOX
-from gateway.model import Delivery
-from gateway.passwords import PasswordPolicy, generate
-from gateway.passwords import check as check_password
-from gateway.pipeline import QUARANTINE, SAMPLES
-from gateway.registry import Officer, Role, slug
-from gateway.secret import Secret
-from gateway.store import INBOX
-from gateway.vault import Vault
+from gateway.adapters.config import CONFIG_NAME
+from gateway.adapters.fsio import atomic_write_bytes, open_regular, private_dirs
+from gateway.adapters.gpg import Fingerprint, Keyring, Purpose
+from gateway.adapters.passwords import PasswordPolicy, generate
+from gateway.adapters.passwords import check as check_password
+from gateway.adapters.store import INBOX
+from gateway.adapters.vault import Vault
+from gateway.core.errors import GatewayError, InputFileError, PolicyError, UsageError
+from gateway.core.model import Delivery
+from gateway.core.secret import Secret
+from gateway.exchange.intake import OUTBOX
+from gateway.exchange.process import QUARANTINE, SAMPLES
+from gateway.state.registry import Officer, Role, slug
+from gateway.state.root import KEYS, Root
 
 log = logging.getLogger(__name__)
-SOURCE = Path(__file__).resolve().parents[1]
+SOURCE = Path(__file__).resolve().parents[2]
 MAX_KEY_BYTES = 1 << 20
 DEMO_PASSPHRASE_FILE = "vault-passphrase"  # noqa: S105 (a file name, not a secret)
 

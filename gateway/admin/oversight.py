@@ -11,17 +11,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import Verdict, Witness
-from gateway.context import Root
-from gateway.crypto_gpg import MAX_SIGNATURE_BYTES, Fingerprint, Purpose
-from gateway.disclosure import register, to_json, write_csv, write_html
-from gateway.errors import CryptoError, GatewayError, UsageError
-from gateway.fsio import Folder
-from gateway.intake import count_waiting
-from gateway.journal import ABANDONED, DELIVERED, DONE, REJECTED
-from gateway.manifest import MAX_MANIFEST_BYTES
-from gateway.model import Period
-from gateway.store import INBOX
+from gateway.adapters.fsio import Folder
+from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Purpose
+from gateway.adapters.store import INBOX
+from gateway.core.errors import CryptoError, GatewayError, UsageError
+from gateway.core.manifest import MAX_MANIFEST_BYTES
+from gateway.core.model import Period
+from gateway.exchange.intake import count_waiting
+from gateway.state.audit import Verdict, Witness
+from gateway.state.disclosure import register, to_json, write_csv, write_html
+from gateway.state.journal import ABANDONED, DELIVERED, DONE, REJECTED
+from gateway.state.root import Root
 
 EXPIRY_WARNING = timedelta(days=30)
 REPORT_FORMATS = ("csv", "html", "json")

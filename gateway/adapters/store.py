@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.errors import GatewayError
-from gateway.fsio import Folder, sha256_fd
+from gateway.adapters.fsio import Folder, sha256_fd
+from gateway.core.errors import GatewayError
 
 INBOX = "inbox"
 

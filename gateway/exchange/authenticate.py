@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.registry import Officer
+from gateway.state.registry import Officer
 
 # Hash algorithms a submission's signature may use (RFC 4880 9.4): SHA-256, -384, -512, -224.
 # MD5, SHA-1 and RIPEMD-160 are refused: SHA-1 collisions are practical (SHAttered 2017, Shambles 2020).

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 
 EVENT = "package.delivered"
 COLUMN_SEPARATOR = "; "

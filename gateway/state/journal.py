@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.errors import StorageError
+from gateway.core.errors import StorageError
 
 RECEIVED, SEALING, DELIVERED, DONE = "received", "sealing", "delivered", "done"
 REJECTING, REJECTED, ABANDONED = "rejecting", "rejected", "abandoned"

@@ -11,18 +11,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.audit import AuditLog, Bounds, Signer
-from gateway.config import Config
-from gateway.crypto_gpg import Fingerprint, Keyring, Purpose
-from gateway.db import connect
-from gateway.errors import ConfigError, GatewayError, VaultError
-from gateway.fsio import locked
-from gateway.journal import Journal
-from gateway.registry import Registry
-from gateway.secret import Secret
-from gateway.store import PackageStore
+from gateway.adapters.config import Config
+from gateway.adapters.db import connect
+from gateway.adapters.fsio import locked
+from gateway.adapters.gpg import Fingerprint, Keyring, Purpose
+from gateway.adapters.store import PackageStore
+from gateway.adapters.vault import Vault
+from gateway.core.errors import ConfigError, GatewayError, VaultError
+from gateway.core.secret import Secret
+from gateway.state.audit import AuditLog, Bounds, Signer
+from gateway.state.journal import Journal
+from gateway.state.registry import Registry
 from gateway.validate import Standard, load_standard
-from gateway.vault import Vault
 
 KEYS = "keys"
 GNUPG_HOME = "gnupg"

@@ -22,10 +22,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway import faults
-from gateway.authenticate import Signature, authenticate
-from gateway.context import Root
-from gateway.crypto_gpg import (
+from gateway.adapters.aeszip import write_aes_zip
+from gateway.adapters.fsio import Folder, OpenFile, fsync_dir, is_plain_name, open_once, shown
+from gateway.adapters.gpg import (
     MARKING_NOTATION,
     MAX_SIGNATURE_BYTES,
     PERIOD_NOTATION,
@@ -34,8 +33,8 @@ from gateway.crypto_gpg import (
     Purpose,
     SignatureCheck,
 )
-from gateway.crypto_zip import write_aes_zip
-from gateway.errors import (
+from gateway.core import faults
+from gateway.core.errors import (
     ChangedError,
     ConfigError,
     CryptoError,
@@ -46,9 +45,18 @@ from gateway.errors import (
     UsageError,
     VaultError,
 )
-from gateway.fsio import Folder, OpenFile, fsync_dir, is_plain_name, open_once, shown
-from gateway.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, Pair, open_outbox, scan_outbox
-from gateway.journal import (
+from gateway.core.manifest import (
+    MANIFEST_VERSION,
+    MAX_MANIFEST_BYTES,
+    armor_signature,
+    binary_signature,
+    canonical_json,
+)
+from gateway.core.marking import MARKING_SEPARATOR, Level, Marking, apply_marking, requested_level
+from gateway.core.model import Agency, Delivery, Period
+from gateway.exchange.authenticate import Signature, authenticate
+from gateway.exchange.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, Pair, open_outbox, scan_outbox
+from gateway.state.journal import (
     DELIVERED,
     DONE,
     RECEIVED,
@@ -58,9 +66,7 @@ from gateway.journal import (
     DeliveryRecord,
     SubmissionRecord,
 )
-from gateway.manifest import MANIFEST_VERSION, MAX_MANIFEST_BYTES, armor_signature, binary_signature, canonical_json
-from gateway.marking import MARKING_SEPARATOR, Level, Marking, apply_marking, requested_level
-from gateway.model import Agency, Delivery, Period
+from gateway.state.root import Root
 from gateway.validate import Report, validate_file, validate_stream
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import secrets
 import string
 from dataclasses import dataclass
 
-from gateway.errors import PolicyError
-from gateway.secret import Secret
+from gateway.core.errors import PolicyError
+from gateway.core.secret import Secret
 
 FLOOR_LENGTH = 8
 MIN_GENERATED_LENGTH = 24

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from gateway.errors import PolicyError
+from gateway.core.errors import PolicyError
 
 MARKING_SEPARATOR = "__"
 

@@ -7,16 +7,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.admin import export_password, init_root
-from gateway.context import Root
-from gateway.crypto_gpg import Fingerprint, Keyring
-from gateway.errors import UsageError
-from gateway.fsio import atomic_write_bytes, private_dirs
-from gateway.intake import OUTBOX
-from gateway.model import Period
-from gateway.oversight import disclosure_report, verify_audit
-from gateway.pipeline import SAMPLES, Delivered, Rejected, process_once, submit
-from gateway.recipient import pull
+from gateway.adapters.fsio import atomic_write_bytes, private_dirs
+from gateway.adapters.gpg import Fingerprint, Keyring
+from gateway.admin.init import export_password, init_root
+from gateway.admin.oversight import disclosure_report, verify_audit
+from gateway.core.errors import UsageError
+from gateway.core.model import Period
+from gateway.exchange.intake import OUTBOX
+from gateway.exchange.process import SAMPLES, Delivered, Rejected, process_once, submit
+from gateway.exchange.recipient import pull
+from gateway.state.root import Root
 
 MARKER = ".iom-gateway-demo-root"
 

@@ -39,8 +39,8 @@ from typing import Any, BinaryIO
 
 import gnupg
 
-from gateway.errors import CryptoError
-from gateway.fsio import private_dirs
+from gateway.adapters.fsio import private_dirs
+from gateway.core.errors import CryptoError
 
 GPG_BINARY = "/usr/bin/gpg"
 GPGCONF_BINARY = "/usr/bin/gpgconf"

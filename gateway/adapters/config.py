@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError, GatewayError, UsageError
-from gateway.marking import Level, Marking, Scheme
-from gateway.model import AGENCY_ID, Agency, Delivery
-from gateway.secret import Secret
+from gateway.core.errors import ConfigError, GatewayError, UsageError
+from gateway.core.marking import Level, Marking, Scheme
+from gateway.core.model import AGENCY_ID, Agency, Delivery
+from gateway.core.secret import Secret
 
 ROOT_ENV = "IOM_GATEWAY_ROOT"
 FAULT_ENV = "IOM_GATEWAY_UNSAFE_FAULT"

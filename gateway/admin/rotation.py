@@ -17,19 +17,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gateway import faults
-from gateway.context import Root
-from gateway.crypto_gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose, strip_recipients
-from gateway.crypto_zip import read_aes_zip, write_aes_zip
-from gateway.errors import CryptoError, PolicyError, UsageError
-from gateway.fsio import OpenFile, atomic_write_bytes, open_regular, sha256_file
-from gateway.journal import DeliveryRecord
-from gateway.manifest import MAX_MANIFEST_BYTES, canonical_json
-from gateway.model import Agency, Delivery
-from gateway.passwords import generate
-from gateway.pipeline import REPACK_SUFFIX, finish_repacks
-from gateway.registry import Officer
-from gateway.secret import Secret
+from gateway.adapters.aeszip import read_aes_zip, write_aes_zip
+from gateway.adapters.fsio import OpenFile, atomic_write_bytes, open_regular, sha256_file
+from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose, strip_recipients
+from gateway.adapters.passwords import generate
+from gateway.core import faults
+from gateway.core.errors import CryptoError, PolicyError, UsageError
+from gateway.core.manifest import MAX_MANIFEST_BYTES, canonical_json
+from gateway.core.model import Agency, Delivery
+from gateway.core.secret import Secret
+from gateway.exchange.process import REPACK_SUFFIX, finish_repacks
+from gateway.state.journal import DeliveryRecord
+from gateway.state.registry import Officer
+from gateway.state.root import Root
 
 CURRENT, RETIRED, REVOKED = "current", "retired", "revoked"
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from gateway.errors import UsageError
+from gateway.core.errors import UsageError
 
 _PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})")
 AGENCY_ID = re.compile(r"[a-z][a-z0-9-]{0,31}")

@@ -24,10 +24,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from gateway.errors import GatewayError, PolicyError, VaultError
-from gateway.fsio import atomic_write_bytes, open_regular
-from gateway.model import AGENCY_ID
-from gateway.secret import Secret
+from gateway.adapters.fsio import atomic_write_bytes, open_regular
+from gateway.core.errors import GatewayError, PolicyError, VaultError
+from gateway.core.model import AGENCY_ID
+from gateway.core.secret import Secret
 
 FORMAT = "iom-gateway-vault"
 VERSION = 1

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from gateway.context import Root
-from gateway.crypto_gpg import Fingerprint, Purpose
-from gateway.intake import OUTBOX, REJECTED
-from gateway.journal import DeliveryRecord
-from gateway.model import Delivery
-from gateway.pipeline import QUARANTINE
+from gateway.adapters.gpg import Fingerprint, Purpose
+from gateway.core.model import Delivery
+from gateway.exchange.intake import OUTBOX, REJECTED
+from gateway.exchange.process import QUARANTINE
+from gateway.state.journal import DeliveryRecord
+from gateway.state.root import Root
 
 log = logging.getLogger(__name__)
 _PACKAGE_FILES = (".manifest.json", ".manifest.json.sig")

@@ -27,8 +27,8 @@ from typing import IO, Any, BinaryIO
 
 import pyzipper
 
-from gateway.errors import CryptoError, InputFileError
-from gateway.secret import Secret
+from gateway.core.errors import CryptoError, InputFileError
+from gateway.core.secret import Secret
 
 CHUNK = 1 << 20
 # pyzipper (like zipfile) switches to ZIP64 above 2 GiB - 1. We write no ZIP64, so the layout stays

@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gateway.context import Root
-from gateway.crypto_gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose
-from gateway.crypto_zip import read_aes_zip
-from gateway.errors import CryptoError, GatewayError, InputFileError, UsageError
-from gateway.fsio import (
+from gateway.adapters.aeszip import read_aes_zip
+from gateway.adapters.fsio import (
     Folder,
     anonymous_file,
     is_plain_name,
@@ -30,9 +27,12 @@ from gateway.fsio import (
     remove_stale_temps,
     sha256_fd,
 )
-from gateway.manifest import MAX_MANIFEST_BYTES, binary_signature
-from gateway.model import Delivery
-from gateway.secret import Secret
+from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose
+from gateway.core.errors import CryptoError, GatewayError, InputFileError, UsageError
+from gateway.core.manifest import MAX_MANIFEST_BYTES, binary_signature
+from gateway.core.model import Delivery
+from gateway.core.secret import Secret
+from gateway.state.root import Root
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20

@@ -24,14 +24,13 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from gateway import faults
-from gateway.config import unsafe_fault_injection
-from gateway.context import Root
-from gateway.errors import GatewayError, InputFileError, UsageError
-from gateway.fsio import Folder
-from gateway.intake import OUTBOX, open_outbox, scan_outbox
-from gateway.model import Agency
-from gateway.pipeline import (
+from gateway.adapters.config import unsafe_fault_injection
+from gateway.adapters.fsio import Folder
+from gateway.core import faults
+from gateway.core.errors import GatewayError, InputFileError, UsageError
+from gateway.core.model import Agency
+from gateway.exchange.intake import OUTBOX, open_outbox, scan_outbox
+from gateway.exchange.process import (
     Deferred,
     Outcome,
     Recovery,
@@ -43,6 +42,7 @@ from gateway.pipeline import (
     process_pair,
     recover,
 )
+from gateway.state.root import Root
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "daemon.lock"

@@ -12,8 +12,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.errors import GatewayError
-from gateway.fsio import Folder
+from gateway.adapters.fsio import Folder
+from gateway.core.errors import GatewayError
 
 SIGNATURE_SUFFIXES = (".sig", ".asc")
 REJECTED = "rejected"

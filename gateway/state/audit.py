@@ -33,9 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import faults
-from gateway.errors import GatewayError
-from gateway.fsio import atomic_write_bytes, fsync_dir
+from gateway.adapters.fsio import atomic_write_bytes, fsync_dir
+from gateway.core import faults
+from gateway.core.errors import GatewayError
 
 AUDIT_FILE = "audit.jsonl"
 HEAD_FILE = "audit.head"
