@@ -46,7 +46,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gateway.admin.init import init_root  # noqa: E402
-from gateway.exchange.process import Delivered, check_file, process_once  # noqa: E402
+from gateway.exchange.outcome import Delivered  # noqa: E402
+from gateway.exchange.process import check_file, process_once  # noqa: E402
 from gateway.state.root import Root  # noqa: E402
 
 GPG = "/usr/bin/gpg"

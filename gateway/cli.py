@@ -35,8 +35,10 @@ from gateway.core.errors import GatewayError, UsageError
 from gateway.core.model import Period
 from gateway.daemon.watch import run_once, serve
 from gateway.exchange.intake import REJECTED
-from gateway.exchange.process import Rejected, check_file, submit
+from gateway.exchange.outcome import Rejected
+from gateway.exchange.process import check_file
 from gateway.exchange.recipient import pull
+from gateway.exchange.submit import submit
 from gateway.state.registry import Officer
 from gateway.state.root import Root
 

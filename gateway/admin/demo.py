@@ -14,9 +14,11 @@ from gateway.admin.oversight import disclosure_report, verify_audit
 from gateway.core.errors import UsageError
 from gateway.core.model import Period
 from gateway.exchange.intake import OUTBOX
-from gateway.exchange.process import SAMPLES, Delivered, Rejected, process_once, submit
+from gateway.exchange.outcome import Delivered, Rejected
+from gateway.exchange.process import process_once
 from gateway.exchange.recipient import pull
-from gateway.state.root import Root
+from gateway.exchange.submit import submit
+from gateway.state.root import SAMPLES, Root
 
 MARKER = ".iom-gateway-demo-root"
 

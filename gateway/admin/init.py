@@ -21,9 +21,8 @@ from gateway.core.errors import GatewayError, InputFileError, PolicyError, Usage
 from gateway.core.model import Delivery
 from gateway.core.secret import Secret
 from gateway.exchange.intake import OUTBOX
-from gateway.exchange.process import QUARANTINE, SAMPLES
 from gateway.state.registry import Officer, Role, slug
-from gateway.state.root import KEYS, Root
+from gateway.state.root import KEYS, QUARANTINE, SAMPLES, Root
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().parents[2]

@@ -15,9 +15,8 @@ from pathlib import Path
 from gateway.adapters.gpg import Fingerprint, Purpose
 from gateway.core.model import Delivery
 from gateway.exchange.intake import OUTBOX, REJECTED
-from gateway.exchange.process import QUARANTINE
 from gateway.state.journal import DeliveryRecord
-from gateway.state.root import Root
+from gateway.state.root import QUARANTINE, Root
 
 log = logging.getLogger(__name__)
 _PACKAGE_FILES = (".manifest.json", ".manifest.json.sig")

@@ -26,7 +26,7 @@ from gateway.core.errors import CryptoError, PolicyError, UsageError
 from gateway.core.manifest import MAX_MANIFEST_BYTES, canonical_json
 from gateway.core.model import Agency, Delivery
 from gateway.core.secret import Secret
-from gateway.exchange.process import REPACK_SUFFIX, finish_repacks
+from gateway.exchange.recover import REPACK_SUFFIX, finish_repacks
 from gateway.state.journal import DeliveryRecord
 from gateway.state.registry import Officer
 from gateway.state.root import Root

@@ -62,3 +62,7 @@ class Agency:
     kind: str
     delivery: Delivery = Delivery.GPG
     route: tuple[str, ...] = ()
+
+
+def package_suffix(method: Delivery | str) -> str:
+    return ".csv.gpg" if method in (Delivery.GPG, Delivery.GPG.value) else ".zip"

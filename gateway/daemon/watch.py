@@ -30,19 +30,10 @@ from gateway.core import faults
 from gateway.core.errors import GatewayError, InputFileError, UsageError
 from gateway.core.model import Agency
 from gateway.exchange.intake import OUTBOX, open_outbox, scan_outbox
-from gateway.exchange.process import (
-    Deferred,
-    Outcome,
-    Recovery,
-    Rejected,
-    Waiting,
-    flush_audit,
-    now_utc,
-    process_once,
-    process_pair,
-    recover,
-)
-from gateway.state.root import Root
+from gateway.exchange.outcome import Deferred, Outcome, Rejected, Waiting
+from gateway.exchange.process import now_utc, process_once, process_pair
+from gateway.exchange.recover import Recovery, recover
+from gateway.state.root import Root, flush_audit
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "daemon.lock"

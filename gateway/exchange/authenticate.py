@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from gateway.adapters.gpg import MARKING_NOTATION, PERIOD_NOTATION, Fingerprint
+from gateway.core.errors import CryptoError, PolicyError, UsageError
+from gateway.core.marking import Level, Marking, apply_marking, requested_level
+from gateway.core.model import Period
+from gateway.exchange.intake import Job, period_in, period_of
+from gateway.exchange.outcome import Refused
 from gateway.state.registry import Officer
+from gateway.state.root import Root
 
 # Hash algorithms a submission's signature may use (RFC 4880 9.4): SHA-256, -384, -512, -224.
 # MD5, SHA-1 and RIPEMD-160 are refused: SHA-1 collisions are practical (SHAttered 2017, Shambles 2020).
@@ -79,3 +86,73 @@ def _how_signed(signature: Signature) -> str | None:
             "gpg --digest-algo SHA256 --detach-sign FILE"
         )
     return None
+
+
+def signed_by(root: Root, job: Job, now: datetime) -> str:
+    """The registered officer who signed exactly these bytes; refuse (naming the fix) otherwise."""
+    if job.signed is None:
+        timeout = root.config.submissions.pairing_timeout_seconds
+        raise Refused(
+            "intake",
+            [
+                f"no signature arrived within {timeout} seconds: every submission needs a detached "
+                f"OpenPGP signature by a DO/PDO of {job.agency.id} beside it ({job.shown}.sig or "
+                ".asc); sign it and submit both again"
+            ],
+        )
+    if job.check is None:
+        raise Refused("authenticate", [f"the signature does not verify: {job.signed.problem}"])
+    check = job.check
+    fingerprint = str(check.fingerprint) if check.fingerprint else None
+    officer = root.registry.by_fingerprint(fingerprint, now) if fingerprint else None
+    limits = root.config.submissions
+    found = authenticate(
+        Signature(
+            check.valid, fingerprint, check.signed_at, check.problem, check.hash_algorithm, check.signature_class
+        ),
+        officer,
+        job.agency.id,
+        now=now,
+        max_age=timedelta(hours=limits.signature_max_age_hours),
+        skew=timedelta(seconds=limits.clock_skew_seconds),
+    )
+    if isinstance(found, str):
+        raise Refused("authenticate", [found])
+    return found.id
+
+
+def intent(root: Root, job: Job, now: datetime) -> tuple[Marking, Period]:
+    """The marking and period: the signed notations decide; a file-name prefix can only raise the
+    marking; a period in the file name must agree with a signed one. Without notations, the file
+    name decides (a prefix, a YYYY-MM), else the floor and the current month."""
+    assert job.check is not None  # noqa: S101 (authenticated)
+    try:
+        signed_marking, signed_period = job.check.notation(MARKING_NOTATION), job.check.notation(PERIOD_NOTATION)
+        level = Level.parse(signed_marking) if signed_marking is not None else None
+    except (CryptoError, PolicyError) as exc:
+        problem = f"the signed marking ({MARKING_NOTATION}): {exc.message}; sign again"
+        raise Refused("authenticate", [problem]) from None
+    prefix, base = requested_level(job.pair.csv)
+    marking = apply_marking(root.config.marking, max((x for x in (level, prefix) if x is not None), default=None))
+    named = period_in(base)
+    if signed_period is None:
+        return marking, period_of(base, now)
+    try:
+        period = Period.parse(signed_period)
+    except UsageError as exc:
+        raise Refused("authenticate", [f"the signed period ({PERIOD_NOTATION}): {exc.message}; sign again"]) from None
+    if named is not None and named != period:
+        raise Refused(
+            "authenticate",
+            [
+                f"the file name says period {named} but the officer signed it for {period} ({PERIOD_NOTATION}): "
+                f"rename the file to match the signed period, or sign it again for {named}"
+            ],
+        )
+    return marking, period
+
+
+def signer_key(job: Job) -> Fingerprint:
+    """The key that made the sender's signature (call only once the job is authenticated)."""
+    assert job.check is not None and job.check.fingerprint is not None  # noqa: S101 (authenticated)
+    return job.check.fingerprint

@@ -8,12 +8,19 @@ itself is refused rather than followed.
 
 from __future__ import annotations
 
+import os
+import re
 import stat
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from gateway.adapters.fsio import Folder
-from gateway.core.errors import GatewayError
+from gateway.adapters.fsio import Folder, OpenFile, shown
+from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, SignatureCheck
+from gateway.core.errors import GatewayError, InputFileError, UsageError
+from gateway.core.manifest import binary_signature
+from gateway.core.model import Agency, Period
+from gateway.state.root import Root
 
 SIGNATURE_SUFFIXES = (".sig", ".asc")
 REJECTED = "rejected"
@@ -90,3 +97,84 @@ def count_waiting(root: Path, agency: str, now: float) -> int:
             return len(scan_outbox(folder, now).pairs)
     except (GatewayError, OSError):
         return 0
+
+
+_PERIOD_IN_NAME = re.compile(r"(?<![0-9])(20[0-9]{2})-(0[1-9]|1[0-2])(?![0-9])")
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """The signature file as read once: its binary form is what gpg checks and the manifest carries."""
+
+    name: str
+    identity: tuple[int, int]
+    raw: bytes
+    binary: bytes | None
+    problem: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One submission in hand: where it lies, its one open file, its signature and gpg's verdict."""
+
+    agency: Agency
+    folder: Folder
+    pair: Pair
+    source: OpenFile
+    signed: Signed | None
+    check: SignatureCheck | None
+
+    @property
+    def shown(self) -> str:
+        return shown(self.pair.csv)
+
+
+def take(root: Root, agency: Agency, folder: Folder, pair: Pair, source: OpenFile) -> Job:
+    """Read the signature once and check it over the first complete read of the file (which fixes its hash)."""
+    signed = _read_signature(folder, pair.signature) if pair.signature is not None else None
+    check = None
+    if signed is not None and signed.binary is not None:
+        check = root.keyring.verify_detached(source.chunks(), signed.binary)
+        if check.valid and source.digest is None:  # gpg vouched for bytes the hash did not see
+            check = SignatureCheck(False, None, None, "gpg did not read the whole file: submit it again")
+    return Job(agency, folder, pair, source, signed, check)
+
+
+def _read_signature(folder: Folder, name: str) -> Signed | None:
+    """The signature file's bytes, read once and capped; None if it went away."""
+    try:
+        with folder.open_file(name) as file:
+            raw = os.pread(file.fd, MAX_SIGNATURE_BYTES + 1, 0)
+            identity = file.identity
+    except UsageError:
+        return None
+    except InputFileError as exc:
+        return Signed(name, (0, 0), b"", None, f"the signature file cannot be read ({exc.message})")
+    if len(raw) > MAX_SIGNATURE_BYTES:
+        return Signed(name, identity, b"", None, f"{shown(name)!r} is larger than a detached signature can be")
+    try:
+        return Signed(name, identity, raw, binary_signature(raw), None)
+    except ValueError as exc:
+        return Signed(name, identity, raw, None, f"not an OpenPGP signature ({exc}): sign with gpg --detach-sign FILE")
+
+
+def remove_taken(job: Job) -> None:
+    """Signature first: a crash in between leaves a CSV the journal knows, never an orphan signature.
+
+    Each is removed only if its name still leads to the file that was read: one renamed in meanwhile
+    stays, and is a submission of its own."""
+    if job.signed is not None:
+        job.folder.remove(job.signed.name, job.signed.identity)
+    job.folder.remove(job.pair.csv, job.source.identity)
+    job.folder.sync()
+
+
+def period_in(name: str) -> Period | None:
+    """The YYYY-MM period a file name carries, if any."""
+    match = _PERIOD_IN_NAME.search(name)
+    return Period(int(match[1]), int(match[2])) if match else None
+
+
+def period_of(name: str, now: datetime) -> Period:
+    """The month the data is for: a YYYY-MM in the file name, else the current month."""
+    return period_in(name) or Period.of(now.date())

@@ -182,3 +182,29 @@ class Root:
 
     def demo_home(self, officer_id: str) -> Path:
         return self.path / KEYS / DEMO_OFFICERS / officer_id
+
+
+def flush_audit(root: Root, *, check_log: bool = False) -> int:
+    """Append the audit events the journal staged; with `check_log`, skip those a crash already appended."""
+    flushed = 0
+    for staged in root.journal.staged_audit():
+        if not (check_log and root.audit.find_ref(staged.ref) is not None):
+            root.audit.append(staged.event, actor=staged.actor, agency=staged.agency, ref=staged.ref, **staged.details)
+            flushed += 1
+        root.journal.audit_appended(staged.ref)
+    return flushed
+
+
+SAMPLES = "samples"
+
+
+QUARANTINE = "quarantine"
+
+
+INBOX = "inbox"
+
+
+STATE = "state"
+
+
+KEYS = "keys"

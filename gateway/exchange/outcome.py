@@ -1,0 +1,86 @@
+"""What became of one submission: the outcomes the daemon and the CLI report, and the refusal a stage raises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.adapters.fsio import shown
+from gateway.validate import Report
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    agency: str
+    name: str
+    submission: str
+    officer: str
+    marking: str
+    rows: int
+    packages: tuple[Path, ...]
+
+    @property
+    def summary(self) -> str:
+        recipients = ", ".join(p.parent.name for p in self.packages)
+        what = f"{self.rows} rows, {self.marking}"
+        return f"delivered {self.agency}/{shown(self.name)} from {self.officer}: {what}, to {recipients}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    agency: str
+    name: str
+    stage: str
+    reasons: tuple[str, ...]
+    report: Path | None  # None when the agency's rejected/ folder could not be written safely
+
+    @property
+    def summary(self) -> str:
+        return f"rejected  {self.agency}/{shown(self.name)} at {self.stage}: {self.reasons[0]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    agency: str
+    name: str
+    original: str
+
+    @property
+    def summary(self) -> str:
+        return f"duplicate {self.agency}/{shown(self.name)}: already delivered as {self.original}"
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    agency: str
+    name: str
+    why: str = "no signature yet"
+
+    @property
+    def summary(self) -> str:
+        return f"waiting   {self.agency}/{shown(self.name)}: {self.why}"
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The environment failed (disk full, permissions): the file stays in the outbox for the next try."""
+
+    agency: str
+    name: str
+    reason: str
+
+    @property
+    def summary(self) -> str:
+        return f"deferred  {self.agency}/{shown(self.name)}: {self.reason}; it stays in the outbox and is tried again"
+
+
+Outcome = Delivered | Rejected | Duplicate | Waiting | Deferred
+
+
+class Refused(Exception):
+    """A stage refused the submission (internal: becomes a Rejected outcome)."""
+
+    def __init__(self, stage: str, reasons: Sequence[str], report: Report | None = None) -> None:
+        super().__init__(stage)
+        self.stage, self.reasons, self.report = stage, tuple(reasons), report

@@ -1,0 +1,127 @@
+"""Restart: finish or roll back what a crash left in flight, and the re-packs a rotation staged."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from gateway.adapters.fsio import Folder, fsync_dir
+from gateway.core.errors import GatewayError
+from gateway.exchange.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, open_outbox
+from gateway.exchange.refuse import roll_back
+from gateway.state.journal import DELIVERED, RECEIVED, REJECTING, SEALING, SubmissionRecord
+from gateway.state.root import INBOX, KEYS, QUARANTINE, STATE, Root, flush_audit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What a restart found unfinished and how it ended."""
+
+    audit_events: int = 0
+    finished: tuple[str, ...] = ()
+    abandoned: tuple[str, ...] = ()
+    withdrawn: tuple[str, ...] = ()
+    temp_files: int = 0
+    audit_repaired: bool = False
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.audit_events or self.finished or self.abandoned or self.temp_files or self.audit_repaired)
+
+
+def recover(root: Root) -> Recovery:
+    """Finish or roll back whatever a crash left in flight; call before processing, with the daemon lock held.
+
+    In order: repair a torn audit line; append audit events staged but not yet logged (skipping those
+    already there); finish submissions that were delivered but not yet removed from the outbox,
+    and rejections that were journaled; abandon (and withdraw the packages of) submissions whose
+    files vanished; remove our own stale temp files. What is still in an outbox is simply processed
+    again: every step is idempotent.
+    """
+    repaired = root.audit.repair()
+    events = flush_audit(root, check_log=True)
+    finish_repacks(root)
+    finished, abandoned, withdrawn = [], [], []
+    for record in root.journal.submissions(DELIVERED, REJECTING, RECEIVED, SEALING):
+        left = _outbox_copy(root, record)
+        if record.status == DELIVERED:
+            if left is not None:
+                _remove_copy(left, record.name)
+            root.journal.done(record.id)
+            finished.append(record.id)
+        elif left is None and record.status == REJECTING:
+            root.journal.rejected(
+                record.id, ("submission.rejected", {"submission": record.id, "stage": record.stage, "rules": None})
+            )
+            finished.append(record.id)
+        elif left is None:
+            withdrawn += roll_back(root, record.id) if record.status == SEALING else []
+            root.journal.abandoned(record.id, ("submission.abandoned", {"submission": record.id, "was": record.status}))
+            abandoned.append(record.id)
+        if left is not None:
+            left[0].close()
+    events += flush_audit(root)
+    return Recovery(events, tuple(finished), tuple(abandoned), tuple(withdrawn), _remove_temp_files(root), repaired)
+
+
+REPACK_SUFFIX = ".repack"
+
+
+def finish_repacks(root: Root) -> int:
+    """Swap in the files of re-encrypted packages that were all written before a crash (see rotation)."""
+    finished = 0
+    for submission, recipient, key_id, signed_by, files in root.journal.repacks():
+        folder = root.store.folder(recipient)
+        for name in files:
+            staged = folder / f".{name}{REPACK_SUFFIX}"
+            if staged.exists():
+                os.replace(staged, folder / name)
+        fsync_dir(folder)
+        root.journal.repack_done(submission, recipient, key_id, signed_by)
+        finished += 1
+    return finished
+
+
+def _outbox_copy(root: Root, record: SubmissionRecord) -> tuple[Folder, tuple[int, int]] | None:
+    """The outbox folder and the file's identity, if the submission's CSV is still there with the same bytes."""
+    try:
+        folder = open_outbox(root.path, record.agency)
+    except GatewayError:
+        return None
+    try:
+        with folder.open_file(record.name) as file:
+            if file.hash() == record.sha256:
+                return folder, file.identity
+    except GatewayError:
+        pass
+    folder.close()
+    return None
+
+
+def _remove_copy(left: tuple[Folder, tuple[int, int]], name: str) -> None:
+    folder, identity = left
+    for suffix in SIGNATURE_SUFFIXES:
+        folder.remove(name + suffix)
+    folder.remove(name, identity)
+    folder.sync()
+
+
+def _remove_temp_files(root: Root) -> int:
+    """Delete the temp files our own writers leave when killed (never an agency's own temp files in an outbox)."""
+    folders = [root.path / STATE, root.path / KEYS]
+    for parent in (root.path / INBOX, root.path / QUARANTINE):
+        folders += [p for p in parent.iterdir() if p.is_dir() and not p.is_symlink()] if parent.is_dir() else []
+    outboxes = root.path / OUTBOX
+    if outboxes.is_dir():
+        folders += [p / REJECTED for p in outboxes.iterdir() if not p.is_symlink() and (p / REJECTED).is_dir()]
+    removed = 0
+    for folder in folders:
+        for temp in [*folder.glob(".*.tmp"), *folder.glob(f".*{REPACK_SUFFIX}")]:
+            if temp.is_file() and not temp.is_symlink():
+                temp.unlink()
+                removed += 1
+                log.info("removed stale temp file=%r", str(temp.relative_to(root.path)))
+    return removed

@@ -1,0 +1,154 @@
+"""Refuse a submission: quarantine what was read, write a report the sender can act on, withdraw packages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.adapters.fsio import Folder, is_plain_name
+from gateway.adapters.gpg import Purpose
+from gateway.core import faults
+from gateway.core.errors import InputFileError, UsageError
+from gateway.core.model import Agency, package_suffix
+from gateway.exchange.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, Job, open_outbox, remove_taken
+from gateway.exchange.outcome import Duplicate, Refused, Rejected
+from gateway.state.journal import RECEIVED, ROLLED_BACK, SEALING, SubmissionRecord
+from gateway.state.root import QUARANTINE, Root, flush_audit
+
+log = logging.getLogger(__name__)
+
+
+def duplicate(root: Root, job: Job, original: str) -> Duplicate:
+    """Refuse bytes already delivered: report it to the sender, log it, clear the outbox."""
+    text = (
+        f"{job.shown}: not delivered again: the same bytes were already delivered as submission "
+        f"{original}. Nothing was sent. If the data changed, export it again.\n"
+    )
+    _write_report(root, job.agency, job.pair.csv, text, {"file": job.shown, "duplicate_of": original})
+    root.audit.append("submission.duplicate", actor="gateway", agency=job.agency.id, original=original)
+    remove_taken(job)
+    return Duplicate(job.agency.id, job.pair.csv, original)
+
+
+def reject(root: Root, job: Job, record: SubmissionRecord, refused: Refused, now: datetime) -> Rejected:
+    """Quarantine the submission encrypted to the gateway key, write its report, clear the outbox.
+
+    The verdict is journaled first; every later step is idempotent (names derive from the
+    submission id), so a crash anywhere is finished by the restart.
+    """
+    owned = root.journal.rejecting(record.id, refused.stage, refused.reasons[0])
+    if record.status in (RECEIVED, SEALING):  # what an interrupted earlier attempt published
+        roll_back(root, record.id)
+    _quarantine(root, job, record.id)
+    faults.reached("reject.quarantined")
+    text, detail = _report_text(job, refused, now), _detail(job, refused)
+    report_path = _write_report(root, job.agency, job.pair.csv, text, detail)
+    remove_taken(job)
+    faults.reached("reject.removed")
+    audit: tuple[str, dict[str, Any]] = (
+        "submission.rejected",
+        {
+            "submission": record.id,
+            "stage": refused.stage,
+            "rules": dict(refused.report.counts) if refused.report is not None else None,
+        },
+    )
+    if owned:
+        root.journal.rejected(record.id, audit)
+        flush_audit(root)
+    else:  # a copy of something already delivered, refused (e.g. signed by someone else): the original stands
+        root.audit.append(audit[0], actor="gateway", agency=job.agency.id, **audit[1])
+    return Rejected(job.agency.id, job.pair.csv, refused.stage, refused.reasons, report_path)
+
+
+def _own_name(name: str) -> str:
+    """A name for the gateway's own files about `name`: the name itself if it is plain text of at
+    most 200 bytes, else one derived from its bytes (a name that is not UTF-8, holds control
+    characters or is too long to carry a suffix must still get its report)."""
+    if is_plain_name(name):
+        return name
+    return f"unusable-name-{hashlib.sha256(os.fsencode(name)).hexdigest()[:12]}.csv"
+
+
+def _quarantine(root: Root, job: Job, submission: str) -> None:
+    """Keep what was read (encrypted to the gateway key) and the signature as it came."""
+    gateway = root.gateway_key()
+    name = f"{_own_name(job.pair.csv)}.{submission}"
+    with Folder.open(root.path, QUARANTINE, job.agency.id, create=True) as folder:
+        with folder.new_file(name + ".gpg") as target:
+            root.keyring.encrypt(
+                job.source.chunks(compare=False),
+                target,
+                recipients=[gateway],
+                signer=gateway,
+                literal_name=_own_name(job.pair.csv),
+                purpose=Purpose.QUARANTINE,
+            )
+        root.journal.quarantined(f"{job.agency.id}/{name}.gpg", job.agency.id, submission, str(gateway))
+        if job.signed is not None:
+            suffix = next((s for s in SIGNATURE_SUFFIXES if job.signed.name.endswith(s)), ".sig")
+            folder.write(name + suffix, job.signed.raw)
+            root.journal.quarantined(f"{job.agency.id}/{name}{suffix}", job.agency.id, submission, str(gateway))
+
+
+def _report_text(job: Job, refused: Refused, now: datetime) -> str:
+    lines = [
+        f"{job.shown}: REJECTED at {refused.stage} ({now:%Y-%m-%d %H:%M} UTC); nothing was delivered.",
+        *(f"  - {reason}" for reason in refused.reasons),
+    ]
+    if _own_name(job.pair.csv) != job.pair.csv:
+        lines.append(
+            "  - the file's name is not plain text of at most 200 bytes (bytes that are not UTF-8, control or"
+            " direction characters, or too long): this report is named after its bytes; rename the file"
+        )
+    if refused.report is not None:
+        lines += ["", refused.report.to_text().rstrip()]
+    lines += ["", "The submission is kept encrypted in quarantine; fix it and submit it again."]
+    return "\n".join(lines) + "\n"
+
+
+def _detail(job: Job, refused: Refused) -> dict[str, object]:
+    return {
+        "file": job.shown,
+        "agency": job.agency.id,
+        "stage": refused.stage,
+        "reasons": list(refused.reasons),
+        "validation": refused.report.to_json() if refused.report is not None else None,
+    }
+
+
+def roll_back(root: Root, submission: str) -> list[str]:
+    """Withdraw the packages an unfinished submission already published; keep any a recipient pulled."""
+    withdrawn = []
+    for delivery in root.journal.deliveries(submission).values():
+        if delivery.status == ROLLED_BACK:
+            continue
+        if root.journal.pulled_by_anyone(delivery.package, delivery.recipient):
+            log.warning("kept agency=%s package=%s: pulled before the rollback", delivery.recipient, delivery.package)
+            continue
+        root.journal.rolled_back(submission, delivery.recipient)
+        with root.store.open(delivery.recipient) as folder:
+            for extension in (package_suffix(delivery.method), ".manifest.json", ".manifest.json.sig"):
+                folder.remove(delivery.package + extension)
+            folder.sync()
+        withdrawn.append(f"{delivery.recipient}/{delivery.package}")
+    return withdrawn
+
+
+def _write_report(root: Root, agency: Agency, name: str, text: str, detail: Mapping[str, object]) -> Path | None:
+    """Write the report beside the outbox (rejected/), never through a link; None if that is not possible."""
+    stem = _own_name(name).removesuffix(".csv")
+    try:
+        with open_outbox(root.path, agency.id, create=True) as outbox, outbox.sub(REJECTED, create=True) as folder:
+            folder.write(f"{stem}.report.txt", text.encode())
+            folder.write(f"{stem}.report.json", json.dumps(detail, indent=2, ensure_ascii=False).encode())
+    except (InputFileError, UsageError) as exc:
+        log.error("no report agency=%s file=%r: %s", agency.id, name, exc.message)
+        return None
+    return root.path / OUTBOX / agency.id / REJECTED / f"{stem}.report.txt"

@@ -1,0 +1,61 @@
+"""`iom-gateway submit`: validate, sign as the officer and drop the pair into the agency's outbox."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from gateway.adapters.fsio import open_once
+from gateway.adapters.gpg import MARKING_NOTATION, PERIOD_NOTATION, Fingerprint, Keyring
+from gateway.core.errors import UsageError
+from gateway.core.marking import MARKING_SEPARATOR, Level
+from gateway.exchange.intake import OUTBOX, open_outbox, period_of
+from gateway.state.root import Root
+from gateway.validate import Report, validate_stream
+
+log = logging.getLogger(__name__)
+
+
+def submit(
+    root: Root, path: Path, *, agency_id: str, officer_id: str, marking: str | None, gnupghome: Path | None, today: date
+) -> tuple[Report, Path | None]:
+    """Validate `path`, sign it as the officer and drop CSV and signature into the agency's outbox.
+
+    The marking and period the officer intends are signed with the file, as the notations
+    marking@iom-gateway and period@iom-gateway. The file is read once; the validator, the signature
+    and the copy each read that one open file. The signature lands first, each by temp file and
+    rename, so the gateway never sees a CSV without its signature or half of either. Returns the
+    report and the outbox path (None if refused).
+    """
+    agency = root.config.agency(agency_id)
+    officer = root.registry.get(officer_id)
+    if officer.agency != agency.id or not officer.active:
+        raise UsageError(f"{officer_id} is not an active officer of {agency.id}: a DO/PDO of {agency.id} must sign")
+    requested = Level.parse(marking) if marking else None
+    level = max(requested or root.config.marking.level, root.config.marking.level)
+    base = path.name if level == root.config.marking.level else f"{level.name}{MARKING_SEPARATOR}{path.name}"
+    period = period_of(path.name, datetime.now(UTC))
+    with open_once(path) as source:
+        report = validate_stream(
+            source.stream(), source.size, path, agency, root.config, root.standard, period=period, today=today
+        )
+        if not report.valid:
+            return report, None
+        home = gnupghome or root.demo_home(officer.id)
+        if not home.is_dir():
+            raise UsageError(f"no GnuPG home for {officer.id}: pass --gnupghome with the officer's own keyring")
+        notations = {MARKING_NOTATION: level.name, PERIOD_NOTATION: str(period)}
+        signer = Fingerprint.parse(officer.fingerprint)
+        signature = Keyring(home).sign_detached(source.chunks(), signer, notations=notations)
+        with open_outbox(root.path, agency.id, create=True) as outbox:
+            if outbox.identity(base) is not None or outbox.identity(base + ".sig") is not None:
+                raise UsageError(
+                    f"{base!r} is already waiting in {agency.id}'s outbox: wait for the gateway, or rename the file"
+                )
+            outbox.write(base + ".sig", signature)
+            with outbox.new_file(base) as copy:
+                for chunk in source.chunks():
+                    copy.write(chunk)
+    root.audit.append("submission.submitted", actor=officer.id, agency=agency.id, rows=report.rows)
+    return report, root.path / OUTBOX / agency.id / base
