@@ -18,16 +18,9 @@ from gateway.adapters.config import resolve_root
 from gateway.adapters.fsio import atomic_write_bytes, disable_core_dumps, private_umask
 from gateway.adapters.gpg import stop_agents
 from gateway.admin.demo import run_demo
-from gateway.admin.init import (
-    add_officer,
-    export_gateway_key,
-    export_password,
-    import_password,
-    init_root,
-    officers,
-    rekey_officer,
-    show_password,
-)
+from gateway.admin.init import init_root
+from gateway.admin.keys import export_gateway_key, export_password, import_password, show_password
+from gateway.admin.officers import add_officer, officers, rekey_officer
 from gateway.admin.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
 from gateway.admin.retention import purge
 from gateway.admin.rotation import list_keys, revoke_officer, rotate_agency, rotate_gateway, rotate_vault

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from gateway.adapters.fsio import atomic_write_bytes, private_dirs
 from gateway.adapters.gpg import Fingerprint, Keyring
-from gateway.admin.init import export_password, init_root
+from gateway.admin.init import init_root
+from gateway.admin.keys import export_password
 from gateway.admin.oversight import disclosure_report, verify_audit
 from gateway.core.errors import UsageError
 from gateway.core.model import Period

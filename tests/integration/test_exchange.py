@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin.init import export_password, init_root
+from gateway.admin.init import init_root
+from gateway.admin.keys import export_password
 from gateway.cli import main
 from gateway.state.registry import Officer, Role
 from gateway.state.root import Root
