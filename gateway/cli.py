@@ -40,6 +40,7 @@ from gateway.state.registry import Officer
 from gateway.state.root import Root
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         # (Python's docs, "Note on SIGPIPE").
         _stdout_to_devnull()
         return EXIT_REFUSED
+    except KeyboardInterrupt:  # Ctrl-C is the user's own choice: a line, not a traceback; 128 + SIGINT, as shells say
+        print("\niom-gateway: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         stop_agents()  # the gpg-agents this command started end with it (never an officer's own)
 
@@ -116,15 +120,18 @@ def _check_root(path: Path) -> None:
 
 
 def _no_access(exc: PermissionError, root: Path) -> AccessError:
-    """The refusal for a root (or a file in it) this user may not read or write, naming whose it is."""
-    where = exc.filename if exc.filename is not None else root
+    """The refusal for a path this user may not read or write, naming it and whose the root is."""
+    where = Path(os.fsdecode(exc.filename)) if exc.filename is not None else root
+    me = _user(os.geteuid())
+    if not where.is_relative_to(root):  # a file the user named elsewhere: theirs to fix, not the root's
+        return AccessError(f"permission denied on {str(where)!r} for user {me}: name a path this user can use")
     try:
-        owner = _user(root.stat().st_uid)
-    except OSError:
-        owner = "the gateway's user"
+        owner = f"{_user(root.stat().st_uid)}, who owns it"
+    except OSError:  # a folder above the root cannot be searched either
+        owner = "the owner of the root"
     return AccessError(
-        f"permission denied on {str(where)!r} for user {_user(os.geteuid())}: the gateway root {str(root)!r} "
-        f"belongs to {owner}: run iom-gateway as the gateway's user ({owner}, e.g. with sudo -u)"
+        f"permission denied on {str(where)!r} for user {me}: run iom-gateway as the gateway's user "
+        f"({owner}; e.g. with sudo -u), the gateway root being {str(root)!r}"
     )
 
 

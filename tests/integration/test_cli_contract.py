@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -436,3 +437,19 @@ def test_audit_report_never_overwrites_a_file(routed_root: Path, capsys: pytest.
     assert cli(routed_root, "audit", "report", "--month", "2026-10", "--to", str(target)) == 2
     assert "it already exists; name a new file" in capsys.readouterr().err
     assert target.read_bytes() == b"the admin's own notes\n" and first.startswith(b"date,")
+
+
+def test_ctrl_c_is_a_line_not_a_traceback(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--root", str(tmp_path), "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # the first line arrives as soon as it is printed
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("iom-gateway demo:")  # main() is running: the demo has begun
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err and "iom-gateway: interrupted (Ctrl-C)" in err, err
