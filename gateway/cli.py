@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
+import os
+import pwd
+import stat
 import sys
 import time
 from dataclasses import asdict
@@ -14,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.adapters.config import resolve_root
-from gateway.adapters.fsio import atomic_write_bytes, disable_core_dumps, private_umask
+from gateway.adapters.config import ROOT_ENV, resolve_root
+from gateway.adapters.fsio import disable_core_dumps, private_umask
 from gateway.adapters.gpg import stop_agents
 from gateway.admin.demo import run_demo
 from gateway.admin.init import init_root
@@ -24,7 +28,7 @@ from gateway.admin.officers import add_officer, officers, rekey_officer
 from gateway.admin.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
 from gateway.admin.retention import purge
 from gateway.admin.rotation import list_keys, revoke_officer, rotate_agency, rotate_gateway, rotate_vault
-from gateway.core.errors import GatewayError, UsageError
+from gateway.core.errors import AccessError, GatewayError, StorageError, UsageError
 from gateway.core.model import Period
 from gateway.daemon.watch import run_once, serve
 from gateway.exchange.intake import REJECTED
@@ -36,6 +40,7 @@ from gateway.state.registry import Officer
 from gateway.state.root import Root
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +48,30 @@ def main(argv: list[str] | None = None) -> int:
     disable_core_dumps()  # before anything is read: no core file ever holds what this process held
     try:
         with private_umask():  # umask 077 whatever the shell's, as under the unit (STYLE 6)
-            return _command(argv)
+            code = _command(argv)
+            sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
+            return code
+    except BrokenPipeError:
+        # `status | head -3`: the reader has what it wanted. Stop quietly, as a closed pipe asks, and
+        # point stdout at /dev/null so that the interpreter's own flush at exit cannot fail again
+        # (Python's docs, "Note on SIGPIPE").
+        _stdout_to_devnull()
+        return EXIT_REFUSED
+    except KeyboardInterrupt:  # Ctrl-C is the user's own choice: a line, not a traceback; 128 + SIGINT, as shells say
+        print("\niom-gateway: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         stop_agents()  # the gpg-agents this command started end with it (never an officer's own)
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _command(argv: list[str] | None) -> int:
@@ -63,11 +89,57 @@ def _command(argv: list[str] | None) -> int:
     # every root a command opens is closed at its end, refused or not: closing checkpoints the audit log
     with contextlib.ExitStack() as args.opened:
         try:
-            result: int = args.handler(args)
-            return result
+            try:
+                _check_root(resolve_root(args.root))
+                result: int = args.handler(args)
+                return result
+            except PermissionError as exc:  # deeper in the root than _check_root looks: say whose it is
+                raise _no_access(exc, resolve_root(args.root)) from None
         except GatewayError as exc:
             print(f"iom-gateway: {exc.message}", file=sys.stderr)
             return exc.exit_code
+
+
+def _check_root(path: Path) -> None:
+    """Refuse a root that is not a folder this user may read, before any command touches it."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return  # `init` makes it; every other command says what is missing in it
+    except NotADirectoryError:
+        info = None
+    except PermissionError as exc:  # a folder above it cannot be searched
+        raise _no_access(exc, path) from None
+    if info is None or not stat.S_ISDIR(info.st_mode):
+        raise UsageError(
+            f"the gateway root {str(path)!r} is not a folder: pass --root DIR (the folder holding gateway.toml) "
+            f"or set ${ROOT_ENV}"
+        )
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise _no_access(PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path)), path)
+
+
+def _no_access(exc: PermissionError, root: Path) -> AccessError:
+    """The refusal for a path this user may not read or write, naming it and whose the root is."""
+    where = Path(os.fsdecode(exc.filename)) if exc.filename is not None else root
+    me = _user(os.geteuid())
+    if not where.is_relative_to(root):  # a file the user named elsewhere: theirs to fix, not the root's
+        return AccessError(f"permission denied on {str(where)!r} for user {me}: name a path this user can use")
+    try:
+        owner = f"{_user(root.stat().st_uid)}, who owns it"
+    except OSError:  # a folder above the root cannot be searched either
+        owner = "the owner of the root"
+    return AccessError(
+        f"permission denied on {str(where)!r} for user {me}: run iom-gateway as the gateway's user "
+        f"({owner}; e.g. with sudo -u), the gateway root being {str(root)!r}"
+    )
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 class _UtcFormatter(logging.Formatter):
@@ -114,7 +186,33 @@ def _parser() -> argparse.ArgumentParser:
 
     _exchange_commands(commands)
     _oversight_commands(commands)
+    _global_options_everywhere(parser)
     return parser
+
+
+def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept --root and -v after the command too (`status --root X`), for every command there is.
+
+    SUPPRESS keeps a command's parser from resetting what was given before the command.
+    """
+    for command in subcommands(parser).values():
+        command.add_argument(
+            "--root", metavar="DIR", default=argparse.SUPPRESS, help="gateway root (may also come before the command)"
+        )
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log each step to stderr"
+        )
+
+
+def subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every command and action under `parser`, by its words (`("officers", "add")`), groups included."""
+    found: dict[tuple[str, ...], Any] = {}
+    for action in parser._actions:  # argparse has no public walk over its sub-parsers
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found[(*path, name)] = child
+                found |= subcommands(child, (*path, name))
+    return found
 
 
 def _period(text: str) -> Period:
@@ -168,6 +266,7 @@ def _exchange_commands(commands: Any) -> None:
         "(exit 1 if any was rejected).",
     )
     run.add_argument("--once", action="store_true", help="process what is there and exit")
+    run.add_argument("--json", action="store_true", help="with --once: print one JSON object, not lines")
     run.set_defaults(handler=_run)
 
     submit = commands.add_parser(
@@ -176,9 +275,9 @@ def _exchange_commands(commands: Any) -> None:
         description="Validate FILE, sign it as officer O (detached OpenPGP signature) and "
         "put both into A's outbox atomically, signature first.",
     )
-    submit.add_argument("file", metavar="FILE", type=Path)
-    submit.add_argument("--agency", required=True, metavar="A")
-    submit.add_argument("--officer", required=True, metavar="O")
+    submit.add_argument("file", metavar="FILE", type=Path, help="the CSV file to submit")
+    submit.add_argument("--agency", required=True, metavar="A", help="the sending agency's id in gateway.toml")
+    submit.add_argument("--officer", required=True, metavar="O", help="the DO/PDO of A who signs it")
     submit.add_argument("--marking", metavar="LEVEL", help="ask for a marking above the floor, e.g. RESTRICTED")
     submit.add_argument("--gnupghome", type=Path, metavar="DIR", help="the officer's own GnuPG home (default: demo)")
     submit.set_defaults(handler=_submit)
@@ -190,14 +289,15 @@ def _exchange_commands(commands: Any) -> None:
         "manifest and write the CSV (0600, UTF-8 with the marking as first and last line unless "
         "--raw). A package already pulled by you is skipped unless --again.",
     )
-    pull.add_argument("--agency", required=True, metavar="A")
-    pull.add_argument("--to", required=True, type=Path, metavar="DIR")
+    pull.add_argument("--agency", required=True, metavar="A", help="the receiving agency's id in gateway.toml")
+    pull.add_argument("--to", required=True, type=Path, metavar="DIR", help="an existing folder for the CSV files")
     who = pull.add_mutually_exclusive_group()
     who.add_argument("--gnupghome", type=Path, metavar="DIR", help="your GnuPG home (OpenPGP agencies)")
     who.add_argument("--password-file", type=Path, metavar="F", help="the package password (AES-ZIP agencies)")
     pull.add_argument("--officer", metavar="O", help="who is pulling (a demo officer's home is used if no --gnupghome)")
     pull.add_argument("--raw", action="store_true", help="write exactly the bytes the sender signed")
     pull.add_argument("--again", action="store_true", help="pull packages you have pulled before")
+    pull.add_argument("--json", action="store_true", help="print one JSON object, not lines")
     pull.set_defaults(handler=_pull)
     _admin_commands(commands)
 
@@ -207,20 +307,25 @@ def _admin_commands(commands: Any) -> None:
         metavar="ACTION", required=True
     )
     add = officers.add_parser("add", help="register a DO/PDO with their public key")
-    add.add_argument("--agency", required=True, metavar="A")
-    add.add_argument("--role", required=True, choices=["DO", "PDO"])
-    add.add_argument("--name", required=True)
-    add.add_argument("--email", required=True)
-    add.add_argument("--key", required=True, type=Path, metavar="PUBKEY.asc")
+    add.add_argument("--agency", required=True, metavar="A", help="the officer's agency (its id in gateway.toml)")
+    add.add_argument(
+        "--role", required=True, choices=["DO", "PDO"], help="Designated Officer or Principal Designated Officer"
+    )
+    add.add_argument("--name", required=True, help="the officer's full name")
+    add.add_argument("--email", required=True, help="the officer's secure e-mail address")
+    add.add_argument(
+        "--key", required=True, type=Path, metavar="PUBKEY.asc", help="their OpenPGP public key (sign and encrypt)"
+    )
     add.add_argument("--id", dest="officer_id", metavar="ID", help="the officer's id (default: agency-name)")
+    add.add_argument("--json", action="store_true", help="print the registered officer as one JSON object")
     add.set_defaults(handler=_officers_add)
     listing = officers.add_parser("list", help="list the officers")
-    listing.add_argument("--agency", metavar="A")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--agency", metavar="A", help="only this agency's officers")
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
     listing.set_defaults(handler=_officers_list)
     show = officers.add_parser("show", help="show one officer")
-    show.add_argument("officer", metavar="O")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("officer", metavar="O", help="the officer's id (see officers list)")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(handler=_officers_one)
     revoke = officers.add_parser(
         "revoke",
@@ -228,9 +333,9 @@ def _admin_commands(commands: Any) -> None:
         description="Revoke O: submissions signed by O are refused from now on. With --reencrypt, packages not "
         "yet pulled that were encrypted to O lose O's session key, so only the agency's other officers open them.",
     )
-    revoke.add_argument("officer", metavar="O")
+    revoke.add_argument("officer", metavar="O", help="the officer's id")
     revoke.add_argument("--reencrypt", action="store_true", help="take O off the packages not yet pulled")
-    revoke.add_argument("--json", action="store_true")
+    revoke.add_argument("--json", action="store_true", help="print the revoked officer as one JSON object")
     revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     revoke.set_defaults(handler=_officers_revoke)
     rekey = officers.add_parser(
@@ -239,9 +344,10 @@ def _admin_commands(commands: Any) -> None:
         description="Make NEW.asc the officer's key. The old key signs no more submissions (after --grace-days, "
         "if given); packages already encrypted to it still open with it.",
     )
-    rekey.add_argument("officer", metavar="O")
-    rekey.add_argument("--key", required=True, type=Path, metavar="NEW.asc")
+    rekey.add_argument("officer", metavar="O", help="the officer's id")
+    rekey.add_argument("--key", required=True, type=Path, metavar="NEW.asc", help="their new OpenPGP public key")
     rekey.add_argument("--grace-days", type=int, default=0, metavar="N", help="accept the old key N more days")
+    rekey.add_argument("--json", action="store_true", help="print the officer as one JSON object")
     rekey.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rekey.set_defaults(handler=_officers_rekey)
 
@@ -257,7 +363,7 @@ def _admin_commands(commands: Any) -> None:
     export.add_argument("--to", type=Path, metavar="FILE", help="write to this new file (created 0600)")
     export.set_defaults(handler=_keys_export)
     imported = keys.add_parser("import", help="set an AES-ZIP agency's password by hand (checked against the policy)")
-    imported.add_argument("--agency", required=True, metavar="A")
+    imported.add_argument("--agency", required=True, metavar="A", help="the AES-ZIP agency's id in gateway.toml")
     imported.add_argument("--password-file", required=True, type=Path, metavar="F", help="a 0600 file holding it")
     imported.set_defaults(handler=_keys_import)
 
@@ -292,6 +398,11 @@ def _run(args: argparse.Namespace) -> int:
         _structured_logging()
         return serve(path)
     outcomes = run_once(path)
+    refused = EXIT_REFUSED if any(isinstance(o, Rejected) for o in outcomes) else EXIT_OK
+    if args.json:  # what the lines say, as fields: names, stages, rule messages; never a cell of the data
+        found = [{"outcome": type(o).__name__.lower(), **asdict(o)} for o in outcomes]
+        print(json.dumps({"outcomes": found, "refused": refused == EXIT_REFUSED}, indent=2, default=str))
+        return refused
     for outcome in outcomes:
         print(outcome.summary)
         if isinstance(outcome, Rejected):
@@ -299,7 +410,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"          report: {where}")
     if not outcomes:
         print("nothing to process")
-    return EXIT_REFUSED if any(isinstance(o, Rejected) for o in outcomes) else EXIT_OK
+    return refused
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -331,6 +442,11 @@ def _pull(args: argparse.Namespace) -> int:
         raw=args.raw,
         again=args.again,
     )
+    failed = EXIT_REFUSED if any(item.failed for item in results) else EXIT_OK
+    if args.json:
+        packages = [asdict(item) for item in results]
+        print(json.dumps({"agency": args.agency, "packages": packages}, indent=2, default=str))
+        return failed
     for item in results:
         if item.failed:
             print(f"iom-gateway: REFUSED {item.package}: {item.failed}", file=sys.stderr)
@@ -338,7 +454,7 @@ def _pull(args: argparse.Namespace) -> int:
             print(f"wrote {item.written}" if item.written else f"skipped {item.package}: {item.skipped}")
     if not results:
         print(f"nothing waiting for {args.agency}")
-    return EXIT_REFUSED if any(item.failed for item in results) else EXIT_OK
+    return failed
 
 
 def _officers_add(args: argparse.Namespace) -> int:
@@ -351,6 +467,9 @@ def _officers_add(args: argparse.Namespace) -> int:
         key=args.key,
         officer_id=args.officer_id,
     )
+    if args.json:
+        print(json.dumps(officer.to_json(), indent=2))
+        return EXIT_OK
     print(f"registered {officer.id} ({officer.role.value} of {officer.agency}), key {officer.fingerprint}")
     return EXIT_OK
 
@@ -370,7 +489,10 @@ def _officers_revoke(args: argparse.Namespace) -> int:
         args, f"revoke officer {args.officer}" + (" and take them off unpulled packages" if args.reencrypt else "")
     )
     officer, packages = revoke_officer(_open(args), args.officer, reencrypt=args.reencrypt)
-    _print_officer(officer, as_json=args.json)
+    if args.json:
+        print(json.dumps(officer.to_json() | {"reencrypted": packages}, indent=2))
+        return EXIT_OK
+    _print_officer(officer, as_json=False)
     if args.reencrypt and not args.json:
         print(f"re-encrypted {len(packages)} package(s) not yet pulled without {officer.id}'s key")
     return EXIT_OK
@@ -394,6 +516,9 @@ def _officers_rekey(args: argparse.Namespace) -> int:
         raise UsageError("--grace-days must be 0 or more")
     _confirm(args, f"replace the key of officer {args.officer}")
     officer = rekey_officer(_open(args), args.officer, args.key, grace_days=args.grace_days)
+    if args.json:
+        print(json.dumps(officer.to_json() | {"grace_days": args.grace_days}, indent=2))
+        return EXIT_OK
     grace = f"; the old key is accepted {args.grace_days} more day(s)" if args.grace_days else ""
     print(f"{officer.id} now signs with {officer.fingerprint}{grace}")
     return EXIT_OK
@@ -535,14 +660,33 @@ def _audit_report(args: argparse.Namespace) -> int:
     if args.to is None:
         sys.stdout.write(text)
     else:
-        try:
-            atomic_write_bytes(args.to, text.encode("utf-8"))
-        except OSError as exc:  # a path the user typed: a missing folder, a folder, no permission
-            raise UsageError(
-                f"cannot write the register to {str(args.to)!r} ({exc.strerror}): name a file in a folder you can write"
-            ) from None
+        _write_new(args.to, text.encode("utf-8"), "the register")
         print(f"wrote the disclosure register for {args.month} to {args.to}")
     return EXIT_OK
+
+
+def _write_new(path: Path, data: bytes, what: str) -> None:
+    """Write `data` to a new 0600 file `path`, as `keys export` does: never over a file already there."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise UsageError(
+            f"cannot write {what} to {str(path)!r}: it already exists; name a new file (it will be created 0600)"
+        ) from None
+    except OSError as exc:  # a path the user typed: a missing folder, no permission
+        raise UsageError(
+            f"cannot write {what} to {str(path)!r} ({exc.strerror}): name a file in a folder you can write"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException as exc:
+        path.unlink(missing_ok=True)  # the file this call created: never leave half of it
+        if isinstance(exc, OSError):
+            raise StorageError(f"could not write {what} to {str(path)!r} ({exc.strerror}): nothing kept") from None
+        raise
 
 
 def _purge(args: argparse.Namespace) -> int:
@@ -622,6 +766,7 @@ def _key_commands(keys: Any) -> None:
         "--new-passphrase-file", type=Path, metavar="F", help="with --vault: a 0600 file holding the new passphrase"
     )
     rotate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rotate.add_argument("--json", action="store_true", help="print what changed as one JSON object")
     rotate.set_defaults(handler=_keys_rotate)
 
 
@@ -657,19 +802,25 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     if args.gateway:
         _confirm(args, "make a new gateway key current")
         done = rotate_gateway(root, args.algorithm)
-        print(f"the gateway now signs with {done.new}; {done.old} is retired and still verifies what it signed")
-        print("give partners the new public key: iom-gateway keys export --gateway")
+        lines = [
+            f"the gateway now signs with {done.new}; {done.old} is retired and still verifies what it signed",
+            "give partners the new public key: iom-gateway keys export --gateway",
+        ]
+        changed: dict[str, object] = asdict(done)
     elif args.agency:
         _confirm(args, f"make a new password current for {args.agency}" + (" and re-pack" if args.reencrypt else ""))
         done = rotate_agency(root, args.agency, reencrypt=args.reencrypt)
         kept = "deleted" if args.reencrypt else "kept for the packages made with it"
-        print(f"{args.agency} now uses password {done.new}; {done.old} is {kept}")
+        lines = [f"{args.agency} now uses password {done.new}; {done.old} is {kept}"]
         if args.reencrypt:
-            print(f"re-packed {done.reencrypted} package(s) not yet pulled with the new password")
-        print(f"hand it to the agency: iom-gateway keys export --agency {args.agency} --password --to FILE")
+            lines.append(f"re-packed {done.reencrypted} package(s) not yet pulled with the new password")
+        lines.append(f"hand it to the agency: iom-gateway keys export --agency {args.agency} --password --to FILE")
+        changed = asdict(done) | {"agency": args.agency}  # password ids, never a password
     else:
         if args.new_passphrase_file is None:
             raise UsageError("keys rotate --vault needs --new-passphrase-file F (a 0600 file with the new passphrase)")
         _confirm(args, "re-encrypt the vault under a new passphrase")
-        print(rotate_vault(root, args.new_passphrase_file))
+        lines = [rotate_vault(root, args.new_passphrase_file)]
+        changed = {"kind": "vault", "next": lines[0]}
+    print(json.dumps(changed, indent=2) if args.json else "\n".join(lines))
     return EXIT_OK

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.adapters.fsio import open_regular
 from gateway.adapters.gpg import Fingerprint
-from gateway.core.errors import InputFileError, PolicyError, UsageError
+from gateway.core.errors import InputFileError, PolicyError
 from gateway.state.registry import Officer, Role, slug
 from gateway.state.root import Root
 
@@ -26,7 +26,7 @@ def _read_key(path: Path) -> bytes:
 def _import_officer_key(root: Root, path: Path) -> Fingerprint:
     found = root.keyring.import_public(_read_key(path))
     if len(found) != 1:
-        raise UsageError(f"{str(path)!r} holds {len(found)} keys: give one officer's public key")
+        raise InputFileError(f"{str(path)!r} holds {len(found)} keys: give one officer's public key")
     info = root.keyring.key(found[0])
     if info.revoked or info.expired:
         raise PolicyError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import re
@@ -113,9 +114,57 @@ def _witness(path: Path, name: str, check: Callable[[bytes, bytes], str | None])
     return Witness(name, package, recipient, seq, head)
 
 
+# Every event the gateway writes to the audit log (a test checks the code writes no other), so that
+# `audit show --event` can tell a misspelt name from one that has simply not happened yet.
+AUDIT_EVENTS = frozenset(
+    {
+        "audit.checkpoint",
+        "audit.genesis",
+        "audit.purged",
+        "audit.repaired",
+        "gateway.key.created",
+        "gateway.key.rotated",
+        "officer.added",
+        "officer.reencrypted",
+        "officer.rekeyed",
+        "officer.revoked",
+        "package.delivered",
+        "package.pulled",
+        "password.created",
+        "password.exported",
+        "password.imported",
+        "password.reencrypted",
+        "password.rotated",
+        "password.shown",
+        "retention.purged",
+        "submission.abandoned",
+        "submission.delivered",
+        "submission.duplicate",
+        "submission.rejected",
+        "submission.submitted",
+        "unsafe.fault_injection",
+        "vault.rotated",
+    }
+)
+
+
 def audit_events(root: Root, since: datetime | None, event: str | None) -> list[dict[str, object]]:
-    """The audit entries at or after `since` whose event is `event` or under it (`submission` = `submission.*`)."""
-    return root.audit.select(since, event)
+    """The audit entries at or after `since` whose event is `event` or under it (`submission` = `submission.*`).
+
+    Raises UsageError for an event name the gateway never writes, naming the closest known ones.
+    """
+    entries = root.audit.select(since, None)
+    if event is None:
+        return entries
+    known = AUDIT_EVENTS | {str(entry.get("event")) for entry in entries}
+    families = {".".join(name.split(".")[:depth]) for name in known for depth in range(1, name.count(".") + 1)}
+    if event not in known | families:
+        close = difflib.get_close_matches(event, sorted(known | families), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"events: {', '.join(sorted(families))}"
+        raise UsageError(
+            f"no audit event {event!r}: {hint} (a name, or the part before a dot: submission = submission.*)"
+        )
+    return [e for e in entries if e.get("event") == event or str(e.get("event")).startswith(event + ".")]
 
 
 def disclosure_report(root: Root, month: Period, form: str) -> str:

@@ -160,9 +160,9 @@ def _aes_agency(root: Root, agency_id: str) -> Agency:
     agency = root.config.agencies.get(agency_id)
     if agency is None:
         known = ", ".join(sorted(root.config.agencies))
-        raise PolicyError(f"no agency {agency_id!r} in gateway.toml (agencies: {known}): nothing changed")
+        raise UsageError(f"no agency {agency_id!r} in gateway.toml (agencies: {known}): nothing changed")
     if agency.delivery is not Delivery.AES_ZIP:
-        raise PolicyError(
+        raise UsageError(
             f"{agency_id} takes OpenPGP delivery and has no password to rotate (its officers' keys are "
             "changed with `officers rekey`): nothing changed"
         )
@@ -269,8 +269,8 @@ def revoke_officer(root: Root, officer_id: str, *, reencrypt: bool) -> tuple[Off
 
     With `reencrypt`, packages not yet pulled that were encrypted to them are stripped of their
     session key, so only the agency's other officers (of those the package was made for) can open
-    them. Raises PolicyError (exit 1, nothing changed) for an unknown or already revoked officer, or
-    a package no other active officer could open.
+    them. Raises UsageError (exit 2) for an unknown officer, PolicyError (exit 1) for one already
+    revoked or a package no other active officer could open; either way nothing changed.
     """
     officer = _registered(root, officer_id)
     if not officer.active and not reencrypt:
@@ -304,7 +304,7 @@ def _registered(root: Root, officer_id: str) -> Officer:
     try:
         return root.registry.get(officer_id)
     except UsageError as exc:
-        raise PolicyError(exc.message + "; nothing changed") from None
+        raise UsageError(exc.message + "; nothing changed") from None
 
 
 @contextmanager

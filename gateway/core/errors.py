@@ -1,4 +1,21 @@
-"""The one error root: every expected failure carries its exit status and a message naming the fix."""
+"""The one error root: every expected failure carries its exit status and a message naming the fix.
+
+The exit status of every command follows one rule (README, "Exit status"):
+
+- 0: done.
+- 1 (`GatewayError` and every subclass but `UsageError`): a refusal. The command was understood
+  and names things that exist, but the gateway says no: an invalid or unreadable input file, a
+  bad signature, the policy (a weak password, a revoked key), the state (an officer already
+  registered or already revoked), a damaged audit log, a wrong gateway.toml or vault passphrase,
+  a root this user may not read. Fix the data, the set-up or the state; the command line was fine.
+- 2 (`UsageError`, and argparse's own errors): misuse. The command line cannot be carried out as
+  typed: an unknown command or option, options that do not go together, a malformed value (a
+  date, an officer id, an e-mail address), a name that is not there (a file that does not exist,
+  an agency not in gateway.toml, an officer not in the register, an audit event that does not exist), an action
+  that does not apply to what it names (a password for an OpenPGP agency), a path given for output
+  that cannot be used (an existing file, a missing folder, a root that is a file), or "no" at a
+  confirmation prompt. Fix the command and run it again; nothing was changed.
+"""
 
 from __future__ import annotations
 
@@ -49,3 +66,7 @@ class StorageError(GatewayError):
 
 class ChangedError(InputFileError):
     """A file read twice gave different bytes: someone wrote to it while the gateway was reading it."""
+
+
+class AccessError(GatewayError):
+    """This user may not read or write the gateway root or a file in it: run as the gateway's user."""

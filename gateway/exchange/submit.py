@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.adapters.fsio import open_once
 from gateway.adapters.gpg import MARKING_NOTATION, PERIOD_NOTATION, Fingerprint, Keyring
-from gateway.core.errors import UsageError
+from gateway.core.errors import PolicyError, UsageError
 from gateway.core.marking import MARKING_SEPARATOR, Level
 from gateway.exchange.intake import OUTBOX, open_outbox, period_of
 from gateway.state.root import Root
@@ -30,8 +30,10 @@ def submit(
     """
     agency = root.config.agency(agency_id)
     officer = root.registry.get(officer_id)
-    if officer.agency != agency.id or not officer.active:
+    if officer.agency != agency.id:
         raise UsageError(f"{officer_id} is not an active officer of {agency.id}: a DO/PDO of {agency.id} must sign")
+    if not officer.active:  # a real officer the register refuses now: exit 1, not a usage error
+        raise PolicyError(f"{officer_id} is revoked: an active DO/PDO of {agency.id} must sign; nothing submitted")
     requested = Level.parse(marking) if marking else None
     level = max(requested or root.config.marking.level, root.config.marking.level)
     base = path.name if level == root.config.marking.level else f"{level.name}{MARKING_SEPARATOR}{path.name}"
@@ -50,7 +52,7 @@ def submit(
         signature = Keyring(home).sign_detached(source.chunks(), signer, notations=notations)
         with open_outbox(root.path, agency.id, create=True) as outbox:
             if outbox.identity(base) is not None or outbox.identity(base + ".sig") is not None:
-                raise UsageError(
+                raise PolicyError(
                     f"{base!r} is already waiting in {agency.id}'s outbox: wait for the gateway, or rename the file"
                 )
             outbox.write(base + ".sig", signature)

@@ -60,7 +60,7 @@ class Registry:
         self.db = connection
 
     def add(self, officer: Officer) -> Officer:
-        """Register `officer`; raise UsageError for a taken id or fingerprint or a malformed field."""
+        """Register `officer`; raise UsageError for a malformed field, PolicyError for a taken id or fingerprint."""
         if not OFFICER_ID.fullmatch(officer.id):
             raise UsageError(f"officer id {officer.id!r} must be lower-case letters, digits and '-'")
         if not EMAIL.fullmatch(officer.email):
@@ -90,8 +90,8 @@ class Registry:
                     "INSERT INTO officer_keys (fingerprint, officer, added) VALUES (?, ?, ?)",
                     (officer.fingerprint, officer.id, now),
                 )
-        except sqlite3.IntegrityError:
-            raise UsageError(
+        except sqlite3.IntegrityError:  # a well-formed request the register refuses: exit 1, not a usage error
+            raise PolicyError(
                 f"officer {officer.id!r} or key {officer.fingerprint} is already registered: "
                 "choose another --id, or use `officers rekey` for a new key"
             ) from None
@@ -136,7 +136,7 @@ class Registry:
         """Mark the officer revoked: their signatures are refused from now on."""
         officer = self.get(officer_id)
         if not officer.active:
-            raise UsageError(f"officer {officer_id!r} is already revoked")
+            raise PolicyError(f"officer {officer_id!r} is already revoked: nothing changed")
         self.db.execute("UPDATE officers SET status = 'revoked', changed = ? WHERE id = ?", (_now(), officer_id))
         return self.get(officer_id)
 
@@ -162,7 +162,7 @@ class Registry:
                     "UPDATE officers SET fingerprint = ?, changed = ? WHERE id = ?", (fingerprint, now, officer_id)
                 )
         except sqlite3.IntegrityError:
-            raise UsageError(
+            raise PolicyError(
                 f"key {fingerprint} is already registered to an officer: each officer needs their own key"
             ) from None
         return self.get(officer_id)
