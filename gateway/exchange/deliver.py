@@ -87,8 +87,8 @@ def plan(root: Root, recipient: Agency) -> _Plan | Unsealable:
                 recipient.id,
                 "no_password",
                 f"{recipient.id} (AES-ZIP) has no current password in the vault",
-                f"give it one: `iom-gateway keys rotate --agency {recipient.id}` or "
-                f"`iom-gateway keys import --agency {recipient.id} --password-file F`",
+                f"give it one: `iom-gateway keys import --agency {recipient.id} --password-file F` "
+                "(a 0600 file holding a password the policy accepts)",
             )
         return _Plan(recipient, Delivery.AES_ZIP, record.id)
     officers = [o for o in root.registry.all(recipient.id) if o.active]
