@@ -608,7 +608,10 @@ def _oversight_commands(commands: Any) -> None:
     health = commands.add_parser(
         "status",
         help="queues, last run, refusals, keys near expiry, agencies late for the month",
-        description="Health at a glance. Exit 0; the 'attention' lines say what to act on.",
+        description="Health at a glance, and why each file in an outbox still waits. Reads only, so it runs "
+        "beside the daemon. Exit 1 while an 'attention' line says something needs the admin (a deferred "
+        "delivery, a key near expiry, an agency late for the month, files in an orphaned outbox, a gateway "
+        "that never ran); 0 otherwise. Refusals in the last 24 h are notes: each sender got a report.",
     )
     health.add_argument("--json", action="store_true", help="print one JSON object")
     health.set_defaults(handler=_status)
@@ -708,9 +711,10 @@ def _purge(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     health = status(_open(args), datetime.now(UTC))
+    code = EXIT_REFUSED if health.attention else EXIT_OK  # monitoring: 1 while something needs the admin
     if args.json:
-        print(json.dumps(health.to_json(), indent=2))
-        return EXIT_OK
+        print(json.dumps(health.to_json(), indent=2, ensure_ascii=False))
+        return code
     run = health.last_run
     print(f"iom-gateway status at {health.now}")
     if run is None:
@@ -725,13 +729,23 @@ def _status(args: argparse.Namespace) -> int:
     print("agency        outbox waiting   inbox unpulled")
     for agency in health.outbox_waiting:
         print(f"{agency:14}{health.outbox_waiting[agency]:>14}   {health.inbox_unpulled[agency]:>14}")
-    print(f"refused (24h): {health.errors_24h}")
+    errors = health.errors_24h
+    print(f"refused (24h): {errors['rejected']} rejected, {errors['abandoned']} abandoned")
     print(f"late for {health.period} (due day {health.due_day}): {', '.join(health.late) or 'none'}")
+    print("waiting:       " + ("none" if not health.waiting else ""))
+    for waiting in health.waiting:
+        print(f"  - {waiting.agency}/{waiting.file} ({waiting.age_seconds} s): {waiting.why}")
+    print("deferred:      " + ("none" if not health.deferred else ""))
+    for deferred in health.deferred:
+        where = f"{deferred.agency}/{deferred.file} to {deferred.recipient}"
+        print(f"  - {where} since {deferred.since}: {deferred.reason}")
+    for line in health.notes:
+        print(f"note:          {line}")
     attention = health.attention
     print("attention:     " + ("none" if not attention else ""))
     for line in attention:
         print(f"  - {line}")
-    return EXIT_OK
+    return code
 
 
 # ----------------------------------------------------------------------------------------- keys

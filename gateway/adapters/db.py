@@ -73,6 +73,9 @@ _MIGRATIONS = (
             submission TEXT NOT NULL, recipient TEXT NOT NULL, key_id TEXT NOT NULL, signed_by TEXT NOT NULL,
             files TEXT NOT NULL, PRIMARY KEY (submission, recipient))""",
     ),
+    # 4: a delivery that cannot be made yet (its recipient has no active officer or no current
+    # password) waits as 'deferred', with why; the submission stays in its outbox until it is made
+    ("ALTER TABLE deliveries ADD COLUMN reason TEXT",),
 )
 
 

@@ -154,6 +154,7 @@ class SignatureCheck:
     signature_class: str | None = None  # "00" binary document, "01" canonical text
     notations: tuple[tuple[str, str], ...] = ()  # the signed notations, in order
     intact: bool = False  # the bytes are exactly what `fingerprint` signed (its key may be revoked or expired since)
+    unknown_key: str | None = None  # signed by a key not in the keyring: its fingerprint or key id, as gpg gives it
 
     def notation(self, name: str) -> str | None:
         """The value of the signed notation `name`; raise CryptoError if it is given twice."""
@@ -799,6 +800,7 @@ def _signature_check(statuses: list[Status], returncode: int, *, missing: str) -
         signature_class,
         tuple(notations[0]),
         bool(good and valid_args and check.fingerprint is not None),
+        check.unknown_key,
     )
 
 
@@ -821,8 +823,9 @@ def _one_signature(codes: Mapping[str, tuple[str, ...]], returncode: int) -> Sig
         when = _timestamp(args[4]) if len(args) > 4 else None
         if "NO_PUBKEY" in codes or (len(args) > 5 and args[5] == "9"):
             problem = f"no public key for this signature (key ID {key_id}): the signer is not registered"
-        else:
-            problem = f"the signature cannot be checked (gpg error {args[5] if len(args) > 5 else '?'}): sign again"
+            issuer = args[6] if len(args) > 6 and re.fullmatch(r"[0-9A-Fa-f]{40,64}", args[6]) else key_id
+            return SignatureCheck(False, None, when, problem, unknown_key=issuer)
+        problem = f"the signature cannot be checked (gpg error {args[5] if len(args) > 5 else '?'}): sign again"
         return SignatureCheck(False, None, when, problem)
     if "REVKEYSIG" in codes:
         return SignatureCheck(False, primary, signed_at, "the signing key is revoked: the officer must rekey")

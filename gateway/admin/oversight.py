@@ -5,23 +5,25 @@ from __future__ import annotations
 import difflib
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.adapters.fsio import Folder
+from gateway.adapters.fsio import Folder, shown
 from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Purpose
 from gateway.adapters.store import INBOX
 from gateway.core.errors import CryptoError, GatewayError, UsageError
 from gateway.core.manifest import MAX_MANIFEST_BYTES
 from gateway.core.model import Period
-from gateway.exchange.intake import count_waiting
+from gateway.exchange.intake import OUTBOX, open_outbox, scan_outbox
 from gateway.state.audit import Verdict, Witness
 from gateway.state.disclosure import register, to_json, write_csv, write_html
-from gateway.state.journal import ABANDONED, DELIVERED, DONE, REJECTED
+from gateway.state.journal import ABANDONED, DELIVERED, DONE, IN_FLIGHT, REJECTED
+from gateway.state.journal import DeferredDelivery as JournalDeferred
 from gateway.state.root import Root
 
 EXPIRY_WARNING = timedelta(days=30)
@@ -122,6 +124,8 @@ AUDIT_EVENTS = frozenset(
         "audit.genesis",
         "audit.purged",
         "audit.repaired",
+        "delivery.abandoned",
+        "delivery.deferred",
         "gateway.key.created",
         "gateway.key.rotated",
         "officer.added",
@@ -192,48 +196,108 @@ class KeyWarning:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingFile:
+    """A file in an outbox the gateway has not finished with, and why (for a person to read)."""
+
+    agency: str
+    file: str  # escaped with shown(): names in outboxes are hostile
+    why: str
+    age_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredDelivery:
+    """A delivery waiting for the gateway's configuration: to whom, of which file, since when, why and the fix."""
+
+    agency: str
+    file: str
+    submission: str
+    recipient: str
+    since: str
+    reason: str
+    file_in_outbox: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanedFolder:
+    """outbox/<name>/ for a name that is no agency in gateway.toml: files there are never taken."""
+
+    folder: str
+    files: int
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     now: str
     outbox_waiting: dict[str, int]
     inbox_unpulled: dict[str, int]
     in_flight: int
     last_run: dict[str, object] | None
-    errors_24h: dict[str, int]
+    errors_24h: dict[str, int]  # audit events in the last 24 h: rejected, abandoned (every one, not per file)
     keys: list[KeyWarning]
     late: list[str]
     period: str
     due_day: int
+    waiting: list[WaitingFile] = field(default_factory=list)
+    deferred: list[DeferredDelivery] = field(default_factory=list)
+    orphaned: list[OrphanedFolder] = field(default_factory=list)
 
     @property
     def attention(self) -> list[str]:
-        """What an admin should act on, one line each."""
-        lines = [f"{k.owner}: {k.problem}" for k in self.keys]
+        """What an admin must act on, one line each; `status` exits 1 while there is any."""
+        lines = [
+            f"delivery of {d.agency}/{d.file} to {d.recipient} deferred since {d.since}: {d.reason}"
+            + ("" if d.file_in_outbox else " (its file has left the outbox: the next restart closes it)")
+            for d in self.deferred
+        ]
+        lines += [f"{k.owner}: {k.problem}" for k in self.keys]
         lines += [f"{agency} has not submitted for {self.period} (due by day {self.due_day})" for agency in self.late]
-        if sum(self.errors_24h.values()):
-            lines.append(f"{sum(self.errors_24h.values())} submission(s) refused in the last 24 h: see `audit show`")
+        lines += [
+            f"outbox/{o.folder}/ holds {o.files} file(s) but {o.folder} is no agency in gateway.toml: they are "
+            "never taken (add the agency, or move the files to the right outbox)"
+            for o in self.orphaned
+            if o.files
+        ]
         if self.last_run is None:
             lines.append("the gateway has never run: start it (`systemctl start iom-gateway` or `iom-gateway run`)")
+        return lines
+
+    @property
+    def notes(self) -> list[str]:
+        """Worth knowing, nothing to act on: each sender got a report for each refusal."""
+        rejected, abandoned = self.errors_24h.get(REJECTED, 0), self.errors_24h.get(ABANDONED, 0)
+        lines = []
+        if rejected:
+            lines.append(f"{rejected} submission(s) refused in the last 24 h: see `audit show --event submission`")
+        if abandoned:
+            lines.append(f"{abandoned} submission(s) abandoned in the last 24 h (their files left mid-flight)")
         return lines
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
         data["attention"] = self.attention
+        data["notes"] = self.notes
         return data
 
 
 def status(root: Root, now: datetime) -> Status:
-    """Queues, last run, refusals in 24 h, keys near expiry, agencies late for the month."""
+    """Queues and why each file waits, deferred deliveries, last run, refusals in 24 h, keys near expiry,
+    agencies late for the month. Reads only (no lock): it runs beside the daemon."""
     period = Period.of(now.date())
-    waiting = {a: count_waiting(root.path, a, now.timestamp()) for a in root.config.agencies}
+    deferred = root.journal.deferred()
+    waiting = [w for a in root.config.agencies for w in _waiting(root, a, now, deferred)]
+    counts = {
+        a: sum(1 for w in waiting if w.agency == a and not w.why.startswith("ignored")) for a in root.config.agencies
+    }
     unpulled = {a: root.journal.unpulled(a) for a in root.config.agencies}
-    since = (now - timedelta(hours=24)).isoformat(timespec="seconds")
-    errors = {s: root.journal.count_since(s, since) for s in (REJECTED, ABANDONED)}
+    since = now - timedelta(hours=24)
+    errors = {s: len(root.audit.select(since, f"submission.{s}")) for s in (REJECTED, ABANDONED)}
     submitted = root.journal.agencies_with(str(period), (DELIVERED, DONE))
     due = root.config.submissions.due_day
     late = sorted(a for a in root.config.agencies if a not in submitted) if now.day > due else []
     return Status(
         now=now.isoformat(timespec="seconds"),
-        outbox_waiting=waiting,
+        outbox_waiting=counts,
         inbox_unpulled=unpulled,
         in_flight=root.journal.in_flight(),
         last_run=root.journal.last_run(),
@@ -242,7 +306,87 @@ def status(root: Root, now: datetime) -> Status:
         late=late,
         period=str(period),
         due_day=due,
+        waiting=waiting,
+        deferred=[_deferred(root, d, _sha256(root, d.submission)) for d in deferred],
+        orphaned=_orphaned(root),
     )
+
+
+def _waiting(root: Root, agency: str, now: datetime, deferred: list[JournalDeferred]) -> list[WaitingFile]:
+    """Every file in `agency`'s outbox the gateway has not finished with, and why it waits."""
+    limits, settle = root.config.submissions, root.config.daemon.settle_seconds
+    try:
+        folder = open_outbox(root.path, agency)
+    except UsageError:
+        return []
+    except GatewayError as exc:
+        return [WaitingFile(agency, "", f"ignored: the outbox cannot be read safely ({exc.message})", 0)]
+    with folder:
+        intake = scan_outbox(folder, now.timestamp(), limits.pairing_timeout_seconds)
+    found = [WaitingFile(agency, shown(name), f"ignored: {why}", 0) for name, why in intake.ignored]
+    for pair in intake.pairs:
+        age = max(0, int(pair.age_seconds))
+        recorded = root.journal.named(agency, pair.csv)
+        waits = sorted(
+            d.recipient
+            for d in deferred
+            if d.agency == agency and d.name == pair.csv and recorded is not None and recorded.id == d.submission
+        )
+        if waits:
+            why = f"its delivery to {', '.join(waits)} is deferred (see below); the others are made"
+        elif recorded is not None and recorded.status in IN_FLIGHT:
+            why = "being processed, or left by an interrupted run: the daemon's next pass finishes it"
+        elif pair.signature is None and age < limits.pairing_timeout_seconds:
+            left = limits.pairing_timeout_seconds - age
+            why = f"no signature yet: refused as unsigned in {left} s unless its .sig or .asc arrives"
+        elif pair.signature is None:
+            why = "no signature within the pairing timeout: refused at the daemon's next pass"
+        elif age < settle:
+            why = f"still being written: taken once unchanged for {settle} s"
+        else:
+            why = "complete: the daemon takes it at its next pass (is it running?)"
+        found.append(WaitingFile(agency, shown(pair.csv), why, age))
+    return found
+
+
+def _deferred(root: Root, found: JournalDeferred, sha256: str) -> DeferredDelivery:
+    here = _still_there(root, found.agency, found.name, sha256)
+    return DeferredDelivery(
+        found.agency, shown(found.name), found.submission, found.recipient, found.since, found.reason, here
+    )
+
+
+def _sha256(root: Root, submission: str) -> str:
+    record = root.journal.submission(submission)
+    return record.sha256 if record is not None else ""
+
+
+def _still_there(root: Root, agency: str, name: str, sha256: str) -> bool:
+    """Whether the outbox still holds these bytes under `name` (read, never changed)."""
+    try:
+        with open_outbox(root.path, agency) as folder, folder.open_file(name) as file:
+            return file.hash() == sha256
+    except (GatewayError, OSError):
+        return False
+
+
+def _orphaned(root: Root) -> list[OrphanedFolder]:
+    """Folders in outbox/ that are no agency of gateway.toml, with how many files wait in each."""
+    outboxes = root.path / OUTBOX
+    found = []
+    try:
+        entries = sorted(os.scandir(outboxes), key=lambda e: e.name)
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name in root.config.agencies or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            files = sum(1 for f in os.scandir(entry.path) if f.is_file(follow_symlinks=False))
+        except OSError:
+            files = 0
+        found.append(OrphanedFolder(shown(entry.name), files))
+    return found
 
 
 def _key_warnings(root: Root, now: datetime) -> list[KeyWarning]:

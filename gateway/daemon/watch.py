@@ -281,7 +281,8 @@ class Daemon:
                 continue
             outcome = process_pair(self.root, agency, folder, pair, now_utc())
             if isinstance(outcome, Waiting | Deferred):
-                retry = 1.0 if isinstance(outcome, Waiting) else float(self.root.config.daemon.rescan_seconds)
+                soon = isinstance(outcome, Waiting) and outcome.soon
+                retry = 1.0 if soon else float(self.root.config.daemon.rescan_seconds)
                 pending = min(pending if pending is not None else retry, retry)
             if outcome is not None and not isinstance(outcome, Waiting):
                 self.processed += 1

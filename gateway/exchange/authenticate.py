@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.adapters.gpg import MARKING_NOTATION, PERIOD_NOTATION, Fingerprint
+from gateway.adapters.gpg import MARKING_NOTATION, PERIOD_NOTATION, Fingerprint, SignatureCheck
 from gateway.core.errors import CryptoError, PolicyError, UsageError
 from gateway.core.marking import Level, Marking, apply_marking, requested_level
 from gateway.core.model import Period
@@ -51,7 +51,7 @@ def authenticate(
     if officer is None:
         return (
             f"signed by key {signature.fingerprint}, which belongs to no registered officer: only Designated "
-            "Officers may send (register the officer with `officers add`, or sign with a registered key)"
+            "Officers may send (the gateway admin registers officers' keys)"
         )
     if not officer.active:
         return f"signed by {officer.id}, whose registration is revoked: a current DO/PDO of {agency} must sign it"
@@ -88,8 +88,13 @@ def _how_signed(signature: Signature) -> str | None:
     return None
 
 
-def signed_by(root: Root, job: Job, now: datetime) -> str:
-    """The registered officer who signed exactly these bytes; refuse (naming the fix) otherwise."""
+def signed_by(root: Root, job: Job, now: datetime, *, authenticated_at: datetime | None = None) -> str:
+    """The registered officer who signed exactly these bytes; refuse (naming the fix) otherwise.
+
+    `authenticated_at`: when these bytes were first accepted (a partial submission taken again days
+    later): the signature's age and the officer's key are judged as of then; it must still verify.
+    """
+    at = authenticated_at or now
     if job.signed is None:
         timeout = root.config.submissions.pairing_timeout_seconds
         raise Refused(
@@ -99,12 +104,13 @@ def signed_by(root: Root, job: Job, now: datetime) -> str:
                 f"OpenPGP signature by a DO/PDO of {job.agency.id} beside it ({job.shown}.sig or "
                 ".asc); sign it and submit both again"
             ],
+            advice="Submit the file again together with its signature.",
         )
     if job.check is None:
         raise Refused("authenticate", [f"the signature does not verify: {job.signed.problem}"])
     check = job.check
     fingerprint = str(check.fingerprint) if check.fingerprint else None
-    officer = root.registry.by_fingerprint(fingerprint, now) if fingerprint else None
+    officer = root.registry.by_fingerprint(fingerprint, at) if fingerprint else None
     limits = root.config.submissions
     found = authenticate(
         Signature(
@@ -112,13 +118,29 @@ def signed_by(root: Root, job: Job, now: datetime) -> str:
         ),
         officer,
         job.agency.id,
-        now=now,
+        now=at,
         max_age=timedelta(hours=limits.signature_max_age_hours),
         skew=timedelta(seconds=limits.clock_skew_seconds),
     )
     if isinstance(found, str):
-        raise Refused("authenticate", [found])
+        raise Refused("authenticate", [found], advice=_advice(check, officer, job.agency.id))
     return found.id
+
+
+def _advice(check: SignatureCheck, officer: Officer | None, agency: str) -> str | None:
+    """What the sender can do when the file may be fine but its signer may not send it; None: fix and resubmit."""
+    if check.unknown_key is not None or (check.valid and officer is None):
+        return (
+            "The file itself was not at fault if it was signed by the right person: ask the gateway admin to "
+            f"register the signing key for a DO/PDO of {agency}, or have a registered officer sign it; then "
+            "submit the file and its signature again."
+        )
+    if check.valid and officer is not None and (not officer.active or officer.agency != agency):
+        return (
+            f"The file itself was not at fault: have a current DO/PDO of {agency} sign it, then submit the file "
+            "and its signature again (or drop it into the signing officer's own agency outbox)."
+        )
+    return None
 
 
 def intent(root: Root, job: Job, now: datetime) -> tuple[Marking, Period]:

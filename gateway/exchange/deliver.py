@@ -11,13 +11,13 @@ from gateway.adapters.aeszip import write_aes_zip
 from gateway.adapters.fsio import OpenFile
 from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Purpose
 from gateway.core import faults
-from gateway.core.errors import ChangedError, GatewayError
+from gateway.core.errors import ChangedError, GatewayError, VaultError
 from gateway.core.manifest import MANIFEST_VERSION, MAX_MANIFEST_BYTES, armor_signature, canonical_json
 from gateway.core.marking import Marking
 from gateway.core.model import Agency, Delivery, Period, package_suffix
 from gateway.exchange.intake import Job, remove_taken
 from gateway.exchange.outcome import Delivered
-from gateway.state.journal import ROLLED_BACK, SEALING, DeliveryRecord, SubmissionRecord
+from gateway.state.journal import DEFERRED, DELIVERED, ROLLED_BACK, SEALING, DeliveryRecord, SubmissionRecord
 from gateway.state.root import Root, flush_audit
 from gateway.validate import Report
 
@@ -51,42 +51,123 @@ class _Plan:
     fingerprints: tuple[Fingerprint, ...] = ()
 
 
-def _plan(root: Root, recipient: Agency) -> _Plan:
-    """How to seal for `recipient`; fail closed (GatewayError) when it has no key or password."""
+@dataclass(frozen=True, slots=True)
+class Unsealable:
+    """Why a recipient cannot be sealed for yet: the gateway's configuration, never the sender's file."""
+
+    recipient: str
+    code: str  # no_active_officer, no_password
+    reason: str
+    fix: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.reason}: {self.fix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sealing:
+    """What `seal_all` made: the packages delivered (now or before) and the deliveries deferred."""
+
+    packages: tuple[Path, ...]
+    deferred: tuple[Unsealable, ...]
+
+
+def plan(root: Root, recipient: Agency) -> _Plan | Unsealable:
+    """How to seal for `recipient`, or why it cannot be done yet (no active officer, no current password).
+
+    Raises VaultError if the vault itself cannot be opened (the gateway's state: the file is deferred whole).
+    """
     if recipient.delivery is Delivery.AES_ZIP:
-        record, _ = root.vault.current(recipient.id)
+        vault = root.vault
+        try:
+            record, _ = vault.current(recipient.id)
+        except VaultError:
+            return Unsealable(
+                recipient.id,
+                "no_password",
+                f"{recipient.id} (AES-ZIP) has no current password in the vault",
+                f"give it one: `iom-gateway keys import --agency {recipient.id} --password-file F` "
+                "(a 0600 file holding a password the policy accepts)",
+            )
         return _Plan(recipient, Delivery.AES_ZIP, record.id)
     officers = [o for o in root.registry.all(recipient.id) if o.active]
     if not officers:
-        raise GatewayError(
-            f"{recipient.id} has no active officer to encrypt to: register one "
-            f"(`iom-gateway officers add --agency {recipient.id} ...`), then submit again"
+        return Unsealable(
+            recipient.id,
+            "no_active_officer",
+            f"{recipient.id} has no active officer to encrypt to",
+            f"register one: `iom-gateway officers add --agency {recipient.id} ...`",
         )
     fingerprints = tuple(Fingerprint.parse(o.fingerprint) for o in officers)
     return _Plan(recipient, Delivery.GPG, ",".join(str(f) for f in fingerprints), fingerprints)
 
 
-def seal_all(root: Root, submission: str, job: Job, sealed: Sealed) -> list[Path]:
-    """Deliver one package per recipient; each step is idempotent, so a redo after a crash completes the set."""
+def seal_all(root: Root, submission: str, job: Job, sealed: Sealed) -> Sealing:
+    """Deliver one package per recipient that can be sealed for; defer (record, alert once) the others.
+
+    Each step is idempotent, so a redo after a crash, or a retry once a deferred recipient can be
+    sealed for, completes the set; a delivery already made is never made again.
+    """
     recipients = root.config.recipients(sealed.agency)
     if not recipients:
         raise GatewayError(f"{sealed.agency.id} has no recipients: give it a route in gateway.toml")
     done = root.journal.deliveries(submission)
-    # plan every recipient before writing anything: one without a key fails the whole submission
-    plans = {
-        r.id: _plan(root, r) for r in recipients if r.id not in done or done[r.id].status in (SEALING, ROLLED_BACK)
-    }
+    routed = {r.id for r in recipients}
+    for gone in (d for d in done.values() if d.status == DEFERRED and d.recipient not in routed):
+        root.journal.delivery_dropped(submission, gone.recipient)  # the route changed since: never made
+    todo = [r for r in recipients if r.id not in done or done[r.id].status in (SEALING, ROLLED_BACK, DEFERRED)]
+    plans = {r.id: plan(root, r) for r in todo}  # every recipient planned before anything is written
     assert job.signed is not None and job.signed.binary is not None  # noqa: S101 (authenticated)
     sender_signature = armor_signature(job.signed.binary)  # exactly what gpg checked, armored cleanly
-    delivered = []
+    delivered, deferred = [], []
     for recipient in recipients:
         previous = done.get(recipient.id)
-        if previous is None or previous.status in (SEALING, ROLLED_BACK):
-            _deliver(root, submission, plans[recipient.id], job.source, sealed, sender_signature, previous)
+        how = plans.get(recipient.id)
+        if isinstance(how, Unsealable):
+            _defer(root, submission, job, sealed, how, previous)
+            deferred.append(how)
+            continue
+        if how is not None:
+            _deliver(root, submission, how, job.source, sealed, sender_signature, previous)
         delivered.append(
             root.store.root / recipient.id / (sealed.base(submission) + package_suffix(recipient.delivery))
         )
-    return delivered
+    return Sealing(tuple(delivered), tuple(deferred))
+
+
+def _defer(
+    root: Root, submission: str, job: Job, sealed: Sealed, why: Unsealable, previous: DeliveryRecord | None
+) -> None:
+    """Record the delivery as deferred (the audit event and the ERROR line only when it becomes so)."""
+    base = sealed.base(submission)
+    if previous is not None and previous.status == SEALING:
+        # begun before a crash for a key that is no longer active: what it wrote is never adopted
+        with root.store.open(why.recipient) as folder:
+            for extension in (package_suffix(previous.method), ".manifest.json", ".manifest.json.sig"):
+                folder.remove(base + extension)
+            folder.sync()
+    method = root.config.agencies[why.recipient].delivery.value
+    details = {
+        "submission": submission,
+        "package": base,
+        "sender": sealed.agency.id,
+        "reason": why.code,
+        "fix": why.fix,
+    }
+    if root.journal.delivery_deferred(
+        submission, why.recipient, package=base, method=method, reason=why.text, audit=("delivery.deferred", details)
+    ):
+        flush_audit(root)
+        log.error(
+            "deferred delivery agency=%s file=%r recipient=%s reason=%s: %s; the file stays in the outbox and the "
+            "delivery is made at the next pass after that",
+            sealed.agency.id,
+            job.pair.csv,
+            why.recipient,
+            why.code,
+            why.text,
+        )
 
 
 def _deliver(
@@ -104,7 +185,7 @@ def _deliver(
     payload_name = base + package_suffix(plan.method)
     expires = (sealed.at + timedelta(days=root.config.packages.expiry_days)).isoformat(timespec="seconds")
     key_id = plan.key_id
-    if previous is not None and _published(root, recipient, payload_name):
+    if previous is not None and previous.status == SEALING and _published(root, recipient, payload_name):
         key_id = previous.key_id  # made before a crash: the manifest must name the key it was made for
         payload_sha = root.store.sha256(recipient, payload_name)
     else:
@@ -242,7 +323,9 @@ def delivered_outcome(root: Root, record: SubmissionRecord) -> Delivered:
     """The outcome of a submission the journal already holds as delivered (finished after a crash)."""
     deliveries = root.journal.deliveries(record.id)
     packages = tuple(
-        root.store.root / d.recipient / (d.package + package_suffix(d.method)) for d in deliveries.values()
+        root.store.root / d.recipient / (d.package + package_suffix(d.method))
+        for d in deliveries.values()
+        if d.status == DELIVERED
     )
     return Delivered(
         record.agency, record.name, record.id, record.officer or "", record.marking or "", record.rows or 0, packages

@@ -19,12 +19,18 @@ class Delivered:
     marking: str
     rows: int
     packages: tuple[Path, ...]
+    deferred: tuple[tuple[str, str], ...] = ()  # (recipient, why): not made yet; the file stays in its outbox
 
     @property
     def summary(self) -> str:
-        recipients = ", ".join(p.parent.name for p in self.packages)
+        recipients = ", ".join(p.parent.name for p in self.packages) or "nobody yet"
         what = f"{self.rows} rows, {self.marking}"
-        return f"delivered {self.agency}/{shown(self.name)} from {self.officer}: {what}, to {recipients}"
+        text = f"delivered {self.agency}/{shown(self.name)} from {self.officer}: {what}, to {recipients}"
+        for recipient, why in self.deferred:
+            text += f"; deferred for {recipient} ({why}: the gateway's configuration, not the file)"
+        if self.deferred:
+            text += "; the file stays in the outbox until then"
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,7 @@ class Waiting:
     agency: str
     name: str
     why: str = "no signature yet"
+    soon: bool = True  # look again in a second (False: the next full scan is soon enough)
 
     @property
     def summary(self) -> str:
@@ -81,6 +88,9 @@ Outcome = Delivered | Rejected | Duplicate | Waiting | Deferred
 class Refused(Exception):
     """A stage refused the submission (internal: becomes a Rejected outcome)."""
 
-    def __init__(self, stage: str, reasons: Sequence[str], report: Report | None = None) -> None:
+    def __init__(
+        self, stage: str, reasons: Sequence[str], report: Report | None = None, *, advice: str | None = None
+    ) -> None:
         super().__init__(stage)
         self.stage, self.reasons, self.report = stage, tuple(reasons), report
+        self.advice = advice  # what the sender can do, when it is not "fix the file and submit it again"

@@ -31,11 +31,11 @@ from gateway.core.errors import (
 from gateway.core.marking import Level, Marking, apply_marking
 from gateway.core.model import Agency, Period
 from gateway.exchange.authenticate import intent, signed_by, signer_key
-from gateway.exchange.deliver import Sealed, delivered_outcome, finish, seal_all
+from gateway.exchange.deliver import Sealed, Unsealable, delivered_outcome, finish, plan, seal_all
 from gateway.exchange.intake import Job, Pair, open_outbox, scan_outbox, take
 from gateway.exchange.outcome import Deferred, Delivered, Outcome, Refused, Waiting
 from gateway.exchange.refuse import duplicate, reject
-from gateway.state.journal import DELIVERED, DONE, SubmissionRecord
+from gateway.state.journal import DEFERRED, DELIVERED, DONE, PARTIAL, SEALING, SubmissionRecord
 from gateway.state.root import Root, flush_audit
 from gateway.validate import Report, validate_file, validate_stream
 
@@ -98,6 +98,9 @@ def process_pair(root: Root, agency: Agency, folder: Folder, pair: Pair, now: da
         with source:
             if _being_written(root, source, pair):
                 return Waiting(agency.id, pair.csv, "still being written: taken once its writer closes it")
+            waiting = _still_deferred(root, agency, pair, source)
+            if waiting is not None:
+                return waiting
             job = take(root, agency, folder, pair, source)
             digest = source.hash()
             submission = _submission_id(agency.id, digest)
@@ -111,6 +114,40 @@ def process_pair(root: Root, agency: Agency, folder: Folder, pair: Pair, now: da
         return Deferred(agency.id, pair.csv, reason)
     log.info("processed agency=%s file=%r outcome=%s", agency.id, pair.csv, type(outcome).__name__.lower())
     return outcome
+
+
+def _still_deferred(root: Root, agency: Agency, pair: Pair, source: OpenFile) -> Waiting | None:
+    """A Waiting outcome if these are the bytes of a partial submission none of whose deferred
+    deliveries can be made yet; None to take the file through the stages.
+
+    The look is cheap (the journal, the registry, the vault and one read to hash the file; no gpg, no
+    validation, nothing written), so a rescan of a file that waits for an officer costs little.
+    """
+    record = root.journal.partial_named(agency.id, _journal_name(pair.csv))
+    if record is None:
+        return None
+    digest = hashlib.sha256()
+    for chunk in source.chunks(compare=False):  # not the read that fixes the file's hash for the stages
+        digest.update(chunk)
+    if digest.hexdigest() != record.sha256:
+        return None  # other bytes under the same name: a submission of their own
+    routed = {r.id: r for r in root.config.recipients(agency)}
+    waits = []
+    for delivery in root.journal.deliveries(record.id).values():
+        if delivery.status != DEFERRED:
+            continue
+        recipient = routed.get(delivery.recipient)
+        if recipient is None or not isinstance(plan(root, recipient), Unsealable):
+            return None  # it can be made now (or is no longer wanted): go on
+        waits.append(delivery.recipient)
+    if not waits:
+        return None
+    return Waiting(
+        agency.id,
+        pair.csv,
+        f"delivered, except to {', '.join(waits)} (deferred: see `iom-gateway status`)",
+        soon=False,
+    )
 
 
 def _being_written(root: Root, source: OpenFile, pair: Pair) -> bool:
@@ -163,7 +200,10 @@ def _attempt(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
 
 
 def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> Outcome:
-    officer = signed_by(root, job, now)
+    # bytes authenticated when they arrived (a partial submission, a redo after a crash) are judged
+    # as of then: the signature must still verify over them, but its age counts to that moment
+    arrived = _parse_time(record.sealed_at, now) if record.status in (PARTIAL, SEALING) else now
+    officer = signed_by(root, job, now, authenticated_at=arrived)
     # only after authentication: an unsigned drop must not learn what was delivered before
     if record.status == DONE:
         return duplicate(root, job, record.id)
@@ -178,6 +218,7 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
         sealed_at=now.isoformat(timespec="seconds"),
     )
     faults.reached("journal.sealing")
+    officer = fixed.officer or officer  # the officer these bytes were first authenticated for
     # a redo after a crash keeps what the first attempt fixed, so package names and manifests match
     marking = _fixed_marking(root, fixed.marking, marking)
     period = Period.parse(fixed.period) if fixed.period else period
@@ -193,7 +234,21 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
         gateway=root.gateway_key(),  # one key signs every package and manifest of the submission
         signer=signer_key(job),
     )
-    packages = seal_all(root, record.id, job, sealed)
+    sealing = seal_all(root, record.id, job, sealed)
+    packages = list(sealing.packages)
+    if sealing.deferred:  # the file stays in its outbox until every delivery is made
+        root.journal.partial(record.id)
+        flush_audit(root)
+        return Delivered(
+            job.agency.id,
+            job.pair.csv,
+            record.id,
+            officer,
+            marking.token,
+            report.rows,
+            tuple(packages),
+            tuple((d.recipient, d.reason) for d in sealing.deferred),
+        )
     root.journal.delivered(
         record.id,
         (

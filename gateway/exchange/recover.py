@@ -6,11 +6,11 @@ import logging
 import os
 from dataclasses import dataclass
 
-from gateway.adapters.fsio import Folder, fsync_dir
+from gateway.adapters.fsio import Folder, fsync_dir, shown
 from gateway.core.errors import GatewayError
 from gateway.exchange.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, open_outbox
 from gateway.exchange.refuse import roll_back
-from gateway.state.journal import DELIVERED, RECEIVED, REJECTING, SEALING, SubmissionRecord
+from gateway.state.journal import DEFERRED, DELIVERED, PARTIAL, RECEIVED, REJECTING, SEALING, SubmissionRecord
 from gateway.state.root import INBOX, KEYS, QUARANTINE, STATE, Root, flush_audit
 
 log = logging.getLogger(__name__)
@@ -45,16 +45,21 @@ def recover(root: Root) -> Recovery:
     events = flush_audit(root, check_log=True)
     finish_repacks(root)
     finished, abandoned, withdrawn = [], [], []
-    for record in root.journal.submissions(DELIVERED, REJECTING, RECEIVED, SEALING):
+    for record in root.journal.submissions(DELIVERED, REJECTING, RECEIVED, SEALING, PARTIAL):
         left = _outbox_copy(root, record)
-        if record.status == DELIVERED:
+        if record.status == PARTIAL:
+            if left is None:
+                _close_partial(root, record)
+                finished.append(record.id)
+        elif record.status == DELIVERED:
             if left is not None:
                 _remove_copy(left, record.name)
             root.journal.done(record.id)
             finished.append(record.id)
         elif left is None and record.status == REJECTING:
             root.journal.rejected(
-                record.id, ("submission.rejected", {"submission": record.id, "stage": record.stage, "rules": None})
+                record.id,
+                ("submission.rejected", {"submission": record.id, "stage": record.stage, "file": shown(record.name)}),
             )
             finished.append(record.id)
         elif left is None:
@@ -65,6 +70,22 @@ def recover(root: Root) -> Recovery:
             left[0].close()
     events += flush_audit(root)
     return Recovery(events, tuple(finished), tuple(abandoned), tuple(withdrawn), _remove_temp_files(root), repaired)
+
+
+def _close_partial(root: Root, record: SubmissionRecord) -> None:
+    """A partial submission's file left its outbox: the deliveries made stand, the deferred ones never will be."""
+    never = [d.recipient for d in root.journal.deliveries(record.id).values() if d.status == DEFERRED]
+    root.journal.partial_closed(
+        record.id,
+        ("delivery.abandoned", {"submission": record.id, "recipients": never, "file": shown(record.name)}),
+    )
+    log.error(
+        "abandoned deferred deliveries agency=%s file=%r recipients=%s: the file left the outbox before they could "
+        "be made; ask the sender to submit it again if they still need it",
+        record.agency,
+        record.name,
+        ",".join(never),
+    )
 
 
 REPACK_SUFFIX = ".repack"

@@ -18,7 +18,7 @@ from gateway.core.errors import InputFileError, UsageError
 from gateway.core.model import Agency, package_suffix
 from gateway.exchange.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, Job, open_outbox, remove_taken
 from gateway.exchange.outcome import Duplicate, Refused, Rejected
-from gateway.state.journal import RECEIVED, ROLLED_BACK, SEALING, SubmissionRecord
+from gateway.state.journal import DEFERRED, PARTIAL, RECEIVED, ROLLED_BACK, SEALING, SubmissionRecord
 from gateway.state.root import QUARANTINE, Root, flush_audit
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def reject(root: Root, job: Job, record: SubmissionRecord, refused: Refused, now
     submission id), so a crash anywhere is finished by the restart.
     """
     owned = root.journal.rejecting(record.id, refused.stage, refused.reasons[0])
-    if record.status in (RECEIVED, SEALING):  # what an interrupted earlier attempt published
+    if record.status in (RECEIVED, SEALING, PARTIAL):  # what an interrupted or partial earlier attempt published
         roll_back(root, record.id)
     _quarantine(root, job, record.id)
     faults.reached("reject.quarantined")
@@ -51,20 +51,28 @@ def reject(root: Root, job: Job, record: SubmissionRecord, refused: Refused, now
     report_path = _write_report(root, job.agency, job.pair.csv, text, detail)
     remove_taken(job)
     faults.reached("reject.removed")
-    audit: tuple[str, dict[str, Any]] = (
-        "submission.rejected",
-        {
-            "submission": record.id,
-            "stage": refused.stage,
-            "rules": dict(refused.report.counts) if refused.report is not None else None,
-        },
-    )
+    details: dict[str, Any] = {"submission": record.id, "stage": refused.stage, "file": job.shown}
+    if refused.report is not None:  # which Table 1 rules failed, and how often (never a cell's value)
+        details["rules"] = dict(refused.report.counts)
+    signer = _signer(job)
+    if signer is not None:
+        details["signer"] = signer
+    audit: tuple[str, dict[str, Any]] = ("submission.rejected", details)
     if owned:
         root.journal.rejected(record.id, audit)
         flush_audit(root)
     else:  # a copy of something already delivered, refused (e.g. signed by someone else): the original stands
         root.audit.append(audit[0], actor="gateway", agency=job.agency.id, **audit[1])
     return Rejected(job.agency.id, job.pair.csv, refused.stage, refused.reasons, report_path)
+
+
+def _signer(job: Job) -> str | None:
+    """The key that made the signature, as far as gpg could tell: its fingerprint, or an unknown key's id."""
+    if job.check is None:
+        return None
+    if job.check.fingerprint is not None:
+        return str(job.check.fingerprint)
+    return job.check.unknown_key
 
 
 def _own_name(name: str) -> str:
@@ -109,7 +117,8 @@ def _report_text(job: Job, refused: Refused, now: datetime) -> str:
         )
     if refused.report is not None:
         lines += ["", refused.report.to_text().rstrip()]
-    lines += ["", "The submission is kept encrypted in quarantine; fix it and submit it again."]
+    advice = refused.advice or "Fix it and submit it again."
+    lines += ["", f"The submission is kept encrypted in quarantine. {advice}"]
     return "\n".join(lines) + "\n"
 
 
@@ -128,6 +137,9 @@ def roll_back(root: Root, submission: str) -> list[str]:
     withdrawn = []
     for delivery in root.journal.deliveries(submission).values():
         if delivery.status == ROLLED_BACK:
+            continue
+        if delivery.status == DEFERRED:  # never made: nothing to withdraw
+            root.journal.rolled_back(submission, delivery.recipient)
             continue
         if root.journal.pulled_by_anyone(delivery.package, delivery.recipient):
             log.warning("kept agency=%s package=%s: pulled before the rollback", delivery.recipient, delivery.package)

@@ -1,9 +1,11 @@
 """Durable states of submissions, deliveries and pulls (the journal seam; SQLite for now).
 
 A submission moves  received -> sealing -> delivered -> done,  or  received -> rejecting -> rejected,
-or to abandoned when its files vanish mid-flight. Each (submission, recipient) delivery moves
-sealing -> delivered -> purged, or rolled_back. Every state is written before the side effect it
-announces ("record, then act"), so a restart knows what to finish or undo.
+or to abandoned when its files vanish mid-flight. One whose deliveries are not all made (a recipient
+with no active officer or no current password) moves sealing -> partial, stays in its outbox, and
+goes partial -> sealing again once one of them can be made. Each (submission, recipient) delivery
+moves sealing -> delivered -> purged, or rolled_back, or deferred -> sealing. Every state is
+written before the side effect it announces ("record, then act"), so a restart knows what to finish or undo.
 
 An audit event caused by a state change is staged in `audit_outbox` in the same transaction; the
 pipeline appends it to the audit log and then clears it, so a crash never loses or doubles it.
@@ -23,8 +25,9 @@ from gateway.core.errors import StorageError
 
 RECEIVED, SEALING, DELIVERED, DONE = "received", "sealing", "delivered", "done"
 REJECTING, REJECTED, ABANDONED = "rejecting", "rejected", "abandoned"
+PARTIAL = "partial"  # some deliveries are deferred: the submission waits in its outbox
 IN_FLIGHT = (RECEIVED, SEALING, REJECTING)
-PURGED, ROLLED_BACK = "purged", "rolled_back"
+PURGED, ROLLED_BACK, DEFERRED = "purged", "rolled_back", "deferred"
 _COLUMNS = "id, agency, name, sha256, status, officer, marking, period, rows, reason, attempts, sealed_at, stage"
 
 
@@ -55,6 +58,18 @@ class DeliveryRecord:
     status: str
     created: str
     expires: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredDelivery:
+    """A delivery that waits for the gateway's configuration (an officer, a password), and its submission."""
+
+    submission: str
+    agency: str
+    name: str
+    recipient: str
+    since: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +161,11 @@ class Journal:
                 " sealed_at = ?, updated = ? WHERE id = ? AND status = 'received'",
                 (officer, marking, period, rows, sealed_at, _now(), submission_id),
             )
+            # a partial submission going on with its deferred deliveries keeps what it fixed
+            db.execute(
+                "UPDATE submissions SET status = 'sealing', updated = ? WHERE id = ? AND status = 'partial'",
+                (_now(), submission_id),
+            )
         record = self.submission(submission_id)
         assert record is not None  # noqa: S101
         return record
@@ -160,6 +180,47 @@ class Journal:
             )
             record = self.submission(submission_id)
             self._stage(f"{submission_id}:delivered", event, record.officer or "gateway", record.agency, details)  # type: ignore[union-attr]
+
+    def partial(self, submission_id: str) -> None:
+        """Some deliveries are deferred: the submission stays in its outbox until they are made."""
+        self._write(
+            "UPDATE submissions SET status = 'partial', updated = ? WHERE id = ? AND status = 'sealing'",
+            (_now(), submission_id),
+        )
+
+    def named(self, agency: str, name: str) -> SubmissionRecord | None:
+        """The latest submission of `agency` recorded under the file name `name`, if any."""
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM submissions WHERE agency = ? AND name = ?"  # noqa: S608 (a constant column list)
+            " ORDER BY updated DESC, rowid DESC LIMIT 1",
+            (agency, name),
+        ).fetchone()
+        return None if row is None else SubmissionRecord(*row)
+
+    def partial_named(self, agency: str, name: str) -> SubmissionRecord | None:
+        """The partial submission of `agency` whose file is called `name`, if any (a cheap look before reading it)."""
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM submissions WHERE agency = ? AND name = ? AND status = 'partial'"  # noqa: S608
+            " ORDER BY updated DESC LIMIT 1",
+            (agency, name),
+        ).fetchone()
+        return None if row is None else SubmissionRecord(*row)
+
+    def partial_closed(self, submission_id: str, audit: tuple[str, Mapping[str, Any]]) -> None:
+        """The file of a partial submission left its outbox: its deferred deliveries can never be made
+        (no plaintext is kept anywhere else); the deliveries made stand."""
+        event, details = audit
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET status = 'rolled_back' WHERE submission = ? AND status = 'deferred'",
+                (submission_id,),
+            )
+            db.execute(
+                "UPDATE submissions SET status = 'done', updated = ? WHERE id = ? AND status = 'partial'",
+                (_now(), submission_id),
+            )
+            record = self.submission(submission_id)
+            self._stage(f"{submission_id}:closed", event, "gateway", record.agency if record else None, details)
 
     def release(self, submission_id: str) -> None:
         """The attempt ended in an error that was caught and logged: do not count it as a crash."""
@@ -179,7 +240,7 @@ class Journal:
         with self._transaction() as db:
             changed = db.execute(
                 "UPDATE submissions SET status = 'rejecting', stage = ?, reason = ?, updated = ?"
-                " WHERE id = ? AND status IN ('received', 'sealing', 'rejecting')",
+                " WHERE id = ? AND status IN ('received', 'sealing', 'rejecting', 'partial')",
                 (stage, reason, _now(), submission_id),
             ).rowcount
         return changed == 1
@@ -240,10 +301,56 @@ class Journal:
         self._write(
             "INSERT INTO deliveries (submission, recipient, package, method, key_id, status, created, expires,"
             " signed_by) VALUES (?, ?, ?, ?, ?, 'sealing', ?, ?, ?) ON CONFLICT (submission, recipient) DO UPDATE SET"
-            " method = excluded.method, key_id = excluded.key_id, signed_by = excluded.signed_by, status = 'sealing'"
-            " WHERE status IN ('sealing', 'rolled_back')",
+            " method = excluded.method, key_id = excluded.key_id, signed_by = excluded.signed_by, status = 'sealing',"
+            " created = CASE WHEN status = 'deferred' THEN excluded.created ELSE created END,"
+            " expires = excluded.expires, reason = NULL"
+            " WHERE status IN ('sealing', 'rolled_back', 'deferred')",
             (submission_id, recipient, package, method, key_id, _now(), expires, signed_by),
         )
+
+    def delivery_deferred(
+        self,
+        submission_id: str,
+        recipient: str,
+        *,
+        package: str,
+        method: str,
+        reason: str,
+        audit: tuple[str, Mapping[str, Any]],
+    ) -> bool:
+        """Record that the delivery to `recipient` cannot be made yet, and why; stage its audit event.
+
+        True only when it becomes deferred now (not when it already was): the admin is told once.
+        """
+        event, details = audit
+        now = _now()
+        with self._transaction() as db:
+            changed = db.execute(
+                "INSERT INTO deliveries (submission, recipient, package, method, key_id, status, created, expires,"
+                " reason) VALUES (?, ?, ?, ?, '', 'deferred', ?, '', ?) ON CONFLICT (submission, recipient) DO UPDATE"
+                " SET status = 'deferred', key_id = '', created = excluded.created, expires = '',"
+                " reason = excluded.reason WHERE status IN ('sealing', 'rolled_back')",
+                (submission_id, recipient, package, method, now, reason),
+            ).rowcount
+            if changed:
+                self._stage(f"{submission_id}:{recipient}:deferred:{now}", event, "gateway", recipient, details)
+        return changed == 1
+
+    def delivery_dropped(self, submission_id: str, recipient: str) -> None:
+        """A deferred delivery to an agency that is no longer a recipient (the route changed): never made."""
+        self._write(
+            "UPDATE deliveries SET status = 'rolled_back'"
+            " WHERE submission = ? AND recipient = ? AND status = 'deferred'",
+            (submission_id, recipient),
+        )
+
+    def deferred(self) -> list[DeferredDelivery]:
+        """Every delivery waiting for the gateway's configuration, oldest first."""
+        rows = self.db.execute(
+            "SELECT d.submission, s.agency, s.name, d.recipient, d.created, COALESCE(d.reason, '') FROM deliveries d"
+            " JOIN submissions s ON s.id = d.submission WHERE d.status = 'deferred' ORDER BY d.created, d.recipient"
+        ).fetchall()
+        return [DeferredDelivery(*row) for row in rows]
 
     def delivery_done(self, submission_id: str, recipient: str, audit: tuple[str, Mapping[str, Any]]) -> None:
         """The payload, manifest and signature are published: commit the delivery and stage its audit event."""

@@ -96,8 +96,12 @@ def _out(capsys: pytest.CaptureFixture[str]) -> str:
 
 def _json(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> object:
     code, out = _run(root, capsys, *args, "--json")
-    assert code == 0
-    return json.loads(out)
+    data = json.loads(out)
+    if args[:1] == ("status",):  # status exits 1 while something needs the admin
+        assert code == (1 if data["attention"] else 0)
+    else:
+        assert code == 0
+    return data
 
 
 def _this_month() -> str:
@@ -576,7 +580,7 @@ def test_status_of_a_gateway_that_never_ran(root: Path, capsys: pytest.CaptureFi
     assert isinstance(health, dict) and health["last_run"] is None
     assert any("the gateway has never run" in line for line in health["attention"])
     code, out = _run(root, capsys, "status")
-    assert code == 0
+    assert code == 1  # something needs the admin: start it
     assert "last run:      never" in out and "  - the gateway has never run" in out
 
 
@@ -623,12 +627,12 @@ def test_status_shows_queues_runs_refusals_late_agencies_and_expiring_keys(
     assert not any("never run" in line for line in health["attention"])
 
     code, out = _run(root, capsys, "status")
-    assert code == 0
+    assert code == 1  # a key near expiry, late agencies
     assert "last run:      once" in out and "2 processed, 1 refused" in out
     assert re.search(r"(?m)^police +1 +0$", out) and re.search(r"(?m)^probation +0 +1$", out)
     assert f"  - probation has not submitted for {month} (due by day 1)" in out
     assert "  - officer police-short (police): key expires in" in out
-    assert "  - 1 submission(s) refused in the last 24 h" in out
+    assert "note:          1 submission(s) refused in the last 24 h" in out
 
     if datetime.now(UTC).day <= 28:  # due_day may be 1 to 28: on the due day itself nobody is late yet
         _set_toml(root, "due_day", datetime.now(UTC).day)
