@@ -332,7 +332,8 @@ def test_every_event_the_code_writes_is_a_known_audit_event() -> None:
 
 
 def test_global_options_work_after_the_command_too(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "--root", str(demo), "--json"]) == 0
+    # a demo root that has never run needs attention (exit 1); a misplaced --root would be usage (2)
+    assert main(["status", "--root", str(demo), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["in_flight"] == 0
     assert main(["--root", "/nowhere", "officers", "list", "--root", str(demo), "-v", "--agency", "police"]) == 0
     assert "police-do" in capsys.readouterr().out
