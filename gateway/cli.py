@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway.adapters.config import resolve_root
 from gateway.adapters.fsio import atomic_write_bytes, disable_core_dumps, private_umask
 from gateway.adapters.gpg import stop_agents
+from gateway.admin.check import Checked, check_root
 from gateway.admin.demo import run_demo
 from gateway.admin.init import init_root
 from gateway.admin.keys import export_gateway_key, export_password, import_password, show_password
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _exchange_commands(commands)
     _oversight_commands(commands)
+    _check_command(commands)
     return parser
 
 
@@ -588,6 +590,56 @@ def _status(args: argparse.Namespace) -> int:
     for line in attention:
         print(f"  - {line}")
     return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- check
+
+
+def _check_command(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="check gateway.toml, schemas, ownership matrix, officers, keys and folders together; start nothing",
+        description="Validate gateway.toml, the schemas and ownership matrix, the officer register, the keys and "
+        "the agencies' folders together, and print each agency's route: who receives its files, by which "
+        "delivery, to how many active officers or with which current password. Lists folders missing or "
+        "orphaned (an agency no longer in gateway.toml), keys expiring within 30 days, and every problem with "
+        "its fix. Writes nothing, takes no lock, leaves no gpg-agent running; the AES passwords are checked only "
+        "where the vault passphrase is available. Exit 0 no problem, 1 a problem, 2 not a gateway root.",
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(handler=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    result = check_root(resolve_root(args.root), datetime.now(UTC))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_check(result)
+    return EXIT_OK if result.ok else EXIT_REFUSED
+
+
+def _print_check(result: Checked) -> None:
+    print(f"iom-gateway check of {result.root}")
+    if result.routes:
+        print(f"{'agency':14}{'kind':11}{'delivery':9} {'can be sealed for':34} sends to")
+    for route in result.routes:
+        sends = ", ".join(route.recipients) or "-"
+        print(f"{route.agency:14}{route.kind:11}{route.delivery:9} {route.readiness:34} {sends}")
+    if result.routes:  # none when gateway.toml or the schemas did not load: then nothing below was looked at
+        print(f"folders:       {result.folders} present, {len(result.missing)} missing")
+        orphans = ", ".join(f"{o.folder} ({o.files} file(s))" for o in result.orphans)
+        print(f"orphaned:      {orphans or 'none'}")
+        print(f"keys:          {len(result.keys)} expired, revoked, missing or expiring within 30 days")
+    for line in result.not_checked:
+        print(f"not checked:   {line}")
+    for heading, lines in (("warning", result.warnings), ("PROBLEM", result.problems)):
+        for line in lines:
+            print(f"{heading}: " + line.replace("\n", "\n  "))  # a config error lists its mistakes a line each
+    if result.ok:
+        print("OK: no problems" + (f" ({len(result.warnings)} warning(s))" if result.warnings else ""))
+    else:
+        print(f"{len(result.problems)} problem(s): fix them and run `iom-gateway check` again")
 
 
 # ----------------------------------------------------------------------------------------- keys

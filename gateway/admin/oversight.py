@@ -196,6 +196,11 @@ def status(root: Root, now: datetime) -> Status:
     )
 
 
+def key_warnings(root: Root, now: datetime) -> list[KeyWarning]:
+    """The current gateway key and active officers' keys that are missing, revoked, expired or expire within 30 days."""
+    return _key_warnings(root, now)
+
+
 def _key_warnings(root: Root, now: datetime) -> list[KeyWarning]:
     owners = [("gateway", fpr) for fpr, _, _, state in root.journal.gateway_keys() if state == "current"]
     owners += [(f"officer {o.id} ({o.agency})", o.fingerprint) for o in root.registry.all() if o.active]
