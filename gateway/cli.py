@@ -28,7 +28,7 @@ from gateway.admin.rotation import list_keys, revoke_officer, rotate_agency, rot
 from gateway.core.errors import GatewayError, UsageError
 from gateway.core.model import Period
 from gateway.daemon.watch import run_once, serve
-from gateway.exchange.intake import REJECTED
+from gateway.exchange.intake import REJECTED, period_in, period_of
 from gateway.exchange.outcome import Rejected
 from gateway.exchange.process import check_file
 from gateway.exchange.recipient import pull
@@ -99,8 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check a CSV against Table 1 and the ownership matrix (writes nothing)",
-        description="Check FILE against the Table 1 standard and the ownership matrix as AGENCY would send it. "
-        "Exit 0 valid, 1 invalid, 2 usage error. Nothing is written anywhere.",
+        description="Check FILE against the Table 1 standard and the ownership matrix as AGENCY would send it, "
+        "for the period the gateway would use: --period, else the YYYY-MM in the file name, else this month "
+        "(the report says which). Exit 0 valid, 1 invalid, 2 usage error. Nothing is written anywhere.",
     )
     validate.add_argument("file", metavar="FILE", type=Path, help="the CSV file")
     validate.add_argument("--agency", required=True, metavar="A", help="the sending agency's id in gateway.toml")
@@ -108,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
         "--period",
         type=_period,
         metavar="YYYY-MM",
-        help="the month the data is for; ages are checked on its first day (default: this month)",
+        help="the month the data is for; ages are checked on its first day (default: the YYYY-MM in the file "
+        "name, as the gateway takes it, else this month)",
     )
     validate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     validate.set_defaults(handler=_validate)
@@ -126,13 +128,37 @@ def _period(text: str) -> Period:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
+def _today() -> date:
+    """Today (UTC), the day `validate` checks future dates against; the one clock it reads."""
+    return datetime.now(UTC).date()
+
+
+def _validation_period(name: str, explicit: Period | None, today: date) -> tuple[Period, str]:
+    """The period `validate` checks against, and why: --period, else the daemon's rule (`period_of`):
+    the YYYY-MM in the file name, else the current month."""
+    if explicit is not None:
+        return explicit, "--period"
+    period = period_of(name, datetime(today.year, today.month, today.day, tzinfo=UTC))
+    return period, "the file name" if period_in(name) is not None else "the current month: no YYYY-MM in the file name"
+
+
 def _validate(args: argparse.Namespace) -> int:
     gateway = _open(args)
-    report = check_file(gateway, args.file, args.agency, args.period, date.today())
+    today = _today()
+    period, source = _validation_period(args.file.name, args.period, today)
+    named = period_in(args.file.name)
+    if named is not None and named != period:
+        print(
+            f"iom-gateway: note: the file name says period {named}, which the gateway will use when it is submitted "
+            f"(and it refuses a signature for another period): rename the file, or drop --period",
+            file=sys.stderr,
+        )
+    report = check_file(gateway, args.file, args.agency, period, today)
     if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        print(json.dumps(report.to_json() | {"period_from": source}, ensure_ascii=False, indent=2))
     else:
         sys.stdout.write(report.to_text())
+        print(f"period {period} from {source}: ages are checked on {period.first_day:%d/%m/%Y}")
     return EXIT_OK if report.valid else EXIT_REFUSED
 
 
@@ -461,11 +487,15 @@ def _oversight_commands(commands: Any) -> None:
     show.set_defaults(handler=_audit_show)
     report = audit.add_parser(
         "report",
-        help="the disclosure register for a month",
-        description="What was disclosed to whom in a month: date, from agency and officer, to agency, marking, "
-        "rows, columns shared, purpose and legal basis (Warwickshire 2.3.3.3, Solihull 4.4.3).",
+        help="the disclosure register of a month's data",
+        description="What was disclosed to whom of the data for a month: period, delivery date and time, from "
+        "agency and officer, to agency, marking, rows, columns shared, purpose and legal basis (Warwickshire "
+        "2.3.3.3, Solihull 4.4.3). A package is listed under the period its data is for, not the month it was "
+        "delivered in: November's data delivered in December is in --month YYYY-11.",
     )
-    report.add_argument("--month", type=_period, required=True, metavar="YYYY-MM", help="the month")
+    report.add_argument(
+        "--month", type=_period, required=True, metavar="YYYY-MM", help="the period the data is for (not delivery)"
+    )
     report.add_argument("--format", choices=REPORT_FORMATS, default="csv", help="csv (default), html or json")
     report.add_argument("--json", action="store_true", help="same as --format json")
     report.add_argument("--to", type=Path, metavar="FILE", help="write to FILE (mode 0600) instead of the screen")
@@ -543,7 +573,7 @@ def _audit_report(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"cannot write the register to {str(args.to)!r} ({exc.strerror}): name a file in a folder you can write"
             ) from None
-        print(f"wrote the disclosure register for {args.month} to {args.to}")
+        print(f"wrote the disclosure register of the data for {args.month} (whenever delivered) to {args.to}")
     return EXIT_OK
 
 

@@ -119,13 +119,15 @@ def audit_events(root: Root, since: datetime | None, event: str | None) -> list[
 
 
 def disclosure_report(root: Root, month: Period, form: str) -> str:
-    """The disclosure register for `month` (Warwickshire 2.3.3.3, Solihull 4.4.3) as csv, html or json text."""
+    """The disclosure register of the data for `month` (Warwickshire 2.3.3.3, Solihull 4.4.3), whenever it
+    was delivered, as csv, html or json text."""
     rows = register(root.audit.entries(), month.year, month.month)
     if form == "json":
         return json.dumps(to_json(rows), indent=2, ensure_ascii=False) + "\n"
     out = io.StringIO()
     if form == "html":
-        write_html(rows, out, f"{root.config.partnership}: information disclosed in {month}")
+        title = f"{root.config.partnership}: information disclosed for {month} (the data's period, whenever delivered)"
+        write_html(rows, out, title)
     else:
         write_csv(rows, out)
     return out.getvalue()
