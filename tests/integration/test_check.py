@@ -15,6 +15,7 @@ import pytest
 
 from gateway.cli import main
 from tests.integration.daemon_harness import cli
+from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +106,17 @@ def _no_active_officer(root: Path) -> str:
     return "probation has no active officer to encrypt to, so nothing can be delivered to it: register one"
 
 
+def _outbox_replaced_by_a_link(root: Path) -> str:
+    (root / "outbox" / "council").rmdir()
+    (root / "outbox" / "council").symlink_to(root.parent)
+    return f"{str(root / 'outbox' / 'council')!r} is a symbolic link or not a folder"
+
+
+def _no_vault(root: Path) -> str:
+    (root / "keys" / "vault.json").unlink()
+    return "there is no password vault (keys/vault.json) for the AES-ZIP agencies housing, treatment"
+
+
 def _broken_ownership_file(root: Path) -> str:
     path = root / "schemas" / "ownership.json"
     matrix = json.loads(path.read_text())
@@ -136,6 +148,8 @@ def _config_error(root: Path) -> str:
         (_remove_folder, "or run `iom-gateway init`"),
         (_orphan_with_file, "add the agency back, or move the files out and remove the folder"),
         (_no_active_officer, "iom-gateway officers add --agency probation"),
+        (_outbox_replaced_by_a_link, "replace it with a real folder"),
+        (_no_vault, "run `iom-gateway init` to make it and their passwords"),
         (_broken_ownership_file, "restore the shipped schema or fix it"),
         (_ownership_that_strands_an_agency, "add 'council' to ownership.forename in gateway.toml"),
         (_broken_schema, "restore it from the release"),
@@ -168,6 +182,26 @@ def test_an_empty_orphan_is_a_warning_and_passwords_without_the_passphrase_are_n
     assert "not checked:   AES-ZIP passwords of housing, treatment: no vault passphrase here" in out
     assert "password not checked" in next(line for line in out.splitlines() if line.startswith("housing "))
     assert out.splitlines()[-1] == "OK: no problems (1 warning(s))"
+
+
+def test_an_officer_key_near_expiry_is_a_warning_naming_the_rekey(
+    routed_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = routed_root.parent / "home-short"
+    fingerprint = new_officer(home, "Short Key", "short@example.invalid", expire="10d")
+    public = routed_root.parent / "short.asc"
+    public.write_bytes(gpg(home, "--armor", "--export", fingerprint).stdout)
+    added = ("officers", "add", "--agency", "council", "--role", "DO", "--name", "Short Key", "--id", "council-short")
+    try:
+        assert cli(routed_root, *added, "--email", "short@example.invalid", "--key", str(public)) == 0
+        code, out = _check(routed_root, capsys)
+    finally:
+        stop_agent(home)
+    assert code == 0, out
+    warning = next(line for line in out.splitlines() if fingerprint in line)
+    assert warning.startswith("warning: officer council-short (council) key ") and "expires in 9 day(s)" in warning
+    assert "`iom-gateway officers rekey council-short --key NEW.asc`" in warning
+    assert "keys:          1 expired, revoked, missing or expiring within 30 days" in out
 
 
 def test_check_outside_a_root_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
