@@ -21,6 +21,7 @@ from gateway import __version__
 from gateway.adapters.config import ROOT_ENV, resolve_root
 from gateway.adapters.fsio import disable_core_dumps, private_umask
 from gateway.adapters.gpg import stop_agents
+from gateway.admin.check import Checked, check_root
 from gateway.admin.demo import run_demo
 from gateway.admin.init import init_root
 from gateway.admin.keys import export_gateway_key, export_password, import_password, show_password
@@ -31,7 +32,7 @@ from gateway.admin.rotation import list_keys, revoke_officer, rotate_agency, rot
 from gateway.core.errors import AccessError, GatewayError, StorageError, UsageError
 from gateway.core.model import Period
 from gateway.daemon.watch import run_once, serve
-from gateway.exchange.intake import REJECTED
+from gateway.exchange.intake import REJECTED, period_in, period_of
 from gateway.exchange.outcome import Rejected
 from gateway.exchange.process import check_file
 from gateway.exchange.recipient import pull
@@ -170,8 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check a CSV against Table 1 and the ownership matrix (writes nothing)",
-        description="Check FILE against the Table 1 standard and the ownership matrix as AGENCY would send it. "
-        "Exit 0 valid, 1 invalid, 2 usage error. Nothing is written anywhere.",
+        description="Check FILE against the Table 1 standard and the ownership matrix as AGENCY would send it, "
+        "for the period the gateway would use: --period, else the YYYY-MM in the file name, else this month "
+        "(the report says which). Exit 0 valid, 1 invalid, 2 usage error. Nothing is written anywhere.",
     )
     validate.add_argument("file", metavar="FILE", type=Path, help="the CSV file")
     validate.add_argument("--agency", required=True, metavar="A", help="the sending agency's id in gateway.toml")
@@ -179,13 +181,15 @@ def _parser() -> argparse.ArgumentParser:
         "--period",
         type=_period,
         metavar="YYYY-MM",
-        help="the month the data is for; ages are checked on its first day (default: this month)",
+        help="the month the data is for; ages are checked on its first day (default: the YYYY-MM in the file "
+        "name, as the gateway takes it, else this month)",
     )
     validate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     validate.set_defaults(handler=_validate)
 
     _exchange_commands(commands)
     _oversight_commands(commands)
+    _check_command(commands)
     _global_options_everywhere(parser)
     return parser
 
@@ -222,13 +226,37 @@ def _period(text: str) -> Period:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
+def _today() -> date:
+    """Today (UTC), the day `validate` checks future dates against; the one clock it reads."""
+    return datetime.now(UTC).date()
+
+
+def _validation_period(name: str, explicit: Period | None, today: date) -> tuple[Period, str]:
+    """The period `validate` checks against, and why: --period, else the daemon's rule (`period_of`):
+    the YYYY-MM in the file name, else the current month."""
+    if explicit is not None:
+        return explicit, "--period"
+    period = period_of(name, datetime(today.year, today.month, today.day, tzinfo=UTC))
+    return period, "the file name" if period_in(name) is not None else "the current month: no YYYY-MM in the file name"
+
+
 def _validate(args: argparse.Namespace) -> int:
     gateway = _open(args)
-    report = check_file(gateway, args.file, args.agency, args.period, date.today())
+    today = _today()
+    period, source = _validation_period(args.file.name, args.period, today)
+    named = period_in(args.file.name)
+    if named is not None and named != period:
+        print(
+            f"iom-gateway: note: the file name says period {named}, which the gateway will use when it is submitted "
+            f"(and it refuses a signature for another period): rename the file, or drop --period",
+            file=sys.stderr,
+        )
+    report = check_file(gateway, args.file, args.agency, period, today)
     if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        print(json.dumps(report.to_json() | {"period_from": source}, ensure_ascii=False, indent=2))
     else:
         sys.stdout.write(report.to_text())
+        print(f"period {period} from {source}: ages are checked on {period.first_day:%d/%m/%Y}")
     return EXIT_OK if report.valid else EXIT_REFUSED
 
 
@@ -584,11 +612,15 @@ def _oversight_commands(commands: Any) -> None:
     show.set_defaults(handler=_audit_show)
     report = audit.add_parser(
         "report",
-        help="the disclosure register for a month",
-        description="What was disclosed to whom in a month: date, from agency and officer, to agency, marking, "
-        "rows, columns shared, purpose and legal basis (Warwickshire 2.3.3.3, Solihull 4.4.3).",
+        help="the disclosure register of a month's data",
+        description="What was disclosed to whom of the data for a month: period, delivery date and time, from "
+        "agency and officer, to agency, marking, rows, columns shared, purpose and legal basis (Warwickshire "
+        "2.3.3.3, Solihull 4.4.3). A package is listed under the period its data is for, not the month it was "
+        "delivered in: November's data delivered in December is in --month YYYY-11.",
     )
-    report.add_argument("--month", type=_period, required=True, metavar="YYYY-MM", help="the month")
+    report.add_argument(
+        "--month", type=_period, required=True, metavar="YYYY-MM", help="the period the data is for (not delivery)"
+    )
     report.add_argument("--format", choices=REPORT_FORMATS, default="csv", help="csv (default), html or json")
     report.add_argument("--json", action="store_true", help="same as --format json")
     report.add_argument("--to", type=Path, metavar="FILE", help="write to FILE (mode 0600) instead of the screen")
@@ -664,7 +696,7 @@ def _audit_report(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         _write_new(args.to, text.encode("utf-8"), "the register")
-        print(f"wrote the disclosure register for {args.month} to {args.to}")
+        print(f"wrote the disclosure register of the data for {args.month} (whenever delivered) to {args.to}")
     return EXIT_OK
 
 
@@ -746,6 +778,56 @@ def _status(args: argparse.Namespace) -> int:
     for line in attention:
         print(f"  - {line}")
     return code
+
+
+# ----------------------------------------------------------------------------------------- check
+
+
+def _check_command(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="check gateway.toml, schemas, ownership matrix, officers, keys and folders together; start nothing",
+        description="Validate gateway.toml, the schemas and ownership matrix, the officer register, the keys and "
+        "the agencies' folders together, and print each agency's route: who receives its files, by which "
+        "delivery, to how many active officers or with which current password. Lists folders missing or "
+        "orphaned (an agency no longer in gateway.toml), keys expiring within 30 days, and every problem with "
+        "its fix. Writes nothing, takes no lock, leaves no gpg-agent running; the AES passwords are checked only "
+        "where the vault passphrase is available. Exit 0 no problem, 1 a problem, 2 not a gateway root.",
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(handler=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    result = check_root(resolve_root(args.root), datetime.now(UTC))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_check(result)
+    return EXIT_OK if result.ok else EXIT_REFUSED
+
+
+def _print_check(result: Checked) -> None:
+    print(f"iom-gateway check of {result.root}")
+    if result.routes:
+        print(f"{'agency':14}{'kind':11}{'delivery':9} {'can be sealed for':34} sends to")
+    for route in result.routes:
+        sends = ", ".join(route.recipients) or "-"
+        print(f"{route.agency:14}{route.kind:11}{route.delivery:9} {route.readiness:34} {sends}")
+    if result.routes:  # none when gateway.toml or the schemas did not load: then nothing below was looked at
+        print(f"folders:       {result.folders} present, {len(result.missing)} missing")
+        orphans = ", ".join(f"{o.folder} ({o.files} file(s))" for o in result.orphans)
+        print(f"orphaned:      {orphans or 'none'}")
+        print(f"keys:          {len(result.keys)} expired, revoked, missing or expiring within 30 days")
+    for line in result.not_checked:
+        print(f"not checked:   {line}")
+    for heading, lines in (("warning", result.warnings), ("PROBLEM", result.problems)):
+        for line in lines:
+            print(f"{heading}: " + line.replace("\n", "\n  "))  # a config error lists its mistakes a line each
+    if result.ok:
+        print("OK: no problems" + (f" ({len(result.warnings)} warning(s))" if result.warnings else ""))
+    else:
+        print(f"{len(result.problems)} problem(s): fix them and run `iom-gateway check` again")
 
 
 # ----------------------------------------------------------------------------------------- keys

@@ -17,7 +17,7 @@ from gateway.admin.keys import export_password
 from gateway.admin.oversight import disclosure_report, verify_audit
 from gateway.core.errors import UsageError
 from gateway.core.model import Period
-from gateway.exchange.intake import OUTBOX
+from gateway.exchange.intake import OUTBOX, period_in
 from gateway.exchange.outcome import Delivered, Rejected
 from gateway.exchange.process import process_once
 from gateway.exchange.recipient import pull
@@ -146,10 +146,11 @@ def run_demo(folder: Path, say: Callable[[str], None]) -> int:
     # probation receives both good files; housing receives police's (its own is not routed back to it)
     surprises += (sum(p.written is not None for p in got) != 2) + (sum(p.written is not None for p in got_zip) != 1)
     verdict = verify_audit(root).verdict
-    register = disclosure_report(root, Period.of(today), "csv").splitlines()[1:]
+    month = period_in("police-good-2026-10.csv") or Period.of(today)  # the register goes by the data's period
+    register = disclosure_report(root, month, "csv").splitlines()[1:]
     say(
         f"5. The audit log verifies ({verdict.entries} hash-chained entries, checked by `audit verify`); "
-        f"this month's disclosure register (`audit report --month {Period.of(today)}`) lists "
+        f"the disclosure register of the data for {month} (`audit report --month {month}`) lists "
         f"{len(register)} disclosure(s), one per package, with purpose and legal basis."
     )
     surprises += (not verdict.ok) + (len(register) != 10)  # two files, five recipients each

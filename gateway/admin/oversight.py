@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import io
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,8 @@ from gateway.adapters.store import INBOX
 from gateway.core.errors import CryptoError, GatewayError, UsageError
 from gateway.core.manifest import MAX_MANIFEST_BYTES
 from gateway.core.model import Period
-from gateway.exchange.intake import OUTBOX, open_outbox, scan_outbox
+from gateway.exchange.folders import orphaned_folders
+from gateway.exchange.intake import open_outbox, scan_outbox
 from gateway.state.audit import Verdict, Witness
 from gateway.state.disclosure import register, to_json, write_csv, write_html
 from gateway.state.journal import ABANDONED, DELIVERED, DONE, IN_FLIGHT, REJECTED
@@ -172,13 +172,15 @@ def audit_events(root: Root, since: datetime | None, event: str | None) -> list[
 
 
 def disclosure_report(root: Root, month: Period, form: str) -> str:
-    """The disclosure register for `month` (Warwickshire 2.3.3.3, Solihull 4.4.3) as csv, html or json text."""
+    """The disclosure register of the data for `month` (Warwickshire 2.3.3.3, Solihull 4.4.3), whenever it
+    was delivered, as csv, html or json text."""
     rows = register(root.audit.entries(), month.year, month.month)
     if form == "json":
         return json.dumps(to_json(rows), indent=2, ensure_ascii=False) + "\n"
     out = io.StringIO()
     if form == "html":
-        write_html(rows, out, f"{root.config.partnership}: information disclosed in {month}")
+        title = f"{root.config.partnership}: information disclosed for {month} (the data's period, whenever delivered)"
+        write_html(rows, out, title)
     else:
         write_csv(rows, out)
     return out.getvalue()
@@ -220,7 +222,7 @@ class DeferredDelivery:
 
 @dataclass(frozen=True, slots=True)
 class OrphanedFolder:
-    """outbox/<name>/ for a name that is no agency in gateway.toml: files there are never taken."""
+    """outbox/<name>/ or inbox/<name>/ for a name that is no agency in gateway.toml: files there wait for ever."""
 
     folder: str
     files: int
@@ -253,8 +255,8 @@ class Status:
         lines += [f"{k.owner}: {k.problem}" for k in self.keys]
         lines += [f"{agency} has not submitted for {self.period} (due by day {self.due_day})" for agency in self.late]
         lines += [
-            f"outbox/{o.folder}/ holds {o.files} file(s) but {o.folder} is no agency in gateway.toml: they are "
-            "never taken (add the agency, or move the files to the right outbox)"
+            f"{o.folder}/ holds {o.files} file(s) but {o.folder.partition('/')[2]} is no agency in gateway.toml: "
+            "nothing takes or pulls them (add the agency, or move the files to the right folder)"
             for o in self.orphaned
             if o.files
         ]
@@ -371,22 +373,13 @@ def _still_there(root: Root, agency: str, name: str, sha256: str) -> bool:
 
 
 def _orphaned(root: Root) -> list[OrphanedFolder]:
-    """Folders in outbox/ that are no agency of gateway.toml, with how many files wait in each."""
-    outboxes = root.path / OUTBOX
-    found = []
-    try:
-        entries = sorted(os.scandir(outboxes), key=lambda e: e.name)
-    except OSError:
-        return []
-    for entry in entries:
-        if entry.name in root.config.agencies or not entry.is_dir(follow_symlinks=False):
-            continue
-        try:
-            files = sum(1 for f in os.scandir(entry.path) if f.is_file(follow_symlinks=False))
-        except OSError:
-            files = 0
-        found.append(OrphanedFolder(shown(entry.name), files))
-    return found
+    """Folders in outbox/ and inbox/ that are no agency of gateway.toml, with how many files wait in each."""
+    return [OrphanedFolder(o.folder, o.files) for o in orphaned_folders(root.path, root.config.agencies)]
+
+
+def key_warnings(root: Root, now: datetime) -> list[KeyWarning]:
+    """The current gateway key and active officers' keys that are missing, revoked, expired or expire within 30 days."""
+    return _key_warnings(root, now)
 
 
 def _key_warnings(root: Root, now: datetime) -> list[KeyWarning]:

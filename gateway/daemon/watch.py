@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -29,6 +29,7 @@ from gateway.adapters.fsio import Folder
 from gateway.core import faults
 from gateway.core.errors import GatewayError, InputFileError, UsageError
 from gateway.core.model import Agency
+from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
 from gateway.exchange.intake import OUTBOX, open_outbox, scan_outbox
 from gateway.exchange.outcome import Deferred, Outcome, Rejected, Waiting
 from gateway.exchange.process import now_utc, process_once, process_pair
@@ -148,6 +149,7 @@ class Daemon:
     errors: int = 0
     _ignored: set[tuple[str, str, str]] = field(default_factory=set)
     _refused: set[str] = field(default_factory=set)
+    _orphans: frozenset[Orphan] = frozenset()  # the orphaned folders with files last warned about
 
     def __post_init__(self) -> None:
         self.settler = Settler(float(self.root.config.daemon.settle_seconds))
@@ -172,6 +174,7 @@ class Daemon:
             os.getpid(),
         )
         _log_recovery(recover(self.root))
+        self._sync_folders()
         run_id = self.root.journal.run_started("daemon", os.getpid())
         observer = self._observer()
         log.info("watching outboxes=%d", len(self.root.config.agencies))
@@ -187,9 +190,6 @@ class Daemon:
     def _observer(self) -> BaseObserver:
         config = self.root.config.daemon
         outbox = self.path / OUTBOX
-        for agency in self.root.config.agencies:
-            with suppress(GatewayError):  # a refused outbox is logged when it is scanned
-                open_outbox(self.path, agency, create=True).close()
         observer: BaseObserver = PollingObserver(timeout=config.poll_seconds)
         if config.watcher == "inotify":
             try:
@@ -229,6 +229,7 @@ class Daemon:
             now = time.monotonic()
             if now >= next_scan:
                 self._dirty.update(self.root.config.agencies)
+                self._warn_orphans()
                 next_scan = now + config.rescan_seconds
             wait = min(self._pass(), next_scan - now)
             if now >= next_beat:
@@ -328,6 +329,32 @@ class Daemon:
         self.settler.settle = float(fresh.config.daemon.settle_seconds)
         self._dirty.update(fresh.config.agencies)
         log.info("reloaded agencies=%d", len(fresh.config.agencies))
+        self._sync_folders()
+
+    def _sync_folders(self) -> None:
+        """Make the folders of every agency in gateway.toml that lack them (as `init` does), saying which;
+        then warn about folders of agencies no longer there that hold files."""
+        for found in agency_folders(self.path, self.root.config.agencies, create=True):
+            if found.state == "made":
+                log.info("made folder=%r for an agency in gateway.toml", found.folder)
+            elif found.state == "refused":
+                log.error("refused folder=%r: %s", found.folder, found.why)
+        self._orphans = frozenset()  # after a start or a reload, say it again
+        self._warn_orphans()
+
+    def _warn_orphans(self) -> None:
+        """Warn once about each orphaned agency folder holding files (again when what it holds changes)."""
+        stranded = frozenset(o for o in orphaned_folders(self.path, self.root.config.agencies) if o.files)
+        for orphan in sorted(stranded - self._orphans, key=lambda o: o.folder):
+            agency = orphan.folder.split("/", 1)[1]
+            log.warning(
+                "orphaned folder=%r files=%d: agency %r is not in gateway.toml, so nothing there is taken or "
+                "pulled; add the agency back (then SIGHUP), or move the files out and remove the folder",
+                orphan.folder,
+                orphan.files,
+                agency,
+            )
+        self._orphans = stranded
 
     def _checkpoint(self) -> None:
         try:

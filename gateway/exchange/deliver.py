@@ -210,6 +210,7 @@ def _deliver(
             "package.delivered",
             {
                 "package": base,
+                "period": str(sealed.period),  # the register lists a month's data by it, not by delivery date
                 "sender": sealed.agency.id,
                 "officer": sealed.officer,
                 "marking": sealed.marking.text,

@@ -2,14 +2,17 @@
 
 The protocols require a record of every disclosure (Warwickshire ISP 2.3.3.3 and 2.4.2, Solihull ISP
 4.4.3). It is read from the audit log's `package.delivered` entries, so it can only say what the
-log says: one line per package delivered to a recipient agency. Months and times are UTC, as the
-log records them.
+log says: one line per package delivered to a recipient agency. A month's register holds the data
+*for* that month (the period the package carries), whenever it was delivered: November's data
+delivered on 3 December is in November's register. Dates and times are those of the delivery, UTC,
+as the log records them.
 """
 
 from __future__ import annotations
 
 import csv
 import html
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -21,12 +24,14 @@ EVENT = "package.delivered"
 COLUMN_SEPARATOR = "; "
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _REQUIRED = ("agency", "sender", "officer", "marking", "rows", "columns", "package", "method")
+_PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 
 @dataclass(frozen=True, slots=True)
 class Disclosure:
-    """One package delivered to one agency: a line of the register."""
+    """One package delivered to one agency: a line of the register (`period`: the month the data is for)."""
 
+    period: str
     date: str
     time: str
     from_agency: str
@@ -45,21 +50,40 @@ HEADER = tuple(field.name for field in fields(Disclosure))
 
 
 def register(entries: Iterable[Mapping[str, Any]], year: int, month: int) -> list[Disclosure]:
-    """Return the disclosures of `year`-`month` (UTC) among audit `entries`, oldest first.
+    """Return the disclosures of data for period `year`-`month` among audit `entries`, oldest delivery first.
 
     Raises ValueError for a month outside 1-12; GatewayError naming the entry if a `package.delivered`
     entry lacks a field the register needs.
     """
     if not 1 <= month <= 12:
         raise ValueError(f"month must be 1-12, not {month}")
+    wanted = f"{year:04d}-{month:02d}"
     found: list[tuple[datetime, Disclosure]] = []
     for entry in entries:
         if entry.get("event") != EVENT:
             continue
-        moment = _time(entry)
-        if (moment.year, moment.month) == (year, month):
+        if period_of(entry) == wanted:
+            moment = _time(entry)
             found.append((moment, _disclosure(entry, moment)))
     return [disclosure for _, disclosure in sorted(found, key=lambda pair: pair[0])]
+
+
+def period_of(entry: Mapping[str, Any]) -> str:
+    """The YYYY-MM a `package.delivered` entry's data is for: its `period`, or (entries written before
+    they carried one) the period in its package name, MARKING__SENDER__PERIOD__ID.
+
+    Raises GatewayError naming the entry if it has neither.
+    """
+    period = entry.get("period")
+    if isinstance(period, str) and _PERIOD.fullmatch(period):
+        return period
+    parts = str(entry.get("package", "")).split("__")
+    if len(parts) == 4 and _PERIOD.fullmatch(parts[2]):
+        return parts[2]
+    raise GatewayError(
+        f"audit entry {entry.get('seq')} ({EVENT}) names no period: the register cannot place it;"
+        " run `iom-gateway audit verify`"
+    )
 
 
 def write_csv(rows: Iterable[Disclosure], stream: TextIO) -> None:
@@ -105,6 +129,7 @@ def _disclosure(entry: Mapping[str, Any], moment: datetime) -> Disclosure:
             " run `iom-gateway audit verify`"
         )
     return Disclosure(
+        period=period_of(entry),
         date=moment.date().isoformat(),
         time=moment.time().isoformat(timespec="seconds"),
         from_agency=str(entry["sender"]),

@@ -437,7 +437,7 @@ def test_audit_report_never_overwrites_a_file(routed_root: Path, capsys: pytest.
     capsys.readouterr()
     assert cli(routed_root, "audit", "report", "--month", "2026-10", "--to", str(target)) == 2
     assert "it already exists; name a new file" in capsys.readouterr().err
-    assert target.read_bytes() == b"the admin's own notes\n" and first.startswith(b"date,")
+    assert target.read_bytes() == b"the admin's own notes\n" and first.startswith(b"period,date,")
 
 
 def test_ctrl_c_is_a_line_not_a_traceback(tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ def test_status_says_why_each_file_waits_and_runs_beside_the_daemon(
     assert code == 1
     health = json.loads(text)
     assert health["outbox_waiting"]["police"] == 1
-    assert health["orphaned"] == [{"folder": "ghost", "files": 1}]
+    assert health["orphaned"] == [{"folder": "outbox/ghost", "files": 1}]
     (unsigned,) = [w for w in health["waiting"] if w["file"] == "unsigned-2026-10.csv"]
     assert unsigned["agency"] == "police" and isinstance(unsigned["age_seconds"], int)
     assert set(health) >= {"attention", "notes", "waiting", "deferred", "orphaned", "errors_24h", "keys", "late"}

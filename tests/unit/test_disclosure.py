@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
@@ -15,8 +16,10 @@ from gateway.state.disclosure import HEADER, Disclosure, register, to_json, writ
 
 
 def delivered(time: str, **changes: Any) -> dict[str, Any]:
-    """A `package.delivered` audit entry as the pipeline writes it."""
+    """A `package.delivered` audit entry as the pipeline writes it (data for the UTC month it is delivered
+    in, unless `period` says otherwise)."""
     entry = {
+        "period": datetime.fromisoformat(time).astimezone(UTC).strftime("%Y-%m"),
         "seq": 10,
         "time": time,
         "event": "package.delivered",
@@ -50,6 +53,7 @@ def test_the_register_holds_one_months_deliveries_oldest_first() -> None:
     rows = register(OCTOBER, 2026, 10)
     assert [row.package for row in rows] == ["pkg-first", "pkg-late"]
     assert rows[1] == Disclosure(
+        period="2026-10",
         date="2026-10-20",
         time="08:00:00",
         from_agency="police",
@@ -75,6 +79,25 @@ def test_months_are_counted_in_utc_and_older_entries_lack_purpose() -> None:
     older = {key: value for key, value in delivered("2026-10-01T00:00:00+00:00").items() if key != "legal_basis"}
     assert first.purpose == "" and register([older], 2026, 10)[0].legal_basis == ""
     assert register(OCTOBER, 2025, 10) == []
+
+
+def test_a_months_register_holds_the_data_for_that_month_whenever_it_was_delivered() -> None:
+    late = delivered("2026-12-03T09:00:00+00:00", package="pkg-november-data", period="2026-11")
+    early = delivered("2026-11-30T23:00:00+00:00", package="pkg-december-data", period="2026-12")
+    assert [row.package for row in register([late, early], 2026, 11)] == ["pkg-november-data"]
+    assert [row.package for row in register([late, early], 2026, 12)] == ["pkg-december-data"]
+    row = register([late], 2026, 11)[0]
+    assert (row.period, row.date, row.time) == ("2026-11", "2026-12-03", "09:00:00")  # the delivery's own date
+
+
+def test_an_entry_from_before_periods_were_logged_is_placed_by_its_package_name() -> None:
+    older = {k: v for k, v in delivered("2026-12-01T08:00:00+00:00").items() if k != "period"}
+    older["package"] = "PROTECT-PERSONAL__police__2026-11__0123456789abcdef0123"
+    assert [row.period for row in register([older], 2026, 11)] == ["2026-11"]
+    assert register([older], 2026, 12) == []
+    unplaced = {**older, "package": "pkg-0001"}
+    with pytest.raises(GatewayError, match=r"audit entry 10 \(package\.delivered\) names no period"):
+        register([unplaced], 2026, 11)
 
 
 def test_an_entry_missing_what_the_register_needs_is_named() -> None:
@@ -103,6 +126,7 @@ def test_csv_round_trips_and_defuses_formulas() -> None:
         read[0]
         == list(HEADER)
         == [
+            "period",
             "date",
             "time",
             "from_agency",
@@ -118,6 +142,7 @@ def test_csv_round_trips_and_defuses_formulas() -> None:
         ]
     )
     assert read[1] == [
+        "2026-10",
         "2026-10-01",
         "00:00:00",
         "police",
@@ -181,6 +206,7 @@ def test_json_lists_every_field() -> None:
     data = to_json(rows)
     assert json.loads(json.dumps(data)) == data
     assert data[0] == {
+        "period": "2026-10",
         "date": "2026-10-01",
         "time": "00:00:00",
         "from_agency": "police",

@@ -1,0 +1,102 @@
+"""The folders each agency has under the root (outbox/, inbox/, quarantine/), kept in step with gateway.toml.
+
+`init`, the daemon (at start and on SIGHUP) and `check` share these functions, so all three mean the
+same by "an agency's folders". A folder is made 0700 and reached without following a link; one for
+an agency no longer in gateway.toml is an orphan: nothing takes a file dropped there, so one that
+holds files is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.adapters.fsio import Folder, shown
+from gateway.adapters.store import INBOX
+from gateway.core.errors import InputFileError, UsageError
+from gateway.exchange.intake import OUTBOX
+from gateway.state.root import QUARANTINE
+
+AGENCY_FOLDERS = (OUTBOX, INBOX, QUARANTINE)
+# where a file for an agency waits to be taken (outbox) or pulled (inbox): an orphan there strands it
+WATCHED = (OUTBOX, INBOX)
+
+
+@dataclass(frozen=True, slots=True)
+class FolderState:
+    """What `agency_folders` found for one agency folder: "ok", "missing", "made" or "refused" (with why)."""
+
+    folder: str  # relative to the root, e.g. "outbox/police"
+    state: str
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A folder under outbox/ or inbox/ named for no agency in gateway.toml, and how many files it holds."""
+
+    folder: str  # relative to the root, printable (`shown`): the name came from whoever made the folder
+    files: int
+
+
+def agency_folders(root: Path, agencies: Iterable[str], *, create: bool) -> list[FolderState]:
+    """The state of every agency's outbox/, inbox/ and quarantine/ folder; with `create`, make the missing ones.
+
+    Never follows a link: a link or a file where a folder belongs is "refused", with the fix.
+    """
+    found = []
+    for agency in agencies:
+        for kind in AGENCY_FOLDERS:
+            name = f"{kind}/{agency}"
+            try:
+                Folder.open(root, kind, agency).close()
+                found.append(FolderState(name, "ok"))
+                continue
+            except UsageError:
+                pass
+            except InputFileError as exc:
+                found.append(FolderState(name, "refused", exc.message))
+                continue
+            if not create:
+                found.append(FolderState(name, "missing"))
+                continue
+            try:
+                Folder.open(root, kind, agency, create=True).close()
+            except (InputFileError, UsageError, OSError) as exc:  # a race with a link, or no permission
+                why = exc.message if isinstance(exc, InputFileError | UsageError) else str(exc.strerror)
+                found.append(FolderState(name, "refused", why))
+            else:
+                found.append(FolderState(name, "made"))
+    return found
+
+
+def orphaned_folders(root: Path, agencies: Iterable[str]) -> list[Orphan]:
+    """The folders under outbox/ and inbox/ for agencies not in `agencies`, with the files each holds."""
+    known = set(agencies)
+    orphans = []
+    for kind in WATCHED:
+        try:
+            with Folder.open(root, kind) as parent:
+                entries = parent.entries()
+        except (UsageError, InputFileError, OSError):  # no such folder (yet), or refused: nothing orphaned there
+            continue
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name in known or not entry.is_dir(follow_symlinks=False):
+                continue
+            orphans.append(Orphan(f"{kind}/{shown(entry.name)}", _files_in(root / kind / entry.name)))
+    return orphans
+
+
+def _files_in(folder: Path) -> int:
+    """Regular files anywhere below `folder` (links are neither followed nor counted; unreadable parts are skipped)."""
+    return sum(1 for top, _, names in os.walk(folder) for name in names if _regular(Path(top) / name))
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
