@@ -9,6 +9,7 @@ is not itself processed as a site folder, so this checkout's editable install is
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -143,3 +144,25 @@ def test_init_demo_demo_and_a_real_root_work_from_an_unrelated_folder(installed:
     assert uids == ["Exeter IOM Partnership IOM gateway <gateway@exeter-iom-partnership.invalid>"]
     result = run([str(command), "--root", str(real), "audit", "verify"], elsewhere)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_setup_installs_every_tool_the_tests_and_the_units_run() -> None:
+    """On a fresh machine ./scripts/test must install what a test or a unit runs: a missing one is a
+    failed test (never a skip), so each must be checked, and installed when missing, by scripts/_setup.sh."""
+    setup = (REPO / "scripts" / "_setup.sh").read_text(encoding="utf-8")
+    tools = set()
+    for source in (REPO / "tests").rglob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        tools |= set(re.findall(r"shutil\.which\(\"([^\"]+)\"\)", text))
+        tools |= {Path(p).name for p in re.findall(r"\"(/usr/bin/[a-z0-9-]+)\"", text)}
+    tools.add("systemd-analyze")  # test_systemd.py's tool() takes the name as an argument
+    assert {"7z", "unzip", "mount", "gpg", "gpgconf"} <= tools  # the scan finds them
+    missing = sorted(tool for tool in tools if not re.search(rf"command -v {re.escape(tool)}\b", setup))
+    assert missing == [], f"scripts/_setup.sh never checks for {missing}"
+    units = REPO / "gateway" / "resources" / "systemd"
+    commands = set()
+    for unit in units.glob("*.service"):
+        commands |= set(re.findall(r"(?m)^Exec\w*=[-@:+!]*(/\S+)", unit.read_text(encoding="utf-8")))
+    commands.discard("/opt/iom-gateway/.venv/bin/iom-gateway")  # the gateway itself
+    assert commands == {"/bin/kill"}, commands  # a new one needs its check here and in _setup.sh
+    assert all(f"[ -x {command} ]" in setup for command in commands), setup
