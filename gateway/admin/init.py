@@ -10,6 +10,7 @@ agencies added since, the demo's officers) and never makes another gateway key.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import re
@@ -59,14 +60,14 @@ def init_root(path: Path, *, demo: bool, algorithm: str = "ed25519") -> InitResu
     GatewayError of a first init leaves `path` as it was.
     """
     _check_folder(path)
-    if _initialised(path):
-        return _build(path, path, demo=demo, algorithm=algorithm)
-    if not demo and not (path / CONFIG_NAME).is_file():
+    if not demo and not (path / CONFIG_NAME).is_file() and not _initialised(path):
         raise UsageError(
             f"no {CONFIG_NAME} in {str(path)!r}: write one (start from the example, {_example_hint()}) "
             "or run `iom-gateway init --demo`"
         )
-    with _made_folder(path):
+    with _made_folder(path), _exclusive(path):
+        if _initialised(path):
+            return _build(path, path, demo=demo, algorithm=algorithm)
         _remove_stale_staging(path)
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=path))
         try:
@@ -85,7 +86,7 @@ def init_root(path: Path, *, demo: bool, algorithm: str = "ed25519") -> InitResu
         finally:
             _stop_agents(staging)
             shutil.rmtree(staging, ignore_errors=True)
-    return dataclasses.replace(result, root=path)
+    return result
 
 
 def gateway_identity(partnership: str, *, demo: bool) -> tuple[str, str, str]:
@@ -141,6 +142,18 @@ def _made_folder(path: Path) -> Iterator[None]:
             except OSError:
                 break
         raise
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder itself (a lock file would be left behind): one init at a time,
+    so none takes another's staging folder for an interrupted one's."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _remove_stale_staging(path: Path) -> None:
