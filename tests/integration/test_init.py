@@ -178,3 +178,17 @@ def test_init_again_completes_the_root_with_an_added_agency_and_keeps_its_gatewa
     assert capsys.readouterr().out == first  # the same gateway key
     assert all((folder / box / "fire").is_dir() for box in ("outbox", "inbox", "quarantine"))
     assert len(gateway_uids(folder)) == 1
+
+
+def test_a_rotated_gateway_key_is_named_after_the_partnership_as_it_is_now(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_root(folder, partnership="Exeter IOM Partnership")
+    assert main(["--root", str(folder), "init"]) == 0
+    toml = folder / "gateway.toml"
+    toml.write_text(toml.read_text().replace("Exeter IOM Partnership", PARTNERSHIP), encoding="utf-8")
+    assert main(["--root", str(folder), "keys", "rotate", "--gateway"]) == 0, capsys.readouterr().err
+    assert gateway_uids(folder) == [
+        "Exeter IOM Partnership IOM gateway <gateway@exeter-iom-partnership.invalid>",
+        f"{PARTNERSHIP} IOM gateway <gateway@warwickshire-iom-partnership.invalid>",
+    ]
