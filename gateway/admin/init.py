@@ -198,9 +198,9 @@ def _build(at: Path, target: Path, *, demo: bool, algorithm: str) -> InitResult:
     finally:
         root.close()  # ends the log with a signed checkpoint
     if demo:
-        private_dirs(at / SAMPLES)
         for sample in resources.sample_files():
-            if not (at / SAMPLES / sample.name).exists():
+            if not (target / SAMPLES / sample.name).exists():  # as in a checkout, whose samples are the shipped
+                private_dirs(at / SAMPLES)
                 atomic_write_bytes(at / SAMPLES / sample.name, sample.read_bytes(), mode=0o644)
     return InitResult(target, str(gateway), officers, passwords)
 
