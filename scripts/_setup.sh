@@ -1,5 +1,6 @@
 # Sourced by scripts/demo and scripts/test: install what this checkout needs, idempotently.
-# System: gnupg, p7zip-full and systemd (apt, only when missing); Python: a venv in .venv with the project.
+# System (apt, only what is missing): every tool the gateway, its tests and its units run; Python: a venv
+# in .venv with the project. A test never skips for a missing tool: it fails naming the package added here.
 set -euo pipefail
 
 python_ok() {
@@ -16,10 +17,16 @@ apt_install() {
 
 ensure_system() {
     local need=()
-    command -v gpg >/dev/null 2>&1 || need+=(gnupg)
+    { command -v gpg && command -v gpgconf; } >/dev/null 2>&1 || need+=(gnupg)
     command -v 7z >/dev/null 2>&1 || need+=(p7zip-full)
-    # systemd-analyze, -sysusers and -tmpfiles check the units offline (tests/integration/test_systemd.py).
+    # Info-ZIP, to show it cannot open the AES packages (tests/integration/test_crypto_zip.py)
+    command -v unzip >/dev/null 2>&1 || need+=(unzip)
+    # systemd-analyze, -sysusers and -tmpfiles check the units offline (tests/integration/test_systemd.py),
+    # and `verify` wants every binary a unit runs: ExecReload=/bin/kill is procps's (not the shell's kill)
     command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+    [ -x /bin/kill ] || need+=(procps)
+    # a real full disk: a 64 KiB tmpfs, when run as root (test_daemon.py, attacks/test_process_hardening.py)
+    command -v mount >/dev/null 2>&1 || need+=(mount)
     # Debian and Ubuntu ship venv's ensurepip separately.
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
     if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -151,14 +152,21 @@ class Config:
         if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
             # systemd owns the credential's permissions (0400, or 0440 with an ACL from systemd 254)
             return Secret((Path(credentials) / CREDENTIAL_NAME).read_text(encoding="utf-8").strip())
-        candidates = [self.vault_passphrase_file] if self.vault_passphrase_file is not None else []
-        for path in candidates:
+        path = self.vault_passphrase_file
+        if path is not None:
             if path.is_file():
                 if path.stat().st_mode & 0o077:
                     raise ConfigError(
                         f"{str(path)!r} is readable by others: chmod 600 it (it holds the vault passphrase)"
                     )
                 return Secret(path.read_text(encoding="utf-8").strip())
+            # the example gateway.toml names keys/vault-passphrase, which only `init --demo` makes
+            raise ConfigError(
+                f"no vault passphrase: {str(path)!r}, the [vault] passphrase_file in gateway.toml, "
+                f"{'is not a file' if path.exists() else 'does not exist'}: make it with "
+                f"`(umask 077; head -c 32 /dev/urandom | base64 > {shlex.quote(str(path))})` and keep a copy in the "
+                f"partnership's safe, or set {VAULT_ENV}, or pass a systemd credential named {CREDENTIAL_NAME!r}"
+            )
         raise ConfigError(
             f"no vault passphrase: set {VAULT_ENV}, pass a systemd credential named {CREDENTIAL_NAME!r}, "
             "or set [vault] passphrase_file in gateway.toml to a 0600 file"

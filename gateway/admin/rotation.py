@@ -21,6 +21,7 @@ from gateway.adapters.aeszip import read_aes_zip, write_aes_zip
 from gateway.adapters.fsio import OpenFile, atomic_write_bytes, open_regular, sha256_file
 from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose, strip_recipients
 from gateway.adapters.passwords import generate
+from gateway.admin.init import DEMO_COMMENT, gateway_identity
 from gateway.core import faults
 from gateway.core.errors import CryptoError, PolicyError, UsageError
 from gateway.core.manifest import MAX_MANIFEST_BYTES, canonical_json
@@ -113,10 +114,10 @@ def rotate_gateway(root: Root, algorithm: str = "ed25519") -> Rotated:
     what it made expires. Demo officers' homes get the new public key, as real recipients get it with
     `keys export --gateway`."""
     old = root.journal.current_gateway_key() or ""
-    name = f"iom-gateway {root.config.partnership}"
-    email = next((u for u in root.keyring.key(Fingerprint.parse(old)).user_ids), "") if old else ""
-    address = email[email.find("<") + 1 : email.rfind(">")] if "<" in email else "gateway@iom.invalid"
-    new = root.keyring.generate(name, address, algorithm=algorithm)
+    old_ids = root.keyring.key(Fingerprint.parse(old)).user_ids if old else ()
+    # named after [partnership] name as it is now, as init names it; a demo's key stays marked as one
+    name, address, comment = gateway_identity(root.config.partnership, demo=any(DEMO_COMMENT in u for u in old_ids))
+    new = root.keyring.generate(name, address, algorithm=algorithm, comment=comment)
     expires = root.keyring.key(new).expires
     root.journal.add_gateway_key(str(new), expires.isoformat() if expires else None)
     public = root.keyring.export_public(new).encode()

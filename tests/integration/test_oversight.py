@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.admin.oversight import status
 from gateway.admin.retention import purge
 from gateway.state.audit import canonical
 from gateway.state.disclosure import HEADER
@@ -598,8 +599,6 @@ def _busy_month(root: Path) -> str:
 def test_status_shows_queues_runs_refusals_late_agencies_and_expiring_keys(
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if datetime.now(UTC).day == 1:
-        pytest.skip("due_day = 1 makes no agency late on the 1st of a month: this test needs another day")
     _set_toml(root, "due_day", 1)
     month = _busy_month(root)
     home = root.parent / "home-short"
@@ -618,7 +617,6 @@ def test_status_shows_queues_runs_refusals_late_agencies_and_expiring_keys(
     assert health["outbox_waiting"] == {a: int(a == "police") for a in health["outbox_waiting"]}
     assert health["in_flight"] == 0
     assert health["errors_24h"] == {"rejected": 1, "abandoned": 0}
-    assert health["late"] == ["council", "housing", "probation", "treatment", "yos"]
     assert health["period"] == month and health["due_day"] == 1
     (warning,) = health["keys"]
     assert warning["owner"] == "officer police-short (police)" and warning["fingerprint"] == fingerprint
@@ -630,14 +628,21 @@ def test_status_shows_queues_runs_refusals_late_agencies_and_expiring_keys(
     assert code == 1  # a key near expiry, late agencies
     assert "last run:      once" in out and "2 processed, 1 refused" in out
     assert re.search(r"(?m)^police +1 +0$", out) and re.search(r"(?m)^probation +0 +1$", out)
-    assert f"  - probation has not submitted for {month} (due by day 1)" in out
     assert "  - officer police-short (police): key expires in" in out
     assert "note:          1 submission(s) refused in the last 24 h" in out
 
-    if datetime.now(UTC).day <= 28:  # due_day may be 1 to 28: on the due day itself nobody is late yet
-        _set_toml(root, "due_day", datetime.now(UTC).day)
-        on_the_day = _json(root, capsys, "status")
-        assert isinstance(on_the_day, dict) and on_the_day["late"] == []
+    # who is late depends on the day of the month: status is asked for days of the data's month, not the clock's
+    mid_month = datetime.strptime(f"{month}-15 12:00", "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    everyone_but_police = ["council", "housing", "probation", "treatment", "yos"]
+    with Root.open(root) as opened:
+        assert status(opened, mid_month.replace(day=1)).late == []  # due_day 1: nobody is late on the 1st
+        late = status(opened, mid_month)
+    assert late.late == everyone_but_police and late.period == month
+    assert f"probation has not submitted for {month} (due by day 1)" in late.attention
+    _set_toml(root, "due_day", 15)
+    with Root.open(root) as opened:
+        assert status(opened, mid_month).late == []  # on the due day itself nobody is late yet
+        assert status(opened, mid_month + timedelta(days=1)).late == everyone_but_police
 
 
 def test_status_counts_unpulled_packages_per_recipient(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ word characters, so the classes are spelled out here from the Unicode database:
   LETTER = [^\\W\\d_A-Za-z + (No, Nl that \\w accepts)]   every non-ASCII letter, no number
   MARK   = [Mn Mc Me]                                              combining marks of any script
 
-Run after a Python upgrade brings a newer Unicode version:  python schemas/unicode_classes.py
+Run after a Python upgrade brings a newer Unicode version:  python3 scripts/unicode_classes.py
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA = Path(__file__).with_name("table1.schema.json")
+SCHEMA = Path(__file__).resolve().parents[1] / "gateway" / "resources" / "schemas" / "table1.schema.json"
 
 
 def _ranges(wanted: Callable[[str], bool]) -> str:
