@@ -28,14 +28,13 @@ from gateway.adapters.db import DATABASE, connect
 from gateway.adapters.fsio import atomic_write_bytes, private_dirs
 from gateway.adapters.gpg import Fingerprint, Keyring, Purpose
 from gateway.adapters.passwords import generate
-from gateway.adapters.store import INBOX
 from gateway.adapters.vault import MIN_PASSPHRASE, Vault
 from gateway.core.errors import ConfigError, GatewayError, PolicyError, UsageError
 from gateway.core.model import Delivery
-from gateway.exchange.intake import OUTBOX
+from gateway.exchange.folders import agency_folders
 from gateway.state.journal import Journal
 from gateway.state.registry import Officer, Role, slug
-from gateway.state.root import DEMO_OFFICERS, GNUPG_HOME, KEYS, QUARANTINE, SAMPLES, STATE, Root
+from gateway.state.root import DEMO_OFFICERS, GNUPG_HOME, KEYS, SAMPLES, STATE, Root
 
 log = logging.getLogger(__name__)
 DEMO_PASSPHRASE_FILE = "vault-passphrase"  # noqa: S105 (a file name, not a secret)
@@ -189,9 +188,9 @@ def _build(at: Path, target: Path, *, demo: bool, algorithm: str) -> InitResult:
         for private in (KEYS, STATE):
             (at / private).mkdir(mode=0o700, exist_ok=True)
             os.chmod(at / private, 0o700)
-        for folder in (OUTBOX, INBOX, QUARANTINE):
-            for agency in root.config.agencies:
-                private_dirs(at / folder / agency)
+        refused = [f for f in agency_folders(at, root.config.agencies, create=True) if f.state == "refused"]
+        if refused:
+            raise UsageError(f"cannot make {refused[0].folder}: {refused[0].why}")
         gateway = _gateway_key(root, algorithm, demo=demo)
         passwords = _vault(root)
         officers = _demo_officers(root, gateway) if demo else ()
