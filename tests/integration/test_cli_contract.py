@@ -203,13 +203,16 @@ def test_a_root_whose_state_this_user_cannot_read_is_refused_naming_the_file(
     path, user = unreadable
     if not user:
         pytest.skip("needs a second user: run as root (as ./scripts/test does in its container)")
+    setup = [path / "gateway.toml", path / "schemas", *(path / "schemas").iterdir()]
+    modes = {p: p.stat().st_mode & 0o777 for p in [path, *setup]}
     path.chmod(0o755)
-    (path / "gateway.toml").chmod(0o644)  # the set-up can be read; state/ (0700) cannot
+    for part in setup:  # the set-up can be read; state/ (0700) cannot
+        part.chmod(0o755 if part.is_dir() else 0o644)
     try:
         result = gateway("--root", str(path), *args, user=user)
     finally:
-        (path / "gateway.toml").chmod(0o600)
-        path.chmod(0o700)
+        for part, mode in modes.items():
+            part.chmod(mode)
     assert "Traceback" not in result.stderr and result.returncode == 1, result.stderr
     assert re.search(rf"permission denied on '{re.escape(str(path))}/state/[a-z.]+'", result.stderr), result.stderr
     assert "run iom-gateway as the gateway's user" in result.stderr

@@ -60,7 +60,7 @@ def test_init_of_a_path_that_is_a_file_is_a_usage_error(tmp_path: Path, capsys: 
     for target in (afile, afile / "below"):
         assert main(["--root", str(target), "init"]) == 2
         err = capsys.readouterr().err
-        assert f"{str(afile)!r} is not a folder: pass --root a folder" in err
+        assert f"{str(target)!r} is not a folder: pass --root" in err
         assert "Traceback" not in err
     assert afile.read_text() == "gateway\n"
 
