@@ -200,6 +200,17 @@ class Config:
 _ZERO_OK = frozenset({"pairing_timeout_seconds", "clock_skew_seconds", "compress_level"})
 
 
+def partnership_name(root: Path) -> str | None:
+    """The `[partnership] name` of the gateway.toml in `root`, read leniently; None if absent or unparsable."""
+    try:
+        data = tomllib.loads((root / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    section = data.get("partnership")
+    name = section.get("name") if isinstance(section, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def unsafe_fault_injection() -> str | None:
     """The crash tests' fault spec (IOM_GATEWAY_UNSAFE_FAULT), or None: never set outside a test."""
     return os.environ.get(FAULT_ENV) or None

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.adapters.config import CONFIG_NAME
-from gateway.adapters.db import DATABASE, STATE
 from gateway.adapters.fsio import atomic_write_bytes, private_dirs
 from gateway.adapters.gpg import Fingerprint, Keyring
-from gateway.admin.init import init_root
+from gateway.admin.init import init_root, refuse_real_root
 from gateway.admin.keys import export_password
 from gateway.admin.oversight import disclosure_report, verify_audit
 from gateway.core.errors import UsageError
@@ -25,33 +22,13 @@ from gateway.exchange.submit import submit
 from gateway.state.root import SAMPLES, Root
 
 MARKER = ".iom-gateway-demo-root"
-DEMO_PARTNERSHIP = "Demo IOM Partnership"  # [partnership] name in the gateway.toml that init --demo writes
-
-
-def _refuse_real_root(parent: Path) -> None:
-    """Refuse to put a demo (demo keys, sample data) inside a production root: one whose gateway.toml
-    names another partnership than the demo's, or whose register holds an officer not made by the demo."""
-    config = parent / CONFIG_NAME
-    if not config.is_file():
-        return
-    try:
-        partnership = tomllib.loads(config.read_text(encoding="utf-8")).get("partnership", {}).get("name")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        partnership = None
-    real = partnership != DEMO_PARTNERSHIP
-    if not real and (parent / STATE / DATABASE).is_file():
-        with Root.open(parent) as root:
-            real = any(not officer.demo for officer in root.registry.all())
-    if real:
-        raise UsageError(
-            f"{str(parent)!r} is a real gateway root (its {CONFIG_NAME} or officer register is not the demo's): "
-            "the demo makes demo keys and sample data; run it with --root in a folder of its own"
-        )
 
 
 def run_demo(folder: Path, say: Callable[[str], None]) -> int:
     """Play the whole exchange in `folder` (recreated); return the number of surprises (0 is success)."""
-    _refuse_real_root(folder.parent)
+    refuse_real_root(
+        folder.parent, "the demo makes demo keys and sample data; run it with --root in a folder of its own"
+    )
     if folder.exists():
         if not (folder / MARKER).exists():
             raise UsageError(f"{str(folder)!r} exists and is not a demo root: remove it or run elsewhere")

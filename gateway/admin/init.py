@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway import resources
-from gateway.adapters.config import CONFIG_NAME
+from gateway.adapters.config import CONFIG_NAME, partnership_name
 from gateway.adapters.db import DATABASE, connect
 from gateway.adapters.fsio import atomic_write_bytes, private_dirs
 from gateway.adapters.gpg import Fingerprint, Keyring, Purpose
@@ -52,6 +52,26 @@ class InitResult:
     passwords: tuple[str, ...]
 
 
+DEMO_PARTNERSHIP = "Demo IOM Partnership"  # [partnership] name in the gateway.toml that init --demo writes
+
+
+def refuse_real_root(parent: Path, why: str) -> None:
+    """Refuse to put a demo (demo keys, sample data) inside a production root: one whose gateway.toml
+    names another partnership than the demo's, or whose register holds an officer not made by the demo."""
+    config = parent / CONFIG_NAME
+    if not config.is_file():
+        return
+    real = partnership_name(parent) != DEMO_PARTNERSHIP
+    if not real and (parent / STATE / DATABASE).is_file():
+        with Root.open(parent) as root:
+            real = any(not officer.demo for officer in root.registry.all())
+    if real:
+        raise UsageError(
+            f"{str(parent)!r} is a real gateway root (its {CONFIG_NAME} or officer register is not the demo's): "
+            + why
+        )
+
+
 def init_root(path: Path, *, demo: bool, algorithm: str = "ed25519") -> InitResult:
     """Create (or complete) a gateway root at `path`: folders, gateway key, vault; `demo` adds the demo partnership.
 
@@ -59,6 +79,8 @@ def init_root(path: Path, *, demo: bool, algorithm: str = "ed25519") -> InitResu
     GatewayError of a first init leaves `path` as it was.
     """
     _check_folder(path)
+    if demo:
+        refuse_real_root(path, "init --demo would add demo officers and keys to it; run it in a folder of its own")
     if not demo and not (path / CONFIG_NAME).is_file() and not _initialised(path):
         raise UsageError(
             f"no {CONFIG_NAME} in {str(path)!r}: write one (start from the example, {_example_hint()}) "

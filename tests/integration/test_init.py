@@ -192,3 +192,15 @@ def test_a_rotated_gateway_key_is_named_after_the_partnership_as_it_is_now(
         "Exeter IOM Partnership IOM gateway <gateway@exeter-iom-partnership.invalid>",
         f"{PARTNERSHIP} IOM gateway <gateway@warwickshire-iom-partnership.invalid>",
     ]
+
+
+def test_init_demo_refuses_a_real_root_and_changes_nothing(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    real_root(folder)
+    assert main(["--root", str(folder), "init"]) == 0
+    capsys.readouterr()
+    before = tree(folder)
+    assert main(["--root", str(folder), "init", "--demo"]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(folder)!r} is a real gateway root" in err and "init --demo would add demo officers" in err
+    assert tree(folder) == before
+    assert not (folder / "keys" / "demo-officers").exists()
