@@ -10,12 +10,17 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from gateway.core.model import Period
 from gateway.exchange.process import check_file
 from gateway.state.root import Root
 from gateway.validate import Report
 from tests import launcher  # noqa: F401 (started now, before any in-process main() lowers the limits)
+
+# no deadline: speed is measured in bench/, never asserted by a test (a loaded CI machine is slow)
+settings.register_profile("iom-gateway", deadline=None)
+settings.load_profile("iom-gateway")
 
 REPO = Path(__file__).resolve().parents[1]
 PERIOD = Period(2026, 10)

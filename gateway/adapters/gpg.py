@@ -583,7 +583,7 @@ class _Pipes:
 
 
 def _write_and_close(fd: int, data: bytes) -> None:
-    with os.fdopen(fd, "wb") as pipe, contextlib.suppress(BrokenPipeError):
+    with contextlib.suppress(BrokenPipeError), os.fdopen(fd, "wb") as pipe:  # the close flushes, too
         pipe.write(data)
 
 
