@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from gateway.admin.init import init_root
 from gateway.cli import main
 from tests.conftest import REPO
@@ -152,6 +154,15 @@ def outbox_clear(root: Path, agency: str) -> bool:
 
 def cli(root: Path, *args: str) -> int:
     return main(["--root", str(root), *args])
+
+
+def cli_output(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run one command in-process; its exit code and stdout (and never a traceback on stderr)."""
+    capsys.readouterr()
+    code = cli(root, *args)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out
 
 
 def audit_entries(root: Path) -> list[dict[str, object]]:

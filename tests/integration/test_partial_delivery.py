@@ -27,6 +27,7 @@ from tests.integration.daemon_harness import (
     Daemon,
     audit_entries,
     cli,
+    cli_output,
     copy_of,
     drop,
     make_template,
@@ -65,14 +66,6 @@ def _route(root: Path, *recipients: str) -> None:
     toml.write_text(re.sub(r'route = \["probation", "council"\]', f"route = [{route}]", toml.read_text()))
 
 
-def _run(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = cli(root, *args)
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.out
-
-
 def packages(root: Path, agency: str) -> list[Path]:
     """The payloads in `agency`'s inbox (none if its folder was never made)."""
     inbox = root / "inbox" / agency
@@ -103,7 +96,7 @@ def test_a_recipient_without_an_officer_waits_while_the_others_get_their_package
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     drop(root, "police", GOOD, NAME, "police-do")
-    code, out = _run(root, capsys, "run", "--once")
+    code, out = cli_output(root, capsys, "run", "--once")
     assert code == 0, out
     assert "to probation; deferred for council (council has no active officer to encrypt to" in out
     assert "the file stays in the outbox until then" in out
@@ -119,11 +112,11 @@ def test_a_recipient_without_an_officer_waits_while_the_others_get_their_package
     assert _events(root, "submission.rejected") == [] and _events(root, "submission.delivered") == []
 
     # status shows which delivery waits, since when, why and the fix; it needs action: exit 1
-    code, out = _run(root, capsys, "status")
+    code, out = cli_output(root, capsys, "status")
     assert code == 1
     assert re.search(r"(?m)^  - police/police-good-2026-10\.csv to council since \S+: council has no active", out)
     assert "its delivery to council is deferred" in out
-    code, text = _run(root, capsys, "status", "--json")
+    code, text = cli_output(root, capsys, "status", "--json")
     assert code == 1
     health = json.loads(text)
     (deferred,) = health["deferred"]
@@ -133,7 +126,7 @@ def test_a_recipient_without_an_officer_waits_while_the_others_get_their_package
 
     # taken again: nothing new is made or logged, and no attempt is counted towards quarantine
     for _ in range(4):
-        code, out = _run(root, capsys, "run", "--once")
+        code, out = cli_output(root, capsys, "run", "--once")
         assert code == 0 and "delivered, except to council" in out
     assert len(_events(root, "delivery.deferred")) == 1
     assert len(_events(root, "package.delivered")) == 1
@@ -141,7 +134,7 @@ def test_a_recipient_without_an_officer_waits_while_the_others_get_their_package
 
     first = packages(root, "probation")[0].read_bytes()
     home = _add_council_officer(root)
-    code, out = _run(root, capsys, "run", "--once")
+    code, out = cli_output(root, capsys, "run", "--once")
     assert code == 0, out
     assert "delivered police/police-good-2026-10.csv" in out and "to probation, council" in out
     assert "deferred" not in out
@@ -164,7 +157,7 @@ def test_an_aes_zip_recipient_without_a_password_waits_for_one(
 ) -> None:
     _route(root, "probation", "shelter")
     drop(root, "police", GOOD, NAME, "police-do")
-    code, out = _run(root, capsys, "run", "--once")
+    code, out = cli_output(root, capsys, "run", "--once")
     assert code == 0 and "deferred for shelter (shelter (AES-ZIP) has no current password in the vault" in out
     assert len(packages(root, "probation")) == 1 and packages(root, "shelter") == []
     (deferral,) = _events(root, "delivery.deferred")
@@ -175,7 +168,7 @@ def test_an_aes_zip_recipient_without_a_password_waits_for_one(
     secret.write_text("Correct-Horse-Battery-Staple-42\n")
     secret.chmod(0o600)
     assert cli(root, "keys", "import", "--agency", "shelter", "--password-file", str(secret)) == 0
-    code, out = _run(root, capsys, "run", "--once")
+    code, out = cli_output(root, capsys, "run", "--once")
     assert code == 0 and "to probation, shelter" in out, out
     assert outbox_clear(root, "police")
     assert [p.suffix for p in packages(root, "shelter")] == [".zip"]
@@ -206,7 +199,7 @@ def test_changed_bytes_under_the_name_of_a_partial_submission_are_a_submission_o
     assert cli(root, "run", "--once") == 0
     other = GOOD.read_bytes().replace(b"Ashcroft", b"Ashcraft")
     drop(root, "police", other, NAME, "police-do")  # replaced, signed again
-    code, out = _run(root, capsys, "run", "--once")
+    code, out = cli_output(root, capsys, "run", "--once")
     assert code == 0 and "deferred for council" in out
     assert len(packages(root, "probation")) == 2 and len(_events(root, "delivery.deferred")) == 2
     # the first submission's bytes left the outbox: the run's recovery closed its deferral, once
@@ -214,12 +207,12 @@ def test_changed_bytes_under_the_name_of_a_partial_submission_are_a_submission_o
     assert closed["recipients"] == ["council"] and closed["file"] == NAME
     (waiting,) = Root.open(root).journal.deferred()  # the second one waits
     assert waiting.recipient == "council" and waiting.submission != closed["submission"]
-    code, out = _run(root, capsys, "status")
+    code, out = cli_output(root, capsys, "status")
     assert code == 1 and "its delivery to council is deferred" in out and "left the outbox" not in out
     # the sender takes the file back: status says the deferral cannot be made; the next run closes it
     for name in (NAME + ".sig", NAME):
         (root / "outbox" / "police" / name).unlink()
-    code, out = _run(root, capsys, "status")
+    code, out = cli_output(root, capsys, "status")
     assert code == 1 and "its file has left the outbox: the next restart closes it" in out, out
     assert cli(root, "run", "--once") == 0
     assert len(_events(root, "delivery.abandoned")) == 2 and Root.open(root).journal.deferred() == []
@@ -234,7 +227,7 @@ def test_a_revoked_recipient_officer_after_a_partial_delivery_defers_only_what_i
     for officer in Root.open(root).registry.all("probation"):  # probation's package is already made
         assert cli(root, "officers", "revoke", officer.id, "--yes") == 0
     _add_council_officer(root)
-    code, out = _run(root, capsys, "run", "--once")
+    code, out = cli_output(root, capsys, "run", "--once")
     assert code == 0 and "to probation, council" in out, out
     assert outbox_clear(root, "police")
     assert len(packages(root, "council")) == 1 and len(_events(root, "delivery.deferred")) == 1
@@ -276,7 +269,7 @@ def test_the_daemon_alerts_once_rescans_quietly_and_delivers_once_an_officer_is_
         assert daemon.text().count("deferred delivery agency=police") == 1
         assert re.search(r"level=ERROR.*deferred delivery", daemon.text()), daemon.text()
         assert len(_events(root, "delivery.deferred")) == 1
-        code, out = _run(root, capsys, "status")  # beside the daemon: no lock is taken
+        code, out = cli_output(root, capsys, "status")  # beside the daemon: no lock is taken
         assert code == 1 and "to council since" in out
         _add_council_officer(root)
         wait_until(lambda: outbox_clear(root, "police"), 30, "council's delivery and the outbox cleared")

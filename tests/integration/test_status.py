@@ -13,7 +13,7 @@ import pytest
 from gateway.admin.oversight import status
 from gateway.daemon.watch import exclusive
 from gateway.state.root import Root
-from tests.integration.daemon_harness import GOOD, INVALID, audit_entries, cli, drop
+from tests.integration.daemon_harness import GOOD, INVALID, audit_entries, cli, cli_output, drop
 from tests.integration.gpg_helpers import gpg, new_officer, primary_fingerprint
 
 pytestmark = pytest.mark.slow
@@ -25,14 +25,6 @@ def root(routed_root: Path) -> Path:
     toml = routed_root / "gateway.toml"
     toml.write_text(re.sub(r"(?m)^pairing_timeout_seconds = [0-9]+", "pairing_timeout_seconds = 300", toml.read_text()))
     return routed_root
-
-
-def _run(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = cli(root, *args)
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.out
 
 
 def _needs(root: Path) -> list[str]:
@@ -78,13 +70,13 @@ def test_every_refusal_counts_also_a_forged_copy_of_bytes_delivered_later(
     assert health.errors_24h == {"rejected": 2, "abandoned": 0}
     assert _needs(root) == []  # refusals are notes: each sender has a report
     assert health.notes == ["2 submission(s) refused in the last 24 h: see `audit show --event submission`"]
-    code, out = _run(root, capsys, "status")
+    code, out = cli_output(root, capsys, "status")
     assert "refused (24h): 2 rejected, 0 abandoned" in out
     assert "{" not in out and "'" not in out.replace("`", "")  # no Python reprs
     assert "note:          2 submission(s) refused in the last 24 h" in out
     # the exit code is the attention list's (which, by the real calendar, may list late agencies)
     assert code == (1 if status(Root.open(root), datetime.now(UTC)).attention else 0)
-    code, text = _run(root, capsys, "status", "--json")
+    code, text = cli_output(root, capsys, "status", "--json")
     assert json.loads(text)["errors_24h"] == {"rejected": 2, "abandoned": 0}
 
 
@@ -100,7 +92,7 @@ def test_status_says_why_each_file_waits_and_runs_beside_the_daemon(
     (ghost / "lost-2026-10.csv").write_bytes(GOOD.read_bytes())
 
     with exclusive(root):  # as a running daemon holds it
-        code, out = _run(root, capsys, "status")
+        code, out = cli_output(root, capsys, "status")
         assert code == 1
         assert re.search(
             r"(?m)^  - police/unsigned-2026-10\.csv \([0-9]+ s\): no signature yet: refused as unsigned in "
@@ -108,7 +100,7 @@ def test_status_says_why_each_file_waits_and_runs_beside_the_daemon(
             out,
         ), out
         assert "outbox/ghost/ holds 1 file(s) but ghost is no agency in gateway.toml" in out
-        code, text = _run(root, capsys, "status", "--json")
+        code, text = cli_output(root, capsys, "status", "--json")
     assert code == 1
     health = json.loads(text)
     assert health["outbox_waiting"]["police"] == 1
