@@ -335,8 +335,8 @@ def test_every_event_the_code_writes_is_a_known_audit_event() -> None:
 
 
 def test_global_options_work_after_the_command_too(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # a demo root that has never run needs attention (exit 1); a misplaced --root would be usage (2)
-    assert main(["status", "--root", str(demo), "--json"]) == 1
+    # 0 or 1 by what the root needs (late agencies depend on the day); a misplaced --root would be usage (2)
+    assert main(["status", "--root", str(demo), "--json"]) in (0, 1)
     assert json.loads(capsys.readouterr().out)["in_flight"] == 0
     assert main(["--root", "/nowhere", "officers", "list", "--root", str(demo), "-v", "--agency", "police"]) == 0
     assert "police-do" in capsys.readouterr().out
