@@ -99,7 +99,10 @@ def test_a_refused_ssh_key_at_add_registers_nothing(
     assert add_doyle(routed_root, pgp_key, "--ssh-key", str(weak)) == 1
     assert "RSA key of 2048 bits: RSA keys need at least 3072 bits" in capsys.readouterr().err
     assert cli(routed_root, "officers", "show", "police-karen-doyle") == 2  # not registered
-    # nor was her OpenPGP key imported: the same add with a good SSH key then works
+    # nor was her OpenPGP key imported into the gateway's keyring; the same add with a good SSH key works
+    fingerprint = gpg(pgp_key.parent / "other", "--with-colons", "--list-keys").stdout.split(b"fpr:::::::::")[1][:40]
+    keyring = routed_root / "keys" / "gnupg"
+    assert gpg(keyring, "--list-keys", fingerprint.decode(), check=False).returncode != 0
     good = keygen(tmp_path, "ed25519", name="good").with_suffix(".pub")
     assert add_doyle(routed_root, pgp_key, "--ssh-key", str(good)) == 0
     assert add_doyle(routed_root, pgp_key, "--ssh-key", str(tmp_path / "missing.pub"), "--id", "police-kd2") == 2
