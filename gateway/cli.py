@@ -25,7 +25,7 @@ from gateway.admin.check import Checked, check_root
 from gateway.admin.demo import run_demo
 from gateway.admin.init import init_root
 from gateway.admin.keys import export_gateway_key, export_password, import_password, show_password
-from gateway.admin.officers import add_officer, officers, rekey_officer
+from gateway.admin.officers import add_officer, officers, rekey_officer, set_ssh_key
 from gateway.admin.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
 from gateway.admin.retention import purge
 from gateway.admin.rotation import list_keys, revoke_officer, rotate_agency, rotate_gateway, rotate_vault
@@ -345,6 +345,9 @@ def _admin_commands(commands: Any) -> None:
         "--key", required=True, type=Path, metavar="PUBKEY.asc", help="their OpenPGP public key (sign and encrypt)"
     )
     add.add_argument("--id", dest="officer_id", metavar="ID", help="the officer's id (default: agency-name)")
+    add.add_argument(
+        "--ssh-key", type=Path, metavar="KEY.pub", help="their SSH public key, for SFTP (or later: officers ssh-key)"
+    )
     add.add_argument("--json", action="store_true", help="print the registered officer as one JSON object")
     add.set_defaults(handler=_officers_add)
     listing = officers.add_parser("list", help="list the officers")
@@ -378,6 +381,17 @@ def _admin_commands(commands: Any) -> None:
     rekey.add_argument("--json", action="store_true", help="print the officer as one JSON object")
     rekey.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rekey.set_defaults(handler=_officers_rekey)
+    ssh_key = officers.add_parser(
+        "ssh-key",
+        help="set or replace an officer's SSH public key",
+        description="Make the key in KEY.pub (one `type base64 [comment]` line, as ssh-keygen writes it) the key O "
+        "connects with over SFTP. Ed25519, ECDSA, security keys (sk-...) and RSA of 3072 bits or more are accepted; "
+        "DSA, shorter RSA, options before the key and private keys are refused.",
+    )
+    ssh_key.add_argument("officer", metavar="O", help="the officer's id")
+    ssh_key.add_argument("file", type=Path, metavar="KEY.pub", help="their SSH public key file")
+    ssh_key.add_argument("--json", action="store_true", help="print the officer as one JSON object")
+    ssh_key.set_defaults(handler=_officers_ssh_key)
 
     keys = commands.add_parser(
         "keys", help="list and rotate keys and passwords; hand out the gateway key and agency passwords"
@@ -494,11 +508,14 @@ def _officers_add(args: argparse.Namespace) -> int:
         email=args.email,
         key=args.key,
         officer_id=args.officer_id,
+        ssh_key=args.ssh_key,
     )
     if args.json:
         print(json.dumps(officer.to_json(), indent=2))
         return EXIT_OK
     print(f"registered {officer.id} ({officer.role.value} of {officer.agency}), key {officer.fingerprint}")
+    if officer.ssh_fingerprint:
+        print(f"SSH key {officer.ssh_fingerprint}")
     return EXIT_OK
 
 
@@ -508,7 +525,8 @@ def _officers_list(args: argparse.Namespace) -> int:
         print(json.dumps([o.to_json() for o in found], indent=2))
         return EXIT_OK
     for o in found:
-        print(f"{o.id:24} {o.agency:10} {o.role.value:3} {o.status:8} {o.fingerprint}  {o.name} <{o.email}>")
+        ssh = f"  ssh {o.ssh_fingerprint}" if o.ssh_fingerprint else "  ssh none"
+        print(f"{o.id:24} {o.agency:10} {o.role.value:3} {o.status:8} {o.fingerprint}  {o.name} <{o.email}>{ssh}")
     return EXIT_OK
 
 
@@ -535,7 +553,7 @@ def _print_officer(officer: Officer, *, as_json: bool) -> None:
     print(
         json.dumps(officer.to_json(), indent=2)
         if as_json
-        else "\n".join(f"{key:12} {value}" for key, value in officer.to_json().items())
+        else "\n".join(f"{key:15} {'none' if value is None else value}" for key, value in officer.to_json().items())
     )
 
 
@@ -549,6 +567,17 @@ def _officers_rekey(args: argparse.Namespace) -> int:
         return EXIT_OK
     grace = f"; the old key is accepted {args.grace_days} more day(s)" if args.grace_days else ""
     print(f"{officer.id} now signs with {officer.fingerprint}{grace}")
+    return EXIT_OK
+
+
+def _officers_ssh_key(args: argparse.Namespace) -> int:
+    officer, changed = set_ssh_key(_open(args), args.officer, args.file)
+    if args.json:
+        print(json.dumps(officer.to_json() | {"changed": changed}, indent=2))
+    elif changed:
+        print(f"{officer.id} now connects with SSH key {officer.ssh_fingerprint}")
+    else:
+        print(f"{officer.id} already has SSH key {officer.ssh_fingerprint}: nothing changed")
     return EXIT_OK
 
 

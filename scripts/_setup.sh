@@ -27,6 +27,8 @@ ensure_system() {
     [ -x /bin/kill ] || need+=(procps)
     # a real full disk: a 64 KiB tmpfs, when run as root (test_daemon.py, attacks/test_process_hardening.py)
     command -v mount >/dev/null 2>&1 || need+=(mount)
+    # ssh-keygen makes the officers' SSH keys the register's parser is checked against (tests/unit/test_sshkey.py)
+    command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
     # Debian and Ubuntu ship venv's ensurepip separately.
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
     if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi

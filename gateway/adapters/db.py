@@ -76,6 +76,13 @@ _MIGRATIONS = (
     # 4: a delivery that cannot be made yet (its recipient has no active officer or no current
     # password) waits as 'deferred', with why; the submission stays in its outbox until it is made
     ("ALTER TABLE deliveries ADD COLUMN reason TEXT",),
+    # 5: each officer's SSH public key (the bare `type base64` line) and its SHA256 fingerprint, for
+    # SFTP; no two active officers share one, since a key would then open both their accounts
+    (
+        "ALTER TABLE officers ADD COLUMN ssh_key TEXT",
+        "ALTER TABLE officers ADD COLUMN ssh_fingerprint TEXT",
+        "CREATE UNIQUE INDEX officers_by_ssh_key ON officers (ssh_fingerprint) WHERE status = 'active'",
+    ),
 )
 
 

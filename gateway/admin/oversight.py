@@ -132,6 +132,7 @@ AUDIT_EVENTS = frozenset(
         "officer.reencrypted",
         "officer.rekeyed",
         "officer.revoked",
+        "officer.ssh_key.set",
         "package.delivered",
         "package.pulled",
         "password.created",

@@ -21,7 +21,7 @@ class Role(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Officer:
-    """A registered officer and the fingerprint of their current OpenPGP key."""
+    """A registered officer, the fingerprint of their current OpenPGP key and their SSH public key, if any."""
 
     id: str
     agency: str
@@ -31,12 +31,14 @@ class Officer:
     fingerprint: str
     status: str
     demo: bool = False
+    ssh_key: str | None = None  # the bare `type base64` line (no comment, no options)
+    ssh_fingerprint: str | None = None  # `SHA256:...`, as `ssh-keygen -lf` prints it
 
     @property
     def active(self) -> bool:
         return self.status == "active"
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str | None]:
         return {
             "id": self.id,
             "agency": self.agency,
@@ -45,6 +47,8 @@ class Officer:
             "email": self.email,
             "fingerprint": self.fingerprint,
             "status": self.status,
+            "ssh_key_type": self.ssh_key.split()[0] if self.ssh_key else None,
+            "ssh_fingerprint": self.ssh_fingerprint,
         }
 
 
@@ -71,9 +75,10 @@ class Registry:
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
+                self._refuse_shared_ssh_key(officer.id, officer.ssh_fingerprint)
                 self.db.execute(
-                    "INSERT INTO officers (id, agency, role, name, email, fingerprint, status, demo, created, changed)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+                    "INSERT INTO officers (id, agency, role, name, email, fingerprint, status, demo, created, changed,"
+                    " ssh_key, ssh_fingerprint) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)",
                     (
                         officer.id,
                         officer.agency,
@@ -84,6 +89,8 @@ class Registry:
                         int(officer.demo),
                         now,
                         now,
+                        officer.ssh_key,
+                        officer.ssh_fingerprint,
                     ),
                 )
                 self.db.execute(
@@ -167,6 +174,41 @@ class Registry:
             ) from None
         return self.get(officer_id)
 
+    def set_ssh_key(self, officer_id: str, line: str, fingerprint: str) -> Officer:
+        """Make the SSH public key `line` (fingerprint `fingerprint`) the officer's, replacing any other.
+
+        Raises PolicyError for a revoked officer or a key another active officer holds (nothing changed).
+        """
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            if not self.get(officer_id).active:
+                raise PolicyError(
+                    f"officer {officer_id!r} is revoked: a revoked officer gets no SSH key; nothing changed"
+                )
+            self._refuse_shared_ssh_key(officer_id, fingerprint)
+            try:
+                self.db.execute(
+                    "UPDATE officers SET ssh_key = ?, ssh_fingerprint = ?, changed = ? WHERE id = ?",
+                    (line, fingerprint, _now(), officer_id),
+                )
+            except sqlite3.IntegrityError:  # another process gave it to someone else meanwhile
+                raise PolicyError(f"SSH key {fingerprint} is already registered: nothing changed") from None
+        return self.get(officer_id)
+
+    def _refuse_shared_ssh_key(self, officer_id: str, fingerprint: str | None) -> None:
+        # said here, by name; the partial unique index is the backstop a race would hit
+        if fingerprint is None:
+            return
+        row = self.db.execute(
+            "SELECT id FROM officers WHERE ssh_fingerprint = ? AND status = 'active' AND id != ?",
+            (fingerprint, officer_id),
+        ).fetchone()
+        if row is not None:
+            raise PolicyError(
+                f"SSH key {fingerprint} is already officer {row['id']!r}'s: each officer needs their own SSH key;"
+                " nothing changed"
+            )
+
 
 def _officer(row: sqlite3.Row) -> Officer:
     return Officer(
@@ -178,6 +220,8 @@ def _officer(row: sqlite3.Row) -> Officer:
         row["fingerprint"],
         row["status"],
         bool(row["demo"]),
+        row["ssh_key"],
+        row["ssh_fingerprint"],
     )
 
 

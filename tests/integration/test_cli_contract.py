@@ -42,6 +42,7 @@ NEEDS = {
     ("officers", "show"): ["police-do"],
     ("officers", "revoke"): ["police-do", "--yes"],
     ("officers", "rekey"): ["police-do", "--key", "/nowhere/k.asc", "--yes"],
+    ("officers", "ssh-key"): ["police-do", "/nowhere/k.pub"],
     ("keys", "rotate"): ["--gateway", "--yes"],
     ("keys", "export"): ["--gateway"],
     ("keys", "import"): ["--agency", "housing", "--password-file", "/nowhere/p"],

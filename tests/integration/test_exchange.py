@@ -399,6 +399,8 @@ def test_officers_register_from_the_command_line(root: Path, capsys: pytest.Capt
         "email": "k.doyle@police.example",
         "fingerprint": fingerprint,
         "status": "active",
+        "ssh_key_type": None,
+        "ssh_fingerprint": None,
     }
     # her signature is accepted; after revocation it is refused
     _drop(root, "police", GOOD, signer_home=home)
