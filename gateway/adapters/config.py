@@ -365,7 +365,7 @@ class _Checker:
                 self.problem(
                     f"{where}.group",
                     f"agency {agency_id!r} group must be a Unix group name (a lower-case letter or '_', then up to "
-                    f'31 lower-case letters, digits, \'_\' or \'-\'), e.g. group = "iom-{agency_id}"',
+                    f"31 lower-case letters, digits, '_' or '-'), e.g. group = \"iom-{agency_id}\"",
                 )
                 group = f"iom-{agency_id}"
             if isinstance(name, str) and isinstance(kind, str):

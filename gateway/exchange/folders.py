@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.adapters.fsio import Folder, shown
-from gateway.adapters.perms import DROP_DIR, PASSAGE_DIR, READ_DIR, group_id, share_dir
+from gateway.adapters.perms import DROP_DIR, PASSAGE_DIR, PRIVATE_DIR, READ_DIR, group_id, share_dir
 from gateway.adapters.store import INBOX
 from gateway.core.errors import InputFileError, UsageError
 from gateway.core.model import Agency
@@ -57,7 +57,7 @@ def agency_folders(root: Path, agencies: Iterable[str] | Mapping[str, Agency], *
     found = []
     groups = {a.id: a.unix_group for a in agencies.values()} if isinstance(agencies, Mapping) else {}
     if create:
-        _make_passages(root)
+        _make_passages(root, any(group_id(g) is not None for g in groups.values()))
     for agency in agencies:
         for kind in AGENCY_FOLDERS:
             name = f"{kind}/{agency}"
@@ -84,8 +84,13 @@ def agency_folders(root: Path, agencies: Iterable[str] | Mapping[str, Agency], *
     return found
 
 
-def _make_passages(root: Path) -> None:
-    """Make inbox/ and outbox/ (if missing) 0711: officers pass through to their own folder, list nothing."""
+def _make_passages(root: Path, shared: bool) -> None:
+    """Make inbox/ and outbox/ (if missing) 0711: officers pass through to their own folder, list nothing;
+    when an agency's group is on the host (`shared`), a root still 0700 becomes 0711 too."""
+    if shared:
+        with suppress(OSError):
+            if stat.S_IMODE(os.stat(root).st_mode) == PRIVATE_DIR:
+                os.chmod(root, PASSAGE_DIR)  # the trusted root itself, as init made it (no link to follow)
     for kind in WATCHED:
         try:
             Folder.open(root, kind).close()
