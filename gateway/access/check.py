@@ -98,6 +98,14 @@ def _compare(
     quoted = shlex.quote(str(path))
     if stat.S_ISLNK(info.st_mode):
         return [Deviation(where, "a symbolic link: the gateway never follows links", f"rm {quoted}")]
+    if stat.S_ISSOCK(info.st_mode) and want.group is None and not want.upload:  # a gpg-agent's, in keys/
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            return [
+                Deviation(
+                    where, f"socket mode {_mode(info.st_mode)}: open beyond the gateway user", f"chmod go= {quoted}"
+                )
+            ]
+        return []
     if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
         return [Deviation(where, "not a regular file or folder", f"rm {quoted}")]
     found = []
