@@ -28,7 +28,8 @@ ensure_system() {
     # a real full disk: a 64 KiB tmpfs, when run as root (test_daemon.py, attacks/test_process_hardening.py)
     command -v mount >/dev/null 2>&1 || need+=(mount)
     # the access model's tests make test-only groups and run processes as other users (test_access_model.py)
-    command -v groupadd >/dev/null 2>&1 || need+=(passwd)
+    { command -v groupadd && command -v groupdel; } >/dev/null 2>&1 || need+=(passwd)
+    command -v getent >/dev/null 2>&1 || need+=(libc-bin)
     command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
     # Debian and Ubuntu ship venv's ensurepip separately.
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)

@@ -47,6 +47,8 @@ PREFIX = f"iomt-{secrets.token_hex(3)}"  # this run's test-only group names: PRE
 @pytest.fixture(scope="module")
 def groups() -> Iterator[dict[str, int]]:
     """One test-only Unix group per demo agency ({agency: gid}), deleted afterwards."""
+    for tool in ("groupadd", "groupdel", "getent", "setpriv"):  # scripts/_setup.sh installs each when missing
+        assert shutil.which(tool), f"{tool} is missing: run ./scripts/test, whose setup installs it"
     prefix = PREFIX
     made: dict[str, int] = {}
     try:
