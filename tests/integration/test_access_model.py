@@ -27,6 +27,7 @@ from gateway.state.root import Root
 from tests.integration.daemon_harness import (
     GOOD,
     INVALID,
+    Daemon,
     cli_output,
     copy_of,
     home,
@@ -204,19 +205,18 @@ def test_the_outbox_acl_lets_a_non_root_gateway_user_read_an_upload_made_with_um
         shutil.rmtree(root.parent)
 
 
-def test_the_daemon_refuses_to_start_when_state_is_open_and_names_the_fix(
-    shared_root: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_daemon_refuses_to_start_when_state_is_open_and_names_the_fix(shared_root: Path) -> None:
     os.chmod(shared_root / "state", 0o755)  # noqa: S103 (the deviation under test)
-    capsys.readouterr()
-    assert main(["--root", str(shared_root), "run"]) == 1
-    err = capsys.readouterr().err
-    assert "the daemon will not start" in err and "Traceback" not in err
-    assert f"{shared_root / 'state'}: mode 0755" in err and f"chmod 700 {shared_root / 'state'}" in err
+    daemon = Daemon(shared_root)
+    assert daemon.exited(timeout=30) == 1, daemon.text()
+    err = daemon.text()
+    assert "the daemon will not start" in err and "Traceback" not in err, err
+    assert f"{shared_root / 'state'}: mode 0755" in err and f"run chmod 700 {shared_root / 'state'}" in err, err
     os.chmod(shared_root / "state", 0o700)
     os.chmod(shared_root / "keys", 0o770)  # noqa: S103 (the deviation under test)
-    assert main(["--root", str(shared_root), "run"]) == 1
-    assert f"chmod 700 {shared_root / 'keys'}" in capsys.readouterr().err
+    daemon = Daemon(shared_root)
+    assert daemon.exited(timeout=30) == 1
+    assert f"run chmod 700 {shared_root / 'keys'}" in daemon.text() and "state" not in daemon.text().split("alone")[1]
 
 
 @pytest.mark.slow
