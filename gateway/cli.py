@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.access.check import audit as audit_access
 from gateway.adapters.config import ROOT_ENV, resolve_root
 from gateway.adapters.fsio import disable_core_dumps, private_umask
 from gateway.adapters.gpg import stop_agents
@@ -190,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     _exchange_commands(commands)
     _oversight_commands(commands)
     _check_command(commands)
+    _access_command(commands)
     _global_options_everywhere(parser)
     return parser
 
@@ -857,6 +859,39 @@ def _print_check(result: Checked) -> None:
         print("OK: no problems" + (f" ({len(result.warnings)} warning(s))" if result.warnings else ""))
     else:
         print(f"{len(result.problems)} problem(s): fix them and run `iom-gateway check` again")
+
+
+# ----------------------------------------------------------------------------------------- access
+
+
+def _access_command(commands: Any) -> None:
+    access = commands.add_parser("access", help="who may read what: the agencies' Unix groups").add_subparsers(
+        title="access commands", metavar="ACTION", required=True
+    )
+    check = access.add_parser(
+        "check",
+        help="audit every folder and file of the root against the access model; change nothing",
+        description="Compare the owner, group, mode and ACL of every folder and file under the root with the "
+        'access model (README "Access model"): each agency\'s group reads its inbox/ and rejected/ reports and '
+        "writes its outbox/; nothing else is readable by any group. Prints each deviation with the command that "
+        "fixes it. Exit 0 the root matches, 1 a deviation, 2 not a gateway root.",
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    check.set_defaults(handler=_access_check)
+
+
+def _access_check(args: argparse.Namespace) -> int:
+    root = _open(args)
+    found = audit_access(root.path, root.config.agencies)
+    if args.json:
+        rows = [{"path": d.path, "problem": d.problem, "fix": d.fix} for d in found]
+        print(json.dumps({"root": str(root.path), "ok": not found, "deviations": rows}, indent=2, ensure_ascii=False))
+    else:
+        print(f"iom-gateway access check of {root.path}")
+        for deviation in found:
+            print(f"DEVIATION: {deviation.path}: {deviation.problem}\n  fix: {deviation.fix}")
+        print("OK: the root matches the access model" if not found else f"{len(found)} deviation(s)")
+    return EXIT_REFUSED if found else EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------- keys

@@ -29,6 +29,10 @@ ensure_system() {
     command -v mount >/dev/null 2>&1 || need+=(mount)
     # ssh-keygen makes the officers' SSH keys the register's parser is checked against (tests/unit/test_sshkey.py)
     command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+    # the access model's tests make test-only groups and run processes as other users (test_access_model.py)
+    { command -v groupadd && command -v groupdel; } >/dev/null 2>&1 || need+=(passwd)
+    command -v getent >/dev/null 2>&1 || need+=(libc-bin)
+    command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
     # Debian and Ubuntu ship venv's ensurepip separately.
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
     if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi

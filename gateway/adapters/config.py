@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ FAULT_ENV = "IOM_GATEWAY_UNSAFE_FAULT"
 VAULT_ENV = "IOM_GATEWAY_VAULT_PASSPHRASE"
 CREDENTIAL_NAME = "vault-passphrase"
 CONFIG_NAME = "gateway.toml"
+# a portable Unix group name (useradd/groupadd on Debian accept it): what `[agencies.X] group` may be
+UNIX_GROUP = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 EVERY_KIND = "*"
 
 
@@ -342,7 +345,7 @@ class _Checker:
             if not isinstance(entry, dict):
                 self.problem(where, f"agencies.{agency_id} must be a table [agencies.{agency_id}]")
                 continue
-            for key in sorted(set(entry) - {"name", "kind", "delivery", "route"}):
+            for key in sorted(set(entry) - {"name", "kind", "delivery", "route", "group"}):
                 self.problem(f"{where}.{key}", f"unknown setting {key!r} for agency {agency_id!r}")
             name, kind = entry.get("name"), entry.get("kind")
             if not isinstance(name, str) or not name.strip():
@@ -357,8 +360,16 @@ class _Checker:
             if not isinstance(route, list) or not all(isinstance(r, str) for r in route):
                 self.problem(f"{where}.route", f"agency {agency_id!r} route must be a list of agency ids")
                 route = []
+            group = entry.get("group", f"iom-{agency_id}")
+            if not isinstance(group, str) or not UNIX_GROUP.fullmatch(group):
+                self.problem(
+                    f"{where}.group",
+                    f"agency {agency_id!r} group must be a Unix group name (a lower-case letter or '_', then up to "
+                    f"31 lower-case letters, digits, '_' or '-'), e.g. group = \"iom-{agency_id}\"",
+                )
+                group = f"iom-{agency_id}"
             if isinstance(name, str) and isinstance(kind, str):
-                agencies[agency_id] = Agency(agency_id, name, kind, Delivery(delivery), tuple(route))
+                agencies[agency_id] = Agency(agency_id, name, kind, Delivery(delivery), tuple(route), group)
         for agency in agencies.values():
             for target in agency.route:
                 if target not in agencies or target == agency.id:

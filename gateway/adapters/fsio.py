@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gateway.adapters.perms import share_file
 from gateway.core.errors import ChangedError, InputFileError, UsageError
 
 
@@ -396,18 +397,21 @@ class Folder:
                 os.unlink(temp, dir_fd=self.fd)
 
     @contextmanager
-    def new_file(self, name: str, mode: int = 0o600) -> Iterator[BinaryIO]:
-        """Yield a private temp file beside `name`; on success fsync it and rename it over `name`."""
+    def new_file(self, name: str, mode: int = 0o600, *, group: int | None = None) -> Iterator[BinaryIO]:
+        """Yield a private temp file beside `name`; on success fsync it and rename it over `name`. With
+        `group`, it gets that group and 0640 by its descriptor before the rename shows it (or stays private)."""
         with self.temp_file(name, mode) as (temp, handle):
             yield handle
             handle.flush()
+            if group is not None:
+                share_file(handle.fileno(), group)
             os.fsync(handle.fileno())
             os.rename(temp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
             os.fsync(self.fd)
 
-    def write(self, name: str, data: bytes, mode: int = 0o600) -> None:
-        """Write `data` as `name` atomically and durably."""
-        with self.new_file(name, mode) as handle:
+    def write(self, name: str, data: bytes, mode: int = 0o600, *, group: int | None = None) -> None:
+        """Write `data` as `name` atomically and durably (readable by `group` too, as `new_file`)."""
+        with self.new_file(name, mode, group=group) as handle:
             handle.write(data)
 
     def sync(self) -> None:

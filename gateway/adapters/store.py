@@ -10,13 +10,14 @@ inbox folder, or of a temp file, is not followed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from gateway.adapters.fsio import Folder, sha256_fd
+from gateway.adapters.perms import group_id, share_file
 from gateway.core.errors import GatewayError
 
 INBOX = "inbox"
@@ -33,9 +34,15 @@ class Created:
 class PackageStore:
     """inbox/<agency>/ folders under a gateway root."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, groups: Mapping[str, str] | None = None) -> None:
         self.root = root / INBOX
         self.base = root
+        self.groups = dict(groups or {})  # agency id -> its Unix group: who may read what is published
+
+    def group(self, agency: str) -> int | None:
+        """The gid that may read `agency`'s inbox files; None (they stay private) if it has none on this host."""
+        name = self.groups.get(agency)
+        return None if name is None else group_id(name)
 
     def folder(self, agency: str) -> Path:
         """The path of an agency's inbox (made 0700 if missing; InputFileError if it is a link)."""
@@ -48,7 +55,8 @@ class PackageStore:
 
     @contextmanager
     def create_once(self, agency: str, name: str) -> Iterator[Created]:
-        """Yield a private temp file; on success publish it as `name` unless that already exists.
+        """Yield a private temp file; on success publish it as `name` (0640, the agency's group) unless that
+        already exists.
 
         Whatever happens the temp file is gone afterwards. `Created.sha256` is the SHA-256 of what was
         written (read back through the temp file's own descriptor, not by name).
@@ -59,6 +67,7 @@ class PackageStore:
             handle.flush()
             os.fsync(handle.fileno())
             created.sha256 = sha256_fd(handle.fileno())
+            share_file(handle.fileno(), self.group(agency))  # by descriptor, before the link shows it
             try:
                 os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
             except FileExistsError:  # made before a crash, or by another worker: adopt it
@@ -74,7 +83,7 @@ class PackageStore:
     def replace(self, agency: str, name: str, data: bytes) -> None:
         """Write `data` as `name`, replacing what is there (only for files nobody can trust unsigned)."""
         with self.open(agency) as folder:
-            folder.write(name, data)
+            folder.write(name, data, group=self.group(agency))
 
     def read(self, agency: str, name: str, limit: int) -> bytes | None:
         """The bytes of `name` (None if missing, a link, or larger than `limit`), read through one descriptor."""

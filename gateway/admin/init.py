@@ -67,8 +67,7 @@ def refuse_real_root(parent: Path, why: str) -> None:
             real = any(not officer.demo for officer in root.registry.all())
     if real:
         raise UsageError(
-            f"{str(parent)!r} is a real gateway root (its {CONFIG_NAME} or officer register is not the demo's): "
-            + why
+            f"{str(parent)!r} is a real gateway root (its {CONFIG_NAME} or officer register is not the demo's): " + why
         )
 
 

@@ -62,6 +62,12 @@ class Agency:
     kind: str
     delivery: Delivery = Delivery.GPG
     route: tuple[str, ...] = ()
+    group: str = ""  # its Unix group ([agencies.X] group); "" means the default, iom-<id>
+
+    @property
+    def unix_group(self) -> str:
+        """The Unix group whose members are this agency's officers: `group`, or iom-<id>."""
+        return self.group or f"iom-{self.id}"
 
 
 def package_suffix(method: Delivery | str) -> str:

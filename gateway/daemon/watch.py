@@ -24,6 +24,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from gateway.access.check import refuse_open_state
 from gateway.adapters.config import unsafe_fault_injection
 from gateway.adapters.fsio import Folder
 from gateway.core import faults
@@ -428,6 +429,7 @@ def arm_faults(root: Root) -> None:
 
 def serve(path: Path) -> int:
     """Run the daemon on the root at `path` until SIGTERM/SIGINT (it checkpoints the audit log as it stops)."""
+    refuse_open_state(path)  # keys/ or state/ open beyond the gateway user: name the fix, start nothing
     with exclusive(path):
         root = Root.open(path)
         arm_faults(root)

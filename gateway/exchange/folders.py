@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.adapters.fsio import Folder, shown
+from gateway.adapters.perms import DROP_DIR, PASSAGE_DIR, PRIVATE_DIR, READ_DIR, group_id, share_dir
 from gateway.adapters.store import INBOX
 from gateway.core.errors import InputFileError, UsageError
-from gateway.exchange.intake import OUTBOX
+from gateway.core.model import Agency
+from gateway.exchange.intake import OUTBOX, REJECTED
 from gateway.state.root import QUARANTINE
 
 AGENCY_FOLDERS = (OUTBOX, INBOX, QUARANTINE)
@@ -42,12 +45,19 @@ class Orphan:
     files: int
 
 
-def agency_folders(root: Path, agencies: Iterable[str], *, create: bool) -> list[FolderState]:
+def agency_folders(root: Path, agencies: Iterable[str] | Mapping[str, Agency], *, create: bool) -> list[FolderState]:
     """The state of every agency's outbox/, inbox/ and quarantine/ folder; with `create`, make the missing ones.
 
-    Never follows a link: a link or a file where a folder belongs is "refused", with the fix.
+    A folder made is given the access model's mode (gateway/adapters/perms.py): outbox/<agency>/ setgid 2770
+    with a default ACL for the gateway user (the root's owner), its rejected/ and inbox/<agency>/ setgid 2750,
+    all of the agency's group; inbox/ and outbox/ 0711; quarantine/ stays 0700. Without the group on this
+    host (or `agencies` given as bare ids) they stay 0700. Never follows a link: a link or a file where a
+    folder belongs is "refused", with the fix.
     """
     found = []
+    groups = {a.id: a.unix_group for a in agencies.values()} if isinstance(agencies, Mapping) else {}
+    if create:
+        _make_passages(root, any(group_id(g) is not None for g in groups.values()))
     for agency in agencies:
         for kind in AGENCY_FOLDERS:
             name = f"{kind}/{agency}"
@@ -70,7 +80,40 @@ def agency_folders(root: Path, agencies: Iterable[str], *, create: bool) -> list
                 found.append(FolderState(name, "refused", why))
             else:
                 found.append(FolderState(name, "made"))
+                _share(root, kind, agency, groups.get(agency))
     return found
+
+
+def _make_passages(root: Path, shared: bool) -> None:
+    """Make inbox/ and outbox/ (if missing) 0711: officers pass through to their own folder, list nothing;
+    when an agency's group is on the host (`shared`), a root still 0700 becomes 0711 too."""
+    if shared:
+        with suppress(OSError):
+            if stat.S_IMODE(os.stat(root).st_mode) == PRIVATE_DIR:
+                os.chmod(root, PASSAGE_DIR)  # the trusted root itself, as init made it (no link to follow)
+    for kind in WATCHED:
+        try:
+            Folder.open(root, kind).close()
+        except UsageError:
+            with suppress(InputFileError, UsageError, OSError), Folder.open(root, kind, create=True) as made:
+                os.fchmod(made.fd, PASSAGE_DIR)
+        except InputFileError:
+            continue  # a link: refused per agency folder below
+
+
+def _share(root: Path, kind: str, agency: str, group: str | None) -> None:
+    """Give a just-made agency folder its mode and group (outbox/ also rejected/ and the ACL); else leave it 0700."""
+    if kind == QUARANTINE or group is None:
+        return
+    gid = group_id(group)
+    with suppress(OSError), Folder.open(root, kind, agency) as folder:
+        if kind == INBOX:
+            share_dir(folder.fd, gid, READ_DIR)
+            return
+        gateway_uid = os.stat(root).st_uid
+        if share_dir(folder.fd, gid, DROP_DIR, acl_uid=gateway_uid):
+            with folder.sub(REJECTED, create=True) as rejected:
+                share_dir(rejected.fd, gid, READ_DIR)
 
 
 def orphaned_folders(root: Path, agencies: Iterable[str]) -> list[Orphan]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.adapters.fsio import Folder, is_plain_name
 from gateway.adapters.gpg import Purpose
+from gateway.adapters.perms import group_id
 from gateway.core import faults
 from gateway.core.errors import InputFileError, UsageError
 from gateway.core.model import Agency, package_suffix
@@ -158,8 +159,9 @@ def _write_report(root: Root, agency: Agency, name: str, text: str, detail: Mapp
     stem = _own_name(name).removesuffix(".csv")
     try:
         with open_outbox(root.path, agency.id, create=True) as outbox, outbox.sub(REJECTED, create=True) as folder:
-            folder.write(f"{stem}.report.txt", text.encode())
-            folder.write(f"{stem}.report.json", json.dumps(detail, indent=2, ensure_ascii=False).encode())
+            gid = group_id(agency.unix_group)  # the sender's officers read it; private if the host has no such group
+            folder.write(f"{stem}.report.txt", text.encode(), group=gid)
+            folder.write(f"{stem}.report.json", json.dumps(detail, indent=2, ensure_ascii=False).encode(), group=gid)
     except (InputFileError, UsageError) as exc:
         log.error("no report agency=%s file=%r: %s", agency.id, name, exc.message)
         return None

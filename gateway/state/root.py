@@ -87,7 +87,7 @@ class Root:
 
     @functools.cached_property
     def store(self) -> PackageStore:
-        return PackageStore(self.path)
+        return PackageStore(self.path, {a.id: a.unix_group for a in self.config.agencies.values()})
 
     @functools.cached_property
     def keyring(self) -> Keyring:

@@ -189,9 +189,18 @@ def _gateway(argv: list[str], umask: int, stderr: IO[bytes] | int = subprocess.D
 
 
 def _open_to_others(root: Path) -> dict[str, str]:
-    """Every folder under `root` (the root too) that is not 0700, and gateway.toml unless it is 0600."""
+    """Every folder under `root` (the root too) that is not 0700, and gateway.toml unless it is 0600.
+
+    inbox/ and outbox/ are passages, 0711 (the access model: officers pass through to their agency's folder,
+    none can list them); the agencies' groups are not on this host, so their folders stay 0700 (fail closed).
+    """
     folders = [root, *(p for p in root.rglob("*") if p.is_dir() and p.relative_to(root).parts[0] not in PUBLIC)]
-    found = {str(f.relative_to(root)): oct(_mode(f)) for f in folders if _mode(f) != 0o700}
+    passages = {"inbox", "outbox"}
+    found = {
+        str(f.relative_to(root)): oct(_mode(f))
+        for f in folders
+        if _mode(f) != (0o711 if str(f.relative_to(root)) in passages else 0o700)
+    }
     if _mode(root / "gateway.toml") != 0o600:
         found["gateway.toml"] = oct(_mode(root / "gateway.toml"))
     return found
