@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.adapters.fsio import Folder, OpenFile, shown
 from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, SignatureCheck
-from gateway.core.errors import GatewayError, InputFileError, UsageError
+from gateway.core.errors import InputFileError, UsageError
 from gateway.core.manifest import binary_signature
 from gateway.core.model import Agency, Period
 from gateway.state.root import Root
@@ -88,15 +88,6 @@ def scan_outbox(folder: Folder, now: float, orphan_after: float = 60.0) -> Intak
         signature = next((name + s for s in SIGNATURE_SUFFIXES if name + s in regular), None)
         pairs.append(Pair(name, signature, now - mtime))
     return Intake(tuple(pairs), tuple(ignored))
-
-
-def count_waiting(root: Path, agency: str, now: float) -> int:
-    """How many submissions wait in the agency's outbox (0 if it cannot be read safely)."""
-    try:
-        with Folder.open(root, OUTBOX, agency) as folder:
-            return len(scan_outbox(folder, now).pairs)
-    except (GatewayError, OSError):
-        return 0
 
 
 _PERIOD_IN_NAME = re.compile(r"(?<![0-9])(20[0-9]{2})-(0[1-9]|1[0-2])(?![0-9])")
