@@ -205,6 +205,46 @@ class Sshd:
         raise RuntimeError(f"sshd does not accept on 127.0.0.1:{self.port} after {START_TIMEOUT} s:\n{self.log()}")
 
 
+class LogSocket:
+    """A stand-in for /dev/log at path (a Unix datagram socket anyone may write) that keeps what it receives.
+
+    internal-sftp logs through syslog(3), which connects to /dev/log only after sshd has chrooted: put one at
+    <chroot>/dev/log to see a chrooted session's log (a host bind-mounts the journal's socket there instead).
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Prepare a socket at path (its folder must exist)."""
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def __enter__(self) -> LogSocket:
+        """Bind the socket and let every user write to it."""
+        self.sock.bind(str(self.path))
+        os.chmod(self.path, 0o666)  # noqa: S103 (as /dev/log: the chrooted session runs as the officer)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        """Close the socket and remove its file."""
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+    def wait_for(self, text: str, timeout: float = 5) -> list[str]:
+        """Read messages until one contains text; return all read (raise with them after timeout s)."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                seen.append(self.sock.recv(65536).decode(errors="replace"))
+            except TimeoutError:
+                break
+            if text in seen[-1]:
+                return seen
+        raise AssertionError(f"no log message contains {text!r} after {timeout} s; got: {seen}")
+
+
 def ssh_key(path: Path, kind: str = "ed25519") -> Path:
     """Make an unencrypted SSH key pair at path; return the public key's path."""
     subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "test", "-f", str(path)], check=True)

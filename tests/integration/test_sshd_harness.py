@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.sshd_harness import (
+    LogSocket,
     Sshd,
     free_port,
     is_root_only_dir,
@@ -243,6 +243,9 @@ def test_officer_gets_no_shell_command_tty_or_forward(peer: Peer) -> None:
     assert "uid=" not in tty.stdout and "PTY allocation request failed" in tty.stderr, tty.stderr
     forward = ssh(USER, peer.key, port, peer.known_hosts, "-W", f"127.0.0.1:{port}")
     assert forward.returncode == 255 and "administratively prohibited" in forward.stderr, forward.stderr
+    assert f"refused local port forward: originator 127.0.0.1 port 65535, target 127.0.0.1 port {port}" in (
+        peer.sshd.log()
+    )
     remote = ssh(
         USER,
         peer.key,
@@ -272,15 +275,11 @@ def test_withdrawn_key_refuses_next_connection(peer: Peer) -> None:
 def test_restrict_locked_accounts_and_chroot_logging_without_the_drop_in(peer: Peer, tmp_path: Path) -> None:
     """What OpenSSH does on its own: a second sshd whose drop-in only serves the key and forces internal-sftp."""
     base = make_base("plain")
-    log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         # internal-sftp logs through syslog(3), which connects to /dev/log only after the chroot: a chroot
         # needs its own dev/log (on a host: a bind mount of the journal's socket) or the session is not logged
         chroot = base / "chroot"
         (chroot / "dev").mkdir(parents=True, mode=0o755)
-        log.bind(str(chroot / "dev" / "log"))
-        os.chmod(chroot / "dev" / "log", 0o666)  # noqa: S103 (a log socket anyone may write, as /dev/log)
-        log.settimeout(5)
         port = free_port()
         config = write_sshd_config(base / "sshd", port)
         (base / "sshd" / "sshd_config.d" / "test.conf").write_text(
@@ -289,10 +288,12 @@ def test_restrict_locked_accounts_and_chroot_logging_without_the_drop_in(peer: P
             "    AuthorizedKeysCommandUser root\n"
         )
         known_hosts = tmp_path / "known_hosts"
-        with Sshd(config, port) as sshd:
+        with Sshd(config, port) as sshd, LogSocket(chroot / "dev" / "log") as log:
             sftp_done = sftp(USER, peer.key, port, ["ls /"], known_hosts)
             assert sftp_done.returncode == 0, f"{sftp_done.stderr}\n{sshd.log()}"
-            assert b"session opened for local user " + USER.encode() in log.recv(4096)
+            assert "/dev" in sftp_done.stdout  # the price of logging: the officer sees dev/ (log is a socket)
+            log.wait_for(f"session opened for local user {USER} from [127.0.0.1]")
+            log.wait_for('opendir "/"')
             # `restrict` in the keys command's output alone refuses forwarding and a tty
             forward = ssh(USER, peer.key, port, known_hosts, "-W", f"127.0.0.1:{port}")
             assert forward.returncode == 255 and "administratively prohibited" in forward.stderr, forward.stderr
@@ -305,5 +306,4 @@ def test_restrict_locked_accounts_and_chroot_logging_without_the_drop_in(peer: P
             assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr, refused.stderr
             assert f"User {USER} not allowed because account is locked" in sshd.log()
     finally:
-        log.close()
         remove_base(base)
