@@ -167,9 +167,16 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
             subprocess.run(["groupdel", GROUP], check=False)
 
 
+def account() -> str:
+    # in a failure message: whether the test account still exists (another suite on the host may add or
+    # remove accounts meanwhile)
+    found = subprocess.run(["getent", "passwd", USER], capture_output=True, text=True, check=False)
+    return f"--- getent passwd {USER}: {found.stdout.strip() or 'no such account'}"
+
+
 def sftp_ok(peer: Peer, *commands: str) -> str:
     done = sftp(USER, peer.key, peer.sshd.port, list(commands), peer.known_hosts)
-    assert done.returncode == 0, f"{done.stdout}{done.stderr}\n--- sshd log:\n{peer.sshd.log()}"
+    assert done.returncode == 0, f"{done.stdout}{done.stderr}\n--- sshd log:\n{peer.sshd.log()}\n{account()}"
     return done.stdout
 
 
@@ -290,7 +297,7 @@ def test_restrict_locked_accounts_and_chroot_logging_without_the_drop_in(peer: P
         known_hosts = tmp_path / "known_hosts"
         with Sshd(config, port) as sshd, LogSocket(chroot / "dev" / "log") as log:
             sftp_done = sftp(USER, peer.key, port, ["ls /"], known_hosts)
-            assert sftp_done.returncode == 0, f"{sftp_done.stderr}\n{sshd.log()}"
+            assert sftp_done.returncode == 0, f"{sftp_done.stderr}\n{sshd.log()}\n{account()}"
             assert "/dev" in sftp_done.stdout  # the price of logging: the officer sees dev/ (log is a socket)
             log.wait_for(f"session opened for local user {USER} from [127.0.0.1]")
             log.wait_for('opendir "/"')
