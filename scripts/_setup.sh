@@ -33,9 +33,34 @@ ensure_system() {
     { command -v groupadd && command -v groupdel; } >/dev/null 2>&1 || need+=(passwd)
     command -v getent >/dev/null 2>&1 || need+=(libc-bin)
     command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+    # the access model's check prints setfacl fixes, and its tests set and read ACLs (test_access_model.py)
+    command -v setfacl >/dev/null 2>&1 || need+=(acl)
+    # officers reach their chroots through the system's own sshd; the tests start a real one on a free port
+    # and drive it with the real sftp and ssh clients, which come with openssh-client above
+    # (tests/integration/test_sshd_harness.py)
+    [ -x /usr/sbin/sshd ] || need+=(openssh-server)
     # Debian and Ubuntu ship venv's ensurepip separately.
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
-    if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
+    if [ ${#need[@]} -gt 0 ]; then apt_install_quietly "${need[@]}"; fi
+}
+
+# apt_install_quietly PACKAGES: apt_install, but no package's maintainer script may start a service:
+# installing openssh-server would otherwise start the system's sshd on port 22 (invoke-rc.d asks
+# /usr/sbin/policy-rc.d, and exit 101 means "action forbidden"). An existing policy-rc.d is the admin's and
+# is left alone; one made here is removed afterwards, even when the install fails.
+apt_install_quietly() {
+    local sudo="" policy=/usr/sbin/policy-rc.d
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ -e "$policy" ]; then
+        apt_install "$@"
+        return
+    fi
+    $sudo sh -c 'umask 022 && printf "#!/bin/sh\nexit 101\n" > "$1" && chmod 755 "$1"' sh "$policy"
+    # a subshell, so the trap removes the file however apt_install ends and leaves the caller's traps be
+    (
+        trap '$sudo rm -f "$policy"' EXIT
+        apt_install "$@"
+    )
 }
 
 # ensure_venv EXTRAS: create .venv and install the project with EXTRAS when pyproject.toml changed.
