@@ -98,6 +98,24 @@ class Retention:
     audit_days: int = 2192  # six years
 
 
+# an account name is the prefix + an officer id; both kept to what useradd accepts everywhere
+ACCOUNT_PREFIX = re.compile(r"[a-z_][a-z0-9_-]{0,15}")
+HOST_PATH = re.compile(r"/[A-Za-z0-9/._-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Where `access sync` puts the officers' SFTP access: system accounts `account_prefix` + officer id, the
+    sshd drop-in under `sshd_dir`, one chroot per agency under `chroot_dir`, their mount units in `systemd_dir`;
+    `log_socket` is bound into each chroot as /dev/log, where internal-sftp writes its log."""
+
+    account_prefix: str = "iom-"
+    sshd_dir: Path = Path("/etc/ssh")
+    chroot_dir: Path = Path("/srv/iom-gateway")
+    systemd_dir: Path = Path("/etc/systemd/system")
+    log_socket: Path = Path("/dev/log")  # syslog's socket, which a chrooted internal-sftp logs to
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A checked gateway.toml: build it with `Config.load`."""
@@ -118,6 +136,7 @@ class Config:
     ownership: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     daemon: Daemon = field(default_factory=Daemon)
     retention: Retention = field(default_factory=Retention)
+    access: Access = field(default_factory=Access)
 
     def agency(self, agency_id: str) -> Agency:
         """The agency called `agency_id`; raise UsageError listing the partnership's agencies."""
@@ -261,6 +280,7 @@ class _Checker:
             "ownership",
             "daemon",
             "retention",
+            "access",
         }
         for section in sorted(set(data) - known):
             self.problem(section, f"unknown section [{section}]: remove it or check its spelling")
@@ -305,6 +325,7 @@ class _Checker:
             ownership=self.ownership(self.table(data, "ownership"), columns, kinds),
             daemon=self.daemon(self.table(data, "daemon")),
             retention=self.dataclass_table(Retention, self.table(data, "retention"), "retention"),
+            access=self.access(self.table(data, "access")),
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -417,6 +438,34 @@ class _Checker:
             numbers.checkpoint_minutes,
             numbers.checkpoint_entries,
         )
+
+    def access(self, table: dict[str, Any]) -> Access:
+        for key in sorted(set(table) - {f.name for f in fields(Access)}):
+            self.problem(
+                f"access.{key}",
+                f"unknown setting {key!r} in [access]: known are " + ", ".join(f.name for f in fields(Access)),
+            )
+        defaults = Access()
+        prefix = table.get("account_prefix", defaults.account_prefix)
+        if not isinstance(prefix, str) or not ACCOUNT_PREFIX.fullmatch(prefix):
+            self.problem(
+                "access.account_prefix",
+                "access.account_prefix must start a Unix user name: a lower-case letter or '_', then up to 15 "
+                "lower-case letters, digits, '_' or '-', e.g. account_prefix = \"iom-\"",
+            )
+            prefix = defaults.account_prefix
+        folders: dict[str, Path] = {}
+        for name in ("sshd_dir", "chroot_dir", "systemd_dir", "log_socket"):
+            value = table.get(name, str(getattr(defaults, name)))
+            # these paths go into sshd_config and systemd units: keep them to characters neither has to quote
+            if not isinstance(value, str) or not HOST_PATH.fullmatch(value):
+                self.problem(
+                    f"access.{name}",
+                    f"access.{name} must be an absolute path of letters, digits, '/', '.', '_' and '-'",
+                )
+                value = str(getattr(defaults, name))
+            folders[name] = Path(os.path.normpath(value))
+        return Access(prefix, **folders)
 
     def vault_file(self, root: Path, table: dict[str, Any]) -> Path | None:
         for key in sorted(set(table) - {"passphrase_file"}):

@@ -83,6 +83,14 @@ _MIGRATIONS = (
         "ALTER TABLE officers ADD COLUMN ssh_fingerprint TEXT",
         "CREATE UNIQUE INDEX officers_by_ssh_key ON officers (ssh_fingerprint) WHERE status = 'active'",
     ),
+    # 6: the system accounts `access sync` made for officers (by name and uid), so it never takes over
+    # an account it did not make, and locks its own when their officer is revoked
+    (
+        """CREATE TABLE accounts (
+            name TEXT PRIMARY KEY, uid INTEGER NOT NULL, officer TEXT NOT NULL, agency TEXT NOT NULL,
+            created TEXT NOT NULL, changed TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('open', 'locked')))""",
+    ),
 )
 
 
