@@ -19,6 +19,9 @@ from typing import Any
 
 from gateway import __version__
 from gateway.access.check import audit as audit_access
+from gateway.access.sync import apply as apply_sync
+from gateway.access.sync import authorized_key, require_root
+from gateway.access.sync import plan as plan_sync
 from gateway.adapters.config import ROOT_ENV, resolve_root
 from gateway.adapters.fsio import disable_core_dumps, private_umask
 from gateway.adapters.gpg import stop_agents
@@ -92,6 +95,8 @@ def _command(argv: list[str] | None) -> int:
     with contextlib.ExitStack() as args.opened:
         try:
             try:
+                if getattr(args, "as_root", False):  # before the root is read: root, not its owner, runs it
+                    require_root()
                 _check_root(resolve_root(args.root))
                 result: int = args.handler(args)
                 return result
@@ -878,6 +883,31 @@ def _access_command(commands: Any) -> None:
     )
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     check.set_defaults(handler=_access_check)
+    sync = access.add_parser(
+        "sync",
+        help="run as root: make the host's accounts, chroots and sshd match the officer register",
+        description="Make this host match the officer register, so each active officer with an SSH key reaches "
+        "only their agency's outbox/ (write), outbox/rejected/ and inbox/ (read) over the system's OpenSSH "
+        "(internal-sftp, chrooted, public key only): the agencies' groups, one locked shell-less account per "
+        "officer ([access] account_prefix + id), a chroot per agency under [access] chroot_dir with bind mounts "
+        "(and systemd mount units for boot), the command that serves keys from the register, and the sshd "
+        "drop-in, checked with sshd -t first. Revoked officers' accounts are locked. Prints the plan; every "
+        "change is an audit event; a second run changes nothing. Exit 0 done, 1 refused (nothing changed).",
+    )
+    sync.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    sync.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sync.set_defaults(handler=_access_sync, as_root=True)
+    keys = access.add_parser(
+        "authorized-keys",
+        help="the key sshd may accept for an officer's account (sshd runs this)",
+        description="Print the authorized_keys line of the officer whose account `access sync` made, if that "
+        "officer is active; print nothing otherwise. sshd runs it through [access] sshd_dir/"
+        "iom-gateway-authorized-keys as the gateway user (AuthorizedKeysCommand), so a revoked officer's next "
+        "connection is refused at once.",
+    )
+    keys.add_argument("account", metavar="ACCOUNT", help="the system account's name (sshd's %%u)")
+    keys.add_argument("uid", metavar="UID", nargs="?", help="its uid (sshd's %%U): nothing is printed if it differs")
+    keys.set_defaults(handler=_access_authorized_keys)
 
 
 def _access_check(args: argparse.Namespace) -> int:
@@ -892,6 +922,35 @@ def _access_check(args: argparse.Namespace) -> int:
             print(f"DEVIATION: {deviation.path}: {deviation.problem}\n  fix: {deviation.fix}")
         print("OK: the root matches the access model" if not found else f"{len(found)} deviation(s)")
     return EXIT_REFUSED if found else EXIT_OK
+
+
+def _access_sync(args: argparse.Namespace) -> int:
+    root = _open(args)
+    todo = plan_sync(root)
+    print(
+        f"iom-gateway access sync of {root.path}: {len(todo.changes)} change(s)"
+        + (" (dry run)" if args.dry_run else "")
+    )
+    for change in todo.changes:
+        print(f"  {change.line}")
+    for warning in todo.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    if args.dry_run or not todo.changes:
+        print("nothing changed" if args.dry_run else "OK: the host matches the register")
+        return EXIT_OK
+    _confirm(args, f"make these {len(todo.changes)} change(s)")
+    done = sum(1 for _ in apply_sync(root, todo.changes))
+    for note in todo.notes:
+        print(note)
+    print(f"done: {done} change(s), each recorded in the audit log")
+    return EXIT_OK
+
+
+def _access_authorized_keys(args: argparse.Namespace) -> int:
+    line = authorized_key(_open(args), args.account, args.uid)
+    if line is not None:
+        print(line)
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------- keys

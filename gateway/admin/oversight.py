@@ -120,6 +120,17 @@ def _witness(path: Path, name: str, check: Callable[[bytes, bytes], str | None])
 # `audit show --event` can tell a misspelt name from one that has simply not happened yet.
 AUDIT_EVENTS = frozenset(
     {
+        "access.account.fixed",
+        "access.account.locked",
+        "access.account.made",
+        "access.chroot.made",
+        "access.folders.shared",
+        "access.group.joined",
+        "access.group.made",
+        "access.keys_command.installed",
+        "access.mount.made",
+        "access.mount.unit",
+        "access.sshd.installed",
         "audit.checkpoint",
         "audit.genesis",
         "audit.purged",

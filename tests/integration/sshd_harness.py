@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -210,39 +211,52 @@ class LogSocket:
 
     internal-sftp logs through syslog(3), which connects to /dev/log only after sshd has chrooted: put one at
     <chroot>/dev/log to see a chrooted session's log (a host bind-mounts the journal's socket there instead).
+    A thread reads it all the time: a datagram socket queues only a few unread messages (net.unix.max_dgram_qlen,
+    10 here) before a writer's syslog() blocks, and with it the officer's session.
     """
 
     def __init__(self, path: Path) -> None:
         """Prepare a socket at path (its folder must exist)."""
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.messages: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
 
     def __enter__(self) -> LogSocket:
-        """Bind the socket and let every user write to it."""
+        """Bind the socket, let every user write to it, and start reading."""
         self.sock.bind(str(self.path))
         os.chmod(self.path, 0o666)  # noqa: S103 (as /dev/log: the chrooted session runs as the officer)
+        self.reader.start()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
     ) -> None:
-        """Close the socket and remove its file."""
+        """Close the socket (which ends the reader) and remove its file."""
+        self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.reader.join(timeout=5)
         self.path.unlink(missing_ok=True)
 
-    def wait_for(self, text: str, timeout: float = 5) -> list[str]:
-        """Read messages until one contains text; return all read (raise with them after timeout s)."""
-        seen: list[str] = []
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
+    def _read(self) -> None:
+        while True:
             try:
-                seen.append(self.sock.recv(65536).decode(errors="replace"))
-            except TimeoutError:
-                break
-            if text in seen[-1]:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.messages.append(data.decode(errors="replace"))
+
+    def wait_for(self, text: str, timeout: float = 5) -> list[str]:
+        """Wait until a message received so far contains text; return them all (raise with them after timeout s)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = list(self.messages)
+            if any(text in message for message in seen):
                 return seen
-        raise AssertionError(f"no log message contains {text!r} after {timeout} s; got: {seen}")
+            time.sleep(0.02)
+        raise AssertionError(f"no log message contains {text!r} after {timeout} s; got: {self.messages}")
 
 
 def ssh_key(path: Path, kind: str = "ed25519") -> Path:
