@@ -143,6 +143,12 @@ class _Planner:
                 self.gateway in found.gr_mem or (gateway is not None and gateway.pw_gid == found.gr_gid)
             )
             if self.gateway_uid != 0 and not member:  # root may give any file any group
+                note = (
+                    "restart the gateway's daemon (systemctl restart iom-gateway) so it runs in its new groups: "
+                    "until then it keeps what it writes for those agencies private"
+                )
+                if note not in self.result.notes:
+                    self.result.notes.append(note)
                 self.add(
                     Change(
                         f"add the gateway user {self.gateway} to {name}, so it can give {agency.id}'s files that group",

@@ -535,6 +535,7 @@ def test_a_root_owned_by_an_ordinary_gateway_user_stays_its_own_and_sshd_asks_fo
             done = sync(root, "--yes", python=python)
             assert done.returncode == 0, done.stdout + done.stderr
             assert f"add the gateway user {gateway} to {TAG}-police" in done.stdout
+            assert "restart the gateway's daemon (systemctl restart iom-gateway)" in done.stdout
             assert gateway in grp.getgrnam(f"{TAG}-police").gr_mem
             drop_in = (base / "ssh" / "sshd_config.d" / "iom-gateway.conf").read_text()
             assert f"AuthorizedKeysCommandUser {gateway}\n" in drop_in
