@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import grp
 import os
-import pwd
 import shlex
 import stat
 from collections.abc import Iterator, Mapping
@@ -14,7 +13,8 @@ from pathlib import Path
 
 from gateway.access.model import PUBLIC_COPIES, Expected, expected
 from gateway.adapters.fsio import shown
-from gateway.adapters.perms import ACL_ACCESS, ACL_DEFAULT, default_acl, read_acl, user_can_read
+from gateway.adapters.host import user_name
+from gateway.adapters.perms import ACL_ACCESS, ACL_DEFAULT, default_acl, group_id, read_acl, user_can_read
 from gateway.core.errors import GatewayError
 from gateway.core.model import Agency
 
@@ -31,12 +31,12 @@ class Deviation:
 def audit(root: Path, agencies: Mapping[str, Agency]) -> list[Deviation]:
     """Every deviation of `root` from the access model (links are reported, never followed)."""
     gateway_uid = os.stat(root).st_uid
-    present = frozenset(a.unix_group for a in agencies.values() if _gid(a.unix_group) is not None)
+    present = frozenset(a.unix_group for a in agencies.values() if group_id(a.unix_group) is not None)
     found = [
         Deviation(
             f"agencies.{a.id}",
             f"the Unix group {a.unix_group!r} does not exist: the folders of agency {a.id!r} stay private",
-            f"groupadd {shlex.quote(a.unix_group)} && usermod -aG {shlex.quote(a.unix_group)} {_user(gateway_uid)}",
+            f"groupadd {shlex.quote(a.unix_group)} && usermod -aG {shlex.quote(a.unix_group)} {user_name(gateway_uid)}",
         )
         for a in agencies.values()
         if a.unix_group not in present
@@ -62,8 +62,8 @@ def private_state(root: Path) -> list[Deviation]:
             found.append(
                 Deviation(
                     str(path),
-                    f"owned by {_user(info.st_uid)}, not the gateway user",
-                    f"chown -R {_user(gateway_uid)} {shlex.quote(str(path))}",
+                    f"owned by {user_name(info.st_uid)}, not the gateway user",
+                    f"chown -R {user_name(gateway_uid)} {shlex.quote(str(path))}",
                 )
             )
         if stat.S_IMODE(info.st_mode) & 0o077 or read_acl(str(path), ACL_ACCESS):
@@ -114,11 +114,11 @@ def _compare(
         found.append(
             Deviation(
                 where,
-                f"owned by {_user(info.st_uid)}, not the gateway user {_user(gateway_uid)}",
-                f"chown {_user(gateway_uid)} {quoted}",
+                f"owned by {user_name(info.st_uid)}, not the gateway user {user_name(gateway_uid)}",
+                f"chown {user_name(gateway_uid)} {quoted}",
             )
         )
-    if want.group is not None and _gid(want.group) != info.st_gid:
+    if want.group is not None and group_id(want.group) != info.st_gid:
         found.append(
             Deviation(
                 where, f"group {_group(info.st_gid)}, not {want.group}", f"chgrp {shlex.quote(want.group)} {quoted}"
@@ -132,7 +132,7 @@ def _compare(
                 Deviation(
                     where,
                     "the gateway user cannot read it (no ACL entry for it)",
-                    f"setfacl -m u:{_user(gateway_uid)}:rw {quoted}",
+                    f"setfacl -m u:{user_name(gateway_uid)}:rw {quoted}",
                 )
             )
     elif stat.S_ISREG(info.st_mode) and parts[0] in PUBLIC_COPIES:
@@ -156,7 +156,7 @@ def _compare(
                 Deviation(
                     where,
                     "no default ACL letting the gateway user read what officers drop",
-                    f"setfacl -d -m u::rwx,u:{_user(gateway_uid)}:rwx,g::rwx,m::rwx,o::- {quoted}",
+                    f"setfacl -d -m u::rwx,u:{user_name(gateway_uid)}:rwx,g::rwx,m::rwx,o::- {quoted}",
                 )
             )
         elif not want.drop_acl and not want.upload and has_default:
@@ -164,20 +164,6 @@ def _compare(
     if not want.upload and want.group is None and read_acl(str(path), ACL_ACCESS):
         found.append(Deviation(where, "an ACL giving others access", f"setfacl -b {quoted}"))
     return found
-
-
-def _gid(name: str) -> int | None:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
-
-
-def _user(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 def _group(gid: int) -> str:

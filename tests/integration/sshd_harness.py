@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from gateway.adapters.host import mounts
+
 SSHD = Path("/usr/sbin/sshd")  # Debian's openssh-server; scripts/_setup.sh installs it when missing
 # ChrootDirectory wants every component root-owned and not group/world writable, which /tmp is not
 SRV = Path("/srv")
@@ -45,34 +47,18 @@ def make_base(tag: str) -> Path:
     return base
 
 
-def _unescape_mountinfo(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal \040 \011 \012 \134
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def mounts_below(path: Path) -> list[Path]:
     """List the mount points at or below path, deepest first (the order to unmount them in)."""
     prefix = str(path).rstrip("/") + "/"
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = _unescape_mountinfo(line.split(" ")[4])
-        if point == str(path) or point.startswith(prefix):
-            found.append(Path(point))
+    found = [Path(point) for point in mounts() if point == str(path) or point.startswith(prefix)]
     return sorted(found, key=lambda p: (len(p.parts), str(p)), reverse=True)
 
 
 def remove_base(path: Path) -> None:
     """Lazily unmount everything mounted below path, deepest first, then remove it."""
-    for point in mounts_below(path):
-        subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
+    for _ in range(5):  # a path mounted over twice shows once per round
+        for point in mounts_below(path):
+            subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
     left = mounts_below(path)
     if left:
         # never rmtree through a live bind mount: it would delete the real folder's contents
