@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gateway.adapters.perms import share_file
-from gateway.core.errors import ChangedError, InputFileError, UsageError
+from gateway.core.errors import ChangedError, InputFileError, UnreadableError, UsageError
 
 
 def disable_core_dumps() -> None:
@@ -303,6 +303,8 @@ def _open_regular_fd(path: Path, dir_fd: int | None) -> tuple[int, int]:
             raise InputFileError(
                 f"{str(path)!r} is a symbolic link: links are never followed, name the real file"
             ) from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise UnreadableError(f"{str(path)!r} cannot be opened: {exc.strerror}") from None
         raise InputFileError(f"{str(path)!r} cannot be opened: {exc.strerror}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):

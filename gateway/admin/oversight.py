@@ -158,6 +158,7 @@ AUDIT_EVENTS = frozenset(
         "submission.duplicate",
         "submission.rejected",
         "submission.submitted",
+        "submission.unreadable",
         "unsafe.fault_injection",
         "vault.rotated",
     }

@@ -64,6 +64,10 @@ class StorageError(GatewayError):
     """The state database or a folder cannot be written now (disk full, read-only): try again later."""
 
 
+class UnreadableError(InputFileError):
+    """A file this user may not read (its mode or access list gives it no read permission)."""
+
+
 class ChangedError(InputFileError):
     """A file read twice gave different bytes: someone wrote to it while the gateway was reading it."""
 

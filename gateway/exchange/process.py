@@ -25,6 +25,7 @@ from gateway.core.errors import (
     GatewayError,
     InputFileError,
     StorageError,
+    UnreadableError,
     UsageError,
     VaultError,
 )
@@ -34,7 +35,7 @@ from gateway.exchange.authenticate import intent, signed_by, signer_key
 from gateway.exchange.deliver import Sealed, Unsealable, delivered_outcome, finish, plan, seal_all
 from gateway.exchange.intake import Job, Pair, open_outbox, scan_outbox, take
 from gateway.exchange.outcome import Deferred, Delivered, Outcome, Refused, Waiting
-from gateway.exchange.refuse import duplicate, reject
+from gateway.exchange.refuse import duplicate, reject, unreadable
 from gateway.state.journal import DEFERRED, DELIVERED, DONE, PARTIAL, SEALING, SubmissionRecord
 from gateway.state.root import Root, flush_audit
 from gateway.validate import Report, validate_file, validate_stream
@@ -90,6 +91,8 @@ def process_pair(root: Root, agency: Agency, folder: Folder, pair: Pair, now: da
     except UsageError:
         log.info("vanished agency=%s file=%r: removed before it was taken", agency.id, pair.csv)
         return None
+    except UnreadableError:
+        return unreadable(root, agency, folder, pair.csv, now)
     except GatewayError as exc:
         log.warning("unreadable agency=%s file=%r reason=%r", agency.id, pair.csv, exc.message)
         return None

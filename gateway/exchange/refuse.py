@@ -11,14 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.adapters.fsio import Folder, is_plain_name
+from gateway.adapters.fsio import Folder, is_plain_name, shown
 from gateway.adapters.gpg import Purpose
 from gateway.adapters.perms import group_id
 from gateway.core import faults
 from gateway.core.errors import InputFileError, UsageError
 from gateway.core.model import Agency, package_suffix
 from gateway.exchange.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, Job, open_outbox, remove_taken
-from gateway.exchange.outcome import Duplicate, Refused, Rejected
+from gateway.exchange.outcome import Duplicate, Refused, Rejected, Waiting
 from gateway.state.journal import DEFERRED, PARTIAL, RECEIVED, ROLLED_BACK, SEALING, SubmissionRecord
 from gateway.state.root import QUARANTINE, Root, flush_audit
 
@@ -104,6 +104,38 @@ def _quarantine(root: Root, job: Job, submission: str) -> None:
             suffix = next((s for s in SIGNATURE_SUFFIXES if job.signed.name.endswith(s)), ".sig")
             folder.write(name + suffix, job.signed.raw)
             root.journal.quarantined(f"{job.agency.id}/{name}{suffix}", job.agency.id, submission, str(gateway))
+
+
+def unreadable(root: Root, agency: Agency, folder: Folder, name: str, now: datetime) -> Waiting:
+    """An upload the gateway may not read: its uploader's client made it without group read (sftp `put` of a
+    0600 file does), which also masks the outbox's default ACL. Nothing is taken and the file stays; the sender
+    gets a report saying how to send it again, once per upload (and the admin one audit event)."""
+    stem = _own_name(name).removesuffix(".csv")
+    try:
+        uploaded = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
+        with folder.sub(REJECTED, create=True) as rejected:
+            reported = os.stat(f"{stem}.report.txt", dir_fd=rejected.fd, follow_symlinks=False)
+        told = reported.st_mtime_ns >= uploaded.st_mtime_ns
+    except FileNotFoundError:
+        told = False
+    except (InputFileError, UsageError, OSError):
+        told = True  # nowhere to report it: the log line below still says why it waits
+    why = "the gateway may not read it (uploaded without read permission for its group)"
+    if told:
+        return Waiting(agency.id, name, why, soon=False)
+    shown_name = shown(name)
+    text = (
+        f"{shown_name}: NOT TAKEN ({now:%Y-%m-%d %H:%M} UTC): the gateway may not read it.\n"
+        "  - It was uploaded without read permission for its group (mode 0600, say, which an SFTP client such as\n"
+        "    `sftp put` copies from the file on your machine); that also overrides the outbox's access list.\n\n"
+        f"Nothing was delivered. Remove it (sftp: rm /outbox/{shown_name}) and upload a copy its group can read\n"
+        '(chmod 640 FILE before put; WinSCP: untick "Set permissions"), with its signature.\n'
+    )
+    detail = {"file": shown_name, "status": "unreadable", "reasons": [why]}
+    if _write_report(root, agency, name, text, detail) is not None:
+        root.audit.append("submission.unreadable", actor="gateway", agency=agency.id, file=shown_name)
+    log.error("unreadable agency=%s file=%r: %s; the sender was told how to upload it again", agency.id, name, why)
+    return Waiting(agency.id, name, why, soon=False)
 
 
 def _report_text(job: Job, refused: Refused, now: datetime) -> str:

@@ -484,9 +484,30 @@ def venv_for_others(folder: Path) -> Path:
     return folder / "bin" / "python"
 
 
-def test_a_root_owned_by_an_ordinary_gateway_user_stays_its_own_and_sshd_asks_for_keys_as_that_user(
-    routed_template: Path,
-) -> None:
+@dataclass
+class Ordinary:
+    """A root owned by an ordinary gateway user, synced, with the system's sshd for it running."""
+
+    root: Path
+    base: Path
+    account: pwd.struct_passwd
+    python: Path
+    sync_output: str
+    sshd: Sshd
+
+    def gateway(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`iom-gateway ARGS` as the gateway user (setpriv, its groups as they are now)."""
+        who = ["setpriv", f"--reuid={self.account.pw_uid}", f"--regid={self.account.pw_gid}", "--init-groups"]
+        command = [*who, str(self.python), "-m", "gateway", "--root", str(self.root), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=False, cwd="/")
+
+    def sftp(self, *commands: str) -> subprocess.CompletedProcess[str]:
+        account = f"{TAG}g-police-do"
+        return sftp(account, self.base / "key-police-do", self.sshd.port, list(commands), self.base / "known_hosts")
+
+
+@pytest.fixture(scope="module")
+def ordinary(routed_template: Path) -> Iterator[Ordinary]:
     gateway = f"{TAG}-gw"
     subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", gateway], check=True)
     account = pwd.getpwnam(gateway)
@@ -501,30 +522,14 @@ def test_a_root_owned_by_an_ordinary_gateway_user_stays_its_own_and_sshd_asks_fo
             (base / "private").mkdir(mode=0o700)
             hidden = venv_for_others(base / "private" / "venv")  # where the gateway user cannot reach
             python = venv_for_others(base / "venv")
-            as_gateway = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
             public = ssh_key(base / "key-police-do")
-            added = subprocess.run(
-                [
-                    *as_gateway,
-                    str(python),
-                    "-m",
-                    "gateway",
-                    "--root",
-                    str(root),
-                    "officers",
-                    "ssh-key",
-                    "police-do",
-                    str(public),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            assert added.returncode == 0, added.stderr
             port = free_port()
             config = write_sshd_config(base / "ssh", port)
-            passwd = ours(base)
+            before = Ordinary(root, base, account, python, "", None)  # type: ignore[arg-type]
+            added = before.gateway("officers", "ssh-key", "police-do", str(public))
+            assert added.returncode == 0, added.stderr
 
+            passwd = ours(base)
             refused = sync(root, "--yes", python=hidden)
             assert refused.returncode == 1, refused.stdout + refused.stderr
             assert f"sshd would run {base}/ssh/iom-gateway-authorized-keys as {gateway}, who cannot run {hidden}" in (
@@ -534,23 +539,79 @@ def test_a_root_owned_by_an_ordinary_gateway_user_stays_its_own_and_sshd_asks_fo
 
             done = sync(root, "--yes", python=python)
             assert done.returncode == 0, done.stdout + done.stderr
-            assert f"add the gateway user {gateway} to {TAG}-police" in done.stdout
-            assert "restart the gateway's daemon (systemctl restart iom-gateway)" in done.stdout
-            assert gateway in grp.getgrnam(f"{TAG}-police").gr_mem
-            drop_in = (base / "ssh" / "sshd_config.d" / "iom-gateway.conf").read_text()
-            assert f"AuthorizedKeysCommandUser {gateway}\n" in drop_in
             with Sshd(config, port) as sshd:
-                login = sftp(f"{TAG}g-police-do", base / "key-police-do", port, ["ls /"], base / "known_hosts")
-                assert login.returncode == 0, login.stderr + sshd.log()
-            foreign = [p for p in [root, *root.rglob("*")] if p.lstat().st_uid != account.pw_uid]
-            assert foreign == [], f"access sync left files the gateway user does not own: {foreign}"
-            checked = subprocess.run(
-                [*as_gateway, str(python), "-m", "gateway", "--root", str(root), "access", "check"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            assert checked.returncode == 0, checked.stdout + checked.stderr
+                yield Ordinary(root, base, account, python, done.stdout, sshd)
     finally:
         remove_base(base)
         subprocess.run(["userdel", gateway], check=False)
+
+
+def test_a_root_owned_by_an_ordinary_gateway_user_stays_its_own_and_sshd_asks_for_keys_as_that_user(
+    ordinary: Ordinary,
+) -> None:
+    gateway = ordinary.account.pw_name
+    assert f"add the gateway user {gateway} to {TAG}-police" in ordinary.sync_output
+    assert "restart the gateway's daemon (systemctl restart iom-gateway)" in ordinary.sync_output
+    assert gateway in grp.getgrnam(f"{TAG}-police").gr_mem
+    drop_in = (ordinary.base / "ssh" / "sshd_config.d" / "iom-gateway.conf").read_text()
+    assert f"AuthorizedKeysCommandUser {gateway}\n" in drop_in
+    login = ordinary.sftp("ls /")
+    assert login.returncode == 0, login.stderr + ordinary.sshd.log()
+    root = ordinary.root
+    foreign = [p for p in [root, *root.rglob("*")] if p.lstat().st_uid != ordinary.account.pw_uid]
+    assert foreign == [], f"access sync left files the gateway user does not own: {foreign}"
+    checked = ordinary.gateway("access", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_upload_the_gateway_may_not_read_gets_one_report_saying_how_to_send_it_again(ordinary: Ordinary) -> None:
+    local = short_dir()
+    try:
+        name = "police-private-2026-10.csv"
+        (local / name).write_bytes(GOOD.read_bytes())
+        gpg(
+            home(ordinary.root, "police-do"), "--output", str(local / f"{name}.sig"), "--detach-sign", str(local / name)
+        )
+        os.chmod(local / name, 0o600)  # sftp `put` copies this mode, which masks the outbox's ACL entry too
+        assert ordinary.sftp(f"put {local / name}.sig /outbox/", f"put {local / name} /outbox/").returncode == 0
+        outbox = ordinary.root / "outbox" / "police"
+        assert stat.S_IMODE((outbox / name).stat().st_mode) == 0o600
+        first = ordinary.gateway("run", "--once")
+        assert (
+            "Traceback" not in first.stderr and f"waiting   police/{name}: the gateway may not read it" in first.stdout
+        )
+        report = outbox / "rejected" / "police-private-2026-10.report.txt"
+        text = report.read_text()
+        assert "NOT TAKEN" in text and "chmod 640 FILE before put" in text and f"rm /outbox/{name}" in text
+        assert (stat.S_IMODE(report.stat().st_mode), report.stat().st_gid) == (
+            0o640,
+            grp.getgrnam(f"{TAG}-police").gr_gid,
+        )
+        stamp = report.stat().st_mtime_ns
+        again = ordinary.gateway("run", "--once")  # the next pass tells nobody twice
+        assert again.returncode == first.returncode and report.stat().st_mtime_ns == stamp
+        events = [
+            json.loads(line)["event"] for line in (ordinary.root / "state" / "audit.jsonl").read_text().splitlines()
+        ]
+        assert events.count("submission.unreadable") == 1
+        assert (outbox / name).exists(), "the upload the gateway could not read was removed"
+        got = ordinary.sftp(f"lcd {local}", "get /outbox/rejected/police-private-2026-10.report.txt")
+        assert got.returncode == 0 and (local / report.name).read_text() == text
+
+        os.chmod(local / name, 0o640)  # the officer follows the report
+        fixed = ordinary.sftp(f"rm /outbox/{name}", f"put {local / name}.sig /outbox/", f"put {local / name} /outbox/")
+        assert fixed.returncode == 0, fixed.stderr
+        runs: list[subprocess.CompletedProcess[str]] = []
+        # a file another user wrote: no read lease tells the gateway its writer is done, so it waits to settle
+        wait_until(
+            lambda: runs.append(ordinary.gateway("run", "--once")) or f"delivered police/{name}" in runs[-1].stdout,
+            30,
+            "the upload made again to be delivered",
+        )
+        assert runs[-1].returncode == 0, runs[-1]
+        package = packages(ordinary.root, "probation")[0]
+        info = package.stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o640, ordinary.account.pw_uid)
+        assert info.st_gid == grp.getgrnam(f"{TAG}-probation").gr_gid, "the gateway could not give it the group"
+    finally:
+        shutil.rmtree(local)
