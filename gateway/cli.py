@@ -19,9 +19,10 @@ from typing import Any
 
 from gateway import __version__
 from gateway.access.check import audit as audit_access
+from gateway.access.keys import authorized_key
 from gateway.access.sync import apply as apply_sync
-from gateway.access.sync import authorized_key, require_root
 from gateway.access.sync import plan as plan_sync
+from gateway.access.sync import require_root
 from gateway.adapters.config import ROOT_ENV, resolve_root
 from gateway.adapters.fsio import disable_core_dumps, private_umask
 from gateway.adapters.gpg import stop_agents
@@ -901,9 +902,9 @@ def _access_command(commands: Any) -> None:
         "authorized-keys",
         help="the key sshd may accept for an officer's account (sshd runs this)",
         description="Print the authorized_keys line of the officer whose account `access sync` made, if that "
-        "officer is active; print nothing otherwise. sshd runs it through [access] sshd_dir/"
-        "iom-gateway-authorized-keys as the gateway user (AuthorizedKeysCommand), so a revoked officer's next "
-        "connection is refused at once.",
+        "officer is active; print nothing otherwise: what sshd gets, as the gateway user, from [access] sshd_dir/"
+        "iom-gateway-authorized-keys (AuthorizedKeysCommand; it runs the same look-up with nothing else loaded), "
+        "so a revoked officer's next connection is refused at once.",
     )
     keys.add_argument("account", metavar="ACCOUNT", help="the system account's name (sshd's %%u)")
     keys.add_argument("uid", metavar="UID", nargs="?", help="its uid (sshd's %%U): nothing is printed if it differs")
@@ -947,7 +948,7 @@ def _access_sync(args: argparse.Namespace) -> int:
 
 
 def _access_authorized_keys(args: argparse.Namespace) -> int:
-    line = authorized_key(_open(args), args.account, args.uid)
+    line = authorized_key(_open(args).db, args.account, args.uid)
     if line is not None:
         print(line)
     return EXIT_OK

@@ -58,7 +58,7 @@ Match User {access.account_prefix}* Group {agency.unix_group}
 def keys_command(root: Path, python: str) -> str:
     """The script sshd runs (as the gateway user) to ask the register for an account's key: sshd wants a
     root-owned command, which the gateway's own installation (a venv, a checkout) need not be."""
-    argv = [python, "-I", "-m", "gateway", "--root", str(root), "access", "authorized-keys"]
+    argv = [python, "-I", "-m", "gateway.access.keys", str(root)]
     return "#!/bin/sh\n" + HEADER.format(root=root) + f'exec {" ".join(shlex.quote(a) for a in argv)} "$1" "$2"\n'
 
 

@@ -594,17 +594,3 @@ def _install_drop_in(installed: Path, text: str) -> None:
     _write_root_file(installed, text, 0o644)
     if host.systemd_running():
         host.run("systemctl", "reload", "ssh.service")
-
-
-def authorized_key(root: Root, account: str, uid: str | None) -> str | None:
-    """The authorized_keys line sshd may accept for the system account `account` (uid `uid`, as sshd's %U gives
-    it): its officer's SSH key, if `access sync` made that account and the officer is active; None otherwise, so
-    `officers revoke` shuts the door at the officer's next connection."""
-    made = Accounts(root.db).get(account)
-    if made is None or made.status != OPEN or (uid is not None and uid != str(made.uid)):
-        return None
-    officer = {o.id: o for o in root.registry.all(made.agency)}.get(made.officer)
-    if officer is None or not officer.active or officer.ssh_key is None:
-        return None
-    # restrict: no pty, no forwarding, no ~/.ssh/rc, whatever sshd's config says
-    return f"restrict {officer.ssh_key} {officer.id}@iom-gateway"

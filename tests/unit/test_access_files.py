@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.access.keys import main as keys_main
 from gateway.access.sshd import check_config, drop_in, keys_command, mount_unit, unit_name
 from gateway.adapters.config import Access, Config
 from gateway.core.errors import ConfigError
@@ -126,9 +127,17 @@ def test_the_key_command_runs_the_gateway_with_its_root_and_sshds_two_arguments_
     script = keys_command(Path("/var/lib/iom gateway"), "/opt/iom-gateway/bin/python")
     assert script.startswith("#!/bin/sh\n")
     assert script.splitlines()[-1] == (
-        "exec /opt/iom-gateway/bin/python -I -m gateway --root '/var/lib/iom gateway' access authorized-keys "
-        '"$1" "$2"'
+        'exec /opt/iom-gateway/bin/python -I -m gateway.access.keys \'/var/lib/iom gateway\' "$1" "$2"'
     )
+
+
+def test_the_key_command_without_a_register_prints_no_key_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert keys_main([str(tmp_path), "iom-police-do", "1001"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"no register at {str(tmp_path / 'state' / 'gateway.db')!r}" in captured.err
+    assert keys_main([]) == 2 and "usage: python -m gateway.access.keys ROOT ACCOUNT [UID]" in capsys.readouterr().err
 
 
 def test_access_settings_are_checked_with_their_line_and_fix(tmp_path: Path) -> None:
