@@ -91,6 +91,12 @@ _MIGRATIONS = (
             created TEXT NOT NULL, changed TEXT NOT NULL,
             status TEXT NOT NULL CHECK (status IN ('open', 'locked')))""",
     ),
+    # 7: who received each package (a checked, signed receipt): the disclosure register's "received by"
+    (
+        """CREATE TABLE receipts (
+            package TEXT NOT NULL, agency TEXT NOT NULL, fingerprint TEXT NOT NULL, officer TEXT,
+            received TEXT NOT NULL, recorded TEXT NOT NULL, PRIMARY KEY (package, agency, fingerprint))""",
+    ),
 )
 
 
