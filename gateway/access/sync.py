@@ -19,7 +19,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.access.model import INBOX, OUTBOX, REJECTED
+from gateway.access.model import INBOX, OUTBOX, RECEIPTS, REJECTED
 from gateway.access.sshd import (
     DEV,
     DROP_IN,
@@ -165,13 +165,14 @@ class _Planner:
                 (self.path / INBOX / agency.id, READ_DIR),
                 (self.path / OUTBOX / agency.id, DROP_DIR),
                 (self.path / OUTBOX / agency.id / REJECTED, READ_DIR),
+                (self.path / OUTBOX / agency.id / RECEIPTS, DROP_DIR),
             ]
             group = host.group(agency.unix_group)
             if group is not None and all(_is_shared(path, group.gr_gid, mode) for path, mode in folders):
                 continue
             self.add(
                 Change(
-                    f"share {agency.id}'s inbox/, outbox/ and rejected reports with its group {agency.unix_group}",
+                    f"share {agency.id}'s inbox/, outbox/, rejected/ and receipts/ with its group {agency.unix_group}",
                     "access.folders.shared",
                     {"agency": agency.id, "group": agency.unix_group},
                     functools.partial(_share, self.path, agency, folders, self.gateway_uid),
@@ -449,7 +450,7 @@ def _share(root: Path, agency: Agency, folders: list[tuple[Path, int]], gateway_
     for path, mode in folders:
         with suppress(FileExistsError):
             path.mkdir(mode=0o700)
-        acl = gateway_uid if mode == DROP_DIR else None
+        acl = gateway_uid if mode == DROP_DIR else None  # the outbox and its receipts/
         _fix_dir(path, gateway_uid, functools.partial(_share_dir, gid=gid, mode=mode, acl=acl))
         if mode == READ_DIR:  # what the gateway wrote there before: packages, manifests, reports
             for entry in os.scandir(path):

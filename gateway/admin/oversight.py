@@ -146,12 +146,14 @@ AUDIT_EVENTS = frozenset(
         "officer.ssh_key.set",
         "package.delivered",
         "package.pulled",
+        "package.received",
         "password.created",
         "password.exported",
         "password.imported",
         "password.reencrypted",
         "password.rotated",
         "password.shown",
+        "receipt.refused",
         "retention.purged",
         "submission.abandoned",
         "submission.delivered",
@@ -242,6 +244,15 @@ class OrphanedFolder:
 
 
 @dataclass(frozen=True, slots=True)
+class Unreceipted:
+    """A package delivered longer ago than [packages] receipt_days that no officer of its agency receipted."""
+
+    agency: str
+    package: str
+    delivered: str
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     now: str
     outbox_waiting: dict[str, int]
@@ -256,6 +267,7 @@ class Status:
     waiting: list[WaitingFile] = field(default_factory=list)
     deferred: list[DeferredDelivery] = field(default_factory=list)
     orphaned: list[OrphanedFolder] = field(default_factory=list)
+    unreceipted: list[Unreceipted] = field(default_factory=list)  # delivered [packages] receipt_days ago, no receipt
 
     @property
     def attention(self) -> list[str]:
@@ -264,6 +276,11 @@ class Status:
             f"delivery of {d.agency}/{d.file} to {d.recipient} deferred since {d.since}: {d.reason}"
             + ("" if d.file_in_outbox else " (its file has left the outbox: the next restart closes it)")
             for d in self.deferred
+        ]
+        lines += [
+            f"{u.agency} has not receipted {u.package} (delivered {u.delivered}): ask its officers to pull it and "
+            "upload the receipt"
+            for u in self.unreceipted
         ]
         lines += [f"{k.owner}: {k.problem}" for k in self.keys]
         lines += [f"{agency} has not submitted for {self.period} (due by day {self.due_day})" for agency in self.late]
@@ -324,6 +341,11 @@ def status(root: Root, now: datetime) -> Status:
         waiting=waiting,
         deferred=[_deferred(root, d, _sha256(root, d.submission)) for d in deferred],
         orphaned=_orphaned(root),
+        unreceipted=[
+            Unreceipted(d.recipient, d.package, d.created)
+            for d in root.journal.unreceipted((now - timedelta(days=root.config.packages.receipt_days)).isoformat())
+            if d.recipient in root.config.agencies
+        ],
     )
 
 

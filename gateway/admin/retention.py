@@ -42,6 +42,9 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
     With `dry_run`, change nothing and say what would go. Records what it did on the audit log.
     """
     expired = root.journal.deliveries_expired(now.isoformat(timespec="seconds"))
+    if root.config.packages.delete_after_receipt:  # received, so no longer needed in the inbox
+        seen = {(d.package, d.recipient) for d in expired}
+        expired += [d for d in root.journal.receipted() if (d.package, d.recipient) not in seen]
     quarantined = _older_than(root.path / QUARANTINE, "*", timedelta(days=root.config.retention.quarantine_days), now)
     reports = _older_than(
         root.path / OUTBOX, f"{REJECTED}/*.report.*", timedelta(days=root.config.retention.reports_days), now

@@ -34,6 +34,7 @@ from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
 from gateway.exchange.intake import OUTBOX, open_outbox, scan_outbox
 from gateway.exchange.outcome import Deferred, Outcome, Rejected, Waiting
 from gateway.exchange.process import now_utc, process_once, process_pair
+from gateway.exchange.receipts import take_receipts
 from gateway.exchange.recover import Recovery, recover
 from gateway.state.root import Root, flush_audit
 
@@ -289,6 +290,13 @@ class Daemon:
             if outcome is not None and not isinstance(outcome, Waiting):
                 self.processed += 1
                 self.errors += isinstance(outcome, Rejected | Deferred)
+                log.info("%s", outcome.summary.replace("  ", " "))
+        for outcome in take_receipts(
+            self.root, agency, folder, now_utc(), self.root.config.submissions.pairing_timeout_seconds
+        ):
+            if not isinstance(outcome, Waiting):
+                self.processed += 1
+                self.errors += isinstance(outcome, Rejected)
                 log.info("%s", outcome.summary.replace("  ", " "))
         present = {str(folder.path / p.csv) for p in intake.pairs}
         present |= {str(folder.path / p.signature) for p in intake.pairs if p.signature}

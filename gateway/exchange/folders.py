@@ -20,6 +20,7 @@ from gateway.adapters.perms import DROP_DIR, PASSAGE_DIR, PRIVATE_DIR, READ_DIR,
 from gateway.adapters.store import INBOX
 from gateway.core.errors import InputFileError, UsageError
 from gateway.core.model import Agency
+from gateway.core.receipt import RECEIPTS
 from gateway.exchange.intake import OUTBOX, REJECTED
 from gateway.state.root import QUARANTINE
 
@@ -64,6 +65,8 @@ def agency_folders(root: Path, agencies: Iterable[str] | Mapping[str, Agency], *
             try:
                 Folder.open(root, kind, agency).close()
                 found.append(FolderState(name, "ok"))
+                if create and kind == OUTBOX:
+                    _receipts_folder(root, agency, groups.get(agency))
                 continue
             except UsageError:
                 pass
@@ -81,6 +84,8 @@ def agency_folders(root: Path, agencies: Iterable[str] | Mapping[str, Agency], *
             else:
                 found.append(FolderState(name, "made"))
                 _share(root, kind, agency, groups.get(agency))
+                if kind == OUTBOX:
+                    _receipts_folder(root, agency, groups.get(agency))
     return found
 
 
@@ -114,6 +119,21 @@ def _share(root: Path, kind: str, agency: str, group: str | None) -> None:
         if share_dir(folder.fd, gid, DROP_DIR, acl_uid=gateway_uid):
             with folder.sub(REJECTED, create=True) as rejected:
                 share_dir(rejected.fd, gid, READ_DIR)
+
+
+def _receipts_folder(root: Path, agency: str, group: str | None) -> None:
+    """outbox/<agency>/receipts/, where officers upload the receipts they made away from the gateway: made when
+    missing (an outbox made before receipts existed has none), shared like the outbox when it is shared."""
+    with suppress(OSError, InputFileError, UsageError), Folder.open(root, OUTBOX, agency) as outbox:
+        try:
+            outbox.sub(RECEIPTS).close()
+            return
+        except UsageError:
+            pass
+        with outbox.sub(RECEIPTS, create=True) as receipts:
+            shared = stat.S_IMODE(os.fstat(outbox.fd).st_mode) == stat.S_IMODE(DROP_DIR)
+            if shared and group is not None:
+                share_dir(receipts.fd, group_id(group), DROP_DIR, acl_uid=os.stat(root).st_uid)
 
 
 def orphaned_folders(root: Path, agencies: Iterable[str]) -> list[Orphan]:

@@ -20,6 +20,7 @@ from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, SignatureCheck
 from gateway.core.errors import InputFileError, UsageError
 from gateway.core.manifest import binary_signature
 from gateway.core.model import Agency, Period
+from gateway.core.receipt import RECEIPTS
 from gateway.state.root import Root
 
 SIGNATURE_SUFFIXES = (".sig", ".asc")
@@ -65,7 +66,7 @@ def scan_outbox(folder: Folder, now: float, orphan_after: float = 60.0) -> Intak
     regular: dict[str, float] = {}
     ignored: list[tuple[str, str]] = []
     for entry in folder.entries():
-        if _in_progress(entry.name) or entry.name == REJECTED:
+        if _in_progress(entry.name) or entry.name in (REJECTED, RECEIPTS):
             continue
         try:
             info = entry.stat(follow_symlinks=False)

@@ -82,7 +82,21 @@ class Deferred:
         return f"deferred  {self.agency}/{shown(self.name)}: {self.reason}; it stays in the outbox and is tried again"
 
 
-Outcome = Delivered | Rejected | Duplicate | Waiting | Deferred
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A recipient officer's signed receipt for a package, checked and recorded (`package.received`)."""
+
+    agency: str
+    name: str
+    package: str
+    officer: str
+
+    @property
+    def summary(self) -> str:
+        return f"received  {self.agency}/{shown(self.package)} by {self.officer}"
+
+
+Outcome = Delivered | Rejected | Duplicate | Waiting | Deferred | Received
 
 
 class Refused(Exception):

@@ -35,6 +35,7 @@ from gateway.exchange.authenticate import intent, signed_by, signer_key
 from gateway.exchange.deliver import Sealed, Unsealable, delivered_outcome, finish, plan, seal_all
 from gateway.exchange.intake import Job, Pair, open_outbox, scan_outbox, take
 from gateway.exchange.outcome import Deferred, Delivered, Outcome, Refused, Waiting
+from gateway.exchange.receipts import take_receipts
 from gateway.exchange.refuse import duplicate, reject, unreadable
 from gateway.state.journal import DEFERRED, DELIVERED, DONE, PARTIAL, SEALING, SubmissionRecord
 from gateway.state.root import Root, flush_audit
@@ -75,6 +76,7 @@ def process_once(root: Root, now: datetime) -> list[Outcome]:
                 outcome = process_pair(root, agency, folder, pair, now)
                 if outcome is not None:
                     outcomes.append(outcome)
+            outcomes += take_receipts(root, agency, folder, now, root.config.submissions.pairing_timeout_seconds)
     return outcomes
 
 

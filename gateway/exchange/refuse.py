@@ -31,7 +31,7 @@ def duplicate(root: Root, job: Job, original: str) -> Duplicate:
         f"{job.shown}: not delivered again: the same bytes were already delivered as submission "
         f"{original}. Nothing was sent. If the data changed, export it again.\n"
     )
-    _write_report(root, job.agency, job.pair.csv, text, {"file": job.shown, "duplicate_of": original})
+    write_report(root, job.agency, job.pair.csv, text, {"file": job.shown, "duplicate_of": original})
     root.audit.append("submission.duplicate", actor="gateway", agency=job.agency.id, original=original)
     remove_taken(job)
     return Duplicate(job.agency.id, job.pair.csv, original)
@@ -49,7 +49,7 @@ def reject(root: Root, job: Job, record: SubmissionRecord, refused: Refused, now
     _quarantine(root, job, record.id)
     faults.reached("reject.quarantined")
     text, detail = _report_text(job, refused, now), _detail(job, refused)
-    report_path = _write_report(root, job.agency, job.pair.csv, text, detail)
+    report_path = write_report(root, job.agency, job.pair.csv, text, detail)
     remove_taken(job)
     faults.reached("reject.removed")
     details: dict[str, Any] = {"submission": record.id, "stage": refused.stage, "file": job.shown}
@@ -132,7 +132,7 @@ def unreadable(root: Root, agency: Agency, folder: Folder, name: str, now: datet
         '(chmod 640 FILE before put; WinSCP: untick "Set permissions"), with its signature.\n'
     )
     detail = {"file": shown_name, "status": "unreadable", "reasons": [why]}
-    if _write_report(root, agency, name, text, detail) is not None:
+    if write_report(root, agency, name, text, detail) is not None:
         root.audit.append("submission.unreadable", actor="gateway", agency=agency.id, file=shown_name)
     log.error("unreadable agency=%s file=%r: %s; the sender was told how to upload it again", agency.id, name, why)
     return Waiting(agency.id, name, why, soon=False)
@@ -186,7 +186,7 @@ def roll_back(root: Root, submission: str) -> list[str]:
     return withdrawn
 
 
-def _write_report(root: Root, agency: Agency, name: str, text: str, detail: Mapping[str, object]) -> Path | None:
+def write_report(root: Root, agency: Agency, name: str, text: str, detail: Mapping[str, object]) -> Path | None:
     """Write the report beside the outbox (rejected/), never through a link; None if that is not possible."""
     stem = _own_name(name).removesuffix(".csv")
     try:

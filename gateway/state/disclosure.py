@@ -14,13 +14,14 @@ import csv
 import html
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from gateway.core.errors import GatewayError
 
 EVENT = "package.delivered"
+RECEIVED = "package.received"  # a recipient officer's checked receipt: the register's "received by"
 COLUMN_SEPARATOR = "; "
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _REQUIRED = ("agency", "sender", "officer", "marking", "rows", "columns", "package", "method")
@@ -44,6 +45,8 @@ class Disclosure:
     legal_basis: str
     package: str
     method: str
+    received_by: str = ""  # the officers whose signed receipts the gateway recorded, "; "-separated
+    received_at: str = ""  # the first of those receipts' times (UTC, ISO 8601)
 
 
 HEADER = tuple(field.name for field in fields(Disclosure))
@@ -59,13 +62,25 @@ def register(entries: Iterable[Mapping[str, Any]], year: int, month: int) -> lis
         raise ValueError(f"month must be 1-12, not {month}")
     wanted = f"{year:04d}-{month:02d}"
     found: list[tuple[datetime, Disclosure]] = []
+    receipts: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for entry in entries:
+        if entry.get("event") == RECEIVED:
+            key = (str(entry.get("package")), str(entry.get("agency")))
+            receipts.setdefault(key, []).append((str(entry.get("officer")), str(entry.get("received"))))
+            continue
         if entry.get("event") != EVENT:
             continue
         if period_of(entry) == wanted:
             moment = _time(entry)
             found.append((moment, _disclosure(entry, moment)))
-    return [disclosure for _, disclosure in sorted(found, key=lambda pair: pair[0])]
+    rows = []
+    for _, delivered in sorted(found, key=lambda pair: pair[0]):
+        received = sorted(receipts.get((delivered.package, delivered.to_agency), []), key=lambda r: r[1])
+        if received:
+            officers = "; ".join(dict.fromkeys(officer for officer, _ in received))
+            delivered = replace(delivered, received_by=officers, received_at=received[0][1])  # noqa: PLW2901
+        rows.append(delivered)
+    return rows
 
 
 def period_of(entry: Mapping[str, Any]) -> str:

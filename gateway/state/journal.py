@@ -557,3 +557,34 @@ class Journal:
             " WHERE id = ?",
             (now, processed, errors, finished, now, run),
         )
+
+    def delivery_of(self, package: str, recipient: str) -> tuple[DeliveryRecord, str] | None:
+        """The delivery of `package` to `recipient` and its plaintext's SHA-256 (the submission's), or None."""
+        row = self.db.execute(
+            "SELECT d.submission, d.recipient, d.package, d.method, d.key_id, d.status, d.created, d.expires,"
+            " s.sha256 FROM deliveries d JOIN submissions s ON s.id = d.submission"
+            " WHERE d.package = ? AND d.recipient = ?",
+            (package, recipient),
+        ).fetchone()
+        return None if row is None else (DeliveryRecord(*tuple(row)[:8]), row[8])
+
+    def unreceipted(self, before: str) -> list[DeliveryRecord]:
+        """Live packages delivered before `before` that no officer of their agency has receipted, oldest first."""
+        rows = self.db.execute(
+            "SELECT submission, recipient, package, method, key_id, status, created, expires FROM deliveries d"
+            " WHERE d.status = 'delivered' AND d.created < ?"
+            " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.package = d.package AND r.agency = d.recipient)"
+            " ORDER BY created",
+            (before,),
+        ).fetchall()
+        return [DeliveryRecord(*row) for row in rows]
+
+    def receipted(self) -> list[DeliveryRecord]:
+        """Live packages that an officer of their agency has receipted."""
+        rows = self.db.execute(
+            "SELECT submission, recipient, package, method, key_id, status, created, expires FROM deliveries d"
+            " WHERE d.status = 'delivered'"
+            " AND EXISTS (SELECT 1 FROM receipts r WHERE r.package = d.package AND r.agency = d.recipient)"
+            " ORDER BY created",
+        ).fetchall()
+        return [DeliveryRecord(*row) for row in rows]

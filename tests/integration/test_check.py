@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -107,7 +108,7 @@ def _no_active_officer(root: Path) -> str:
 
 
 def _outbox_replaced_by_a_link(root: Path) -> str:
-    (root / "outbox" / "council").rmdir()
+    shutil.rmtree(root / "outbox" / "council")  # its receipts/ too
     (root / "outbox" / "council").symlink_to(root.parent)
     return f"{str(root / 'outbox' / 'council')!r} is a symbolic link or not a folder"
 

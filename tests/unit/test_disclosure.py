@@ -139,6 +139,8 @@ def test_csv_round_trips_and_defuses_formulas() -> None:
             "legal_basis",
             "package",
             "method",
+            "received_by",
+            "received_at",
         ]
     )
     assert read[1] == [
@@ -155,6 +157,8 @@ def test_csv_round_trips_and_defuses_formulas() -> None:
         "Crime and Disorder Act 1998 s.115",
         "pkg-0001",
         "gpg",
+        "",
+        "",
     ]
     defused = dict(zip(HEADER, read[2], strict=True))
     assert defused["to_agency"] == "'=cmd|' /C calc'!A0"
@@ -162,6 +166,33 @@ def test_csv_round_trips_and_defuses_formulas() -> None:
     assert defused["officer"] == "'-2" and defused["marking"] == "'\tPROTECT"
     assert defused["columns"] == 'a,b; quote"d'
     assert len(read) == 3
+
+
+def test_a_disclosure_names_who_received_it_and_when_from_the_checked_receipts() -> None:
+    def received(time: str, officer: str, agency: str = "probation", package: str = "pkg-0001") -> dict[str, Any]:
+        return {
+            "event": "package.received",
+            "time": time,
+            "seq": 11,
+            "agency": agency,
+            "package": package,
+            "officer": officer,
+            "received": time,
+            "actor": officer,
+        }
+
+    entries = [
+        delivered("2026-10-01T00:00:00+00:00"),
+        delivered("2026-10-01T00:00:00+00:00", agency="housing"),
+        received("2026-10-03T10:00:00+00:00", "probation-pdo"),
+        received("2026-10-02T09:00:00+00:00", "probation-do"),
+        received("2026-10-02T09:30:00+00:00", "police-do", agency="police"),  # not delivered to police
+    ]
+    rows = register(entries, 2026, 10)
+    by_agency = {row.to_agency: row for row in rows}
+    assert by_agency["probation"].received_by == "probation-do; probation-pdo"
+    assert by_agency["probation"].received_at == "2026-10-02T09:00:00+00:00"
+    assert (by_agency["housing"].received_by, by_agency["housing"].received_at) == ("", "")
 
 
 class _Cells(HTMLParser):
@@ -219,5 +250,7 @@ def test_json_lists_every_field() -> None:
         "legal_basis": "",
         "package": "pkg-first",
         "method": "gpg",
+        "received_by": "",
+        "received_at": "",
     }
     assert to_json([]) == []
