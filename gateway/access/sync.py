@@ -330,7 +330,9 @@ class _Planner:
             )
         )
         if host.systemd_running():
-            self.result.notes.append("sshd was reloaded (systemctl reload ssh): new connections read the drop-in")
+            self.result.notes.append(
+                "sshd was reloaded (systemctl try-reload-or-restart ssh): new connections read the drop-in"
+            )
         else:
             self.result.notes.append("sshd reads the new drop-in when it reloads: send it SIGHUP, or restart it")
 
@@ -594,4 +596,5 @@ def _check_drop_in(main: Path, installed: Path, text: str) -> str | None:
 def _install_drop_in(installed: Path, text: str) -> None:
     _write_root_file(installed, text, 0o644)
     if host.systemd_running():
-        host.run("systemctl", "reload", "ssh.service")
+        # only if it runs: with socket activation (Ubuntu 24.04's ssh.socket) each connection reads the config anew
+        host.run("systemctl", "try-reload-or-restart", "ssh.service")
