@@ -156,6 +156,7 @@ READ_ONLY = [
     ["keys", "list"],
     ["keys", "export", "--gateway"],
     ["officers", "list"],
+    ["officers", "export"],
     ["officers", "show", "police-do"],
     ["purge", "--dry-run"],
     ["run", "--once"],
