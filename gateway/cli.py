@@ -29,7 +29,14 @@ from gateway.adapters.gpg import stop_agents
 from gateway.admin.check import Checked, check_root
 from gateway.admin.demo import run_demo
 from gateway.admin.init import init_root
-from gateway.admin.keys import export_gateway_key, export_password, import_password, show_password
+from gateway.admin.keys import (
+    Exported,
+    export_gateway_keys,
+    export_officers,
+    export_password,
+    import_password,
+    show_password,
+)
 from gateway.admin.officers import add_officer, officers, rekey_officer, set_ssh_key
 from gateway.admin.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
 from gateway.admin.retention import purge
@@ -400,22 +407,48 @@ def _admin_commands(commands: Any) -> None:
     ssh_key.add_argument("file", type=Path, metavar="KEY.pub", help="their SSH public key file")
     ssh_key.add_argument("--json", action="store_true", help="print the officer as one JSON object")
     ssh_key.set_defaults(handler=_officers_ssh_key)
+    _officers_export_command(officers)
 
     keys = commands.add_parser(
         "keys", help="list and rotate keys and passwords; hand out the gateway key and agency passwords"
     ).add_subparsers(metavar="ACTION", required=True)
     _key_commands(keys)
-    export = keys.add_parser("export", help="export the gateway's public key, or an agency's current password")
-    what = export.add_mutually_exclusive_group(required=True)
-    what.add_argument("--gateway", action="store_true", help="the gateway's public key (armored)")
-    what.add_argument("--agency", metavar="A", help="with --password: the AES-ZIP agency's current password")
-    export.add_argument("--password", action="store_true", help="export the agency's password (needs --to)")
-    export.add_argument("--to", type=Path, metavar="FILE", help="write to this new file (created 0600)")
-    export.set_defaults(handler=_keys_export)
+    _keys_export_command(keys)
     imported = keys.add_parser("import", help="set an AES-ZIP agency's password by hand (checked against the policy)")
     imported.add_argument("--agency", required=True, metavar="A", help="the AES-ZIP agency's id in gateway.toml")
     imported.add_argument("--password-file", required=True, type=Path, metavar="F", help="a 0600 file holding it")
     imported.set_defaults(handler=_keys_import)
+
+
+def _keys_export_command(keys: Any) -> None:
+    export = keys.add_parser(
+        "export",
+        help="export the gateway's public keys, or an agency's current password",
+        description="--gateway: every gateway public key recipients still need, in one armored block: the "
+        "current one and each retired one that signed a package still in an inbox. --agency A --password: the "
+        "AES-ZIP agency's current password.",
+    )
+    what = export.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--gateway", action="store_true", help="the gateway's public keys (armored): current, and retired still needed"
+    )
+    what.add_argument("--agency", metavar="A", help="with --password: the AES-ZIP agency's current password")
+    export.add_argument("--password", action="store_true", help="export the agency's password (needs --to)")
+    export.add_argument("--to", type=Path, metavar="FILE", help="write to this new file (created 0600)")
+    export.set_defaults(handler=_keys_export)
+
+
+def _officers_export_command(officers: Any) -> None:
+    exported = officers.add_parser(
+        "export",
+        help="the active officers' public keys, armored, for partners to check senders' signatures",
+        description="Write the public keys of the active officers (of A, or of every agency) from the gateway's "
+        "keyring in one armored block, to stdout or a new 0600 file, so partners can `gpg --import` them and "
+        "check a sender's own signature with `gpg --verify`.",
+    )
+    exported.add_argument("--agency", metavar="A", help="only this agency's officers")
+    exported.add_argument("--to", type=Path, metavar="FILE", help="write to this new file (created 0600)")
+    exported.set_defaults(handler=_officers_export)
 
 
 def _open(args: argparse.Namespace) -> Root:
@@ -552,6 +585,22 @@ def _officers_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _officers_export(args: argparse.Namespace) -> int:
+    _write_keys(export_officers(_open(args), args.agency), args.to, "the officers' public keys")
+    return EXIT_OK
+
+
+def _write_keys(exported: Exported, to: Path | None, what: str) -> None:
+    """Public keys to stdout, or to a new 0600 file `to` (never over one), saying which keys went there."""
+    if to is None:
+        sys.stdout.write(exported.armored)
+        return
+    _write_new(to, exported.armored.encode("ascii"), what)
+    print(f"wrote {what} to {to} (mode 0600): {len(exported.keys)} key(s)")
+    for fingerprint, whose in exported.keys:
+        print(f"  {fingerprint}  {whose}")
+
+
 def _officers_one(args: argparse.Namespace) -> int:
     _print_officer(_open(args).registry.get(args.officer), as_json=args.json)
     return EXIT_OK
@@ -598,7 +647,7 @@ def _keys_import(args: argparse.Namespace) -> int:
 def _keys_export(args: argparse.Namespace) -> int:
     root = _open(args)
     if args.gateway:
-        sys.stdout.write(export_gateway_key(root))
+        _write_keys(export_gateway_keys(root), args.to, "the gateway's public keys")
         return EXIT_OK
     if not args.password:
         raise UsageError("keys export --agency A needs --password, and --to FILE unless you are at a terminal")

@@ -130,7 +130,7 @@ class Config:
     purpose: str = ""
     legal_basis: str = ""
     marking: Marking = DEFAULT_FLOOR
-    banner: bool = True
+    banner: bool = False  # opt-in: a banner line makes programs (pandas, csv readers) misread the CSV
     passwords: Passwords = field(default_factory=Passwords)
     submissions: Submissions = field(default_factory=Submissions)
     packages: Packages = field(default_factory=Packages)
@@ -421,10 +421,10 @@ class _Checker:
         if not isinstance(descriptor, str) or (descriptor and not descriptor.replace("-", "").isalnum()):
             self.problem("marking.descriptor", "marking.descriptor must be a word such as PERSONAL")
             descriptor = "PERSONAL"
-        banner = table.get("banner", True)
+        banner = table.get("banner", False)
         if not isinstance(banner, bool):
             self.problem("marking.banner", "marking.banner must be true or false")
-            banner = True
+            banner = False
         return Marking(level, descriptor.upper(), Scheme(scheme)), banner
 
     def daemon(self, table: dict[str, Any]) -> Daemon:

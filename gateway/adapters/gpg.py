@@ -248,6 +248,20 @@ class Keyring:
             raise CryptoError(_unknown_key(fingerprint))
         return armored
 
+    def export_public_keys(self, fingerprints: Sequence[Fingerprint]) -> str:
+        """Several armored public keys in one block (what `gpg --armor --export A B` writes).
+
+        Raises CryptoError naming the first key the keyring does not hold (gpg would silently skip it).
+        """
+        if not fingerprints:
+            raise ValueError("no key to export")
+        for fingerprint in fingerprints:
+            self.key(fingerprint)
+        armored = self._gpg.export_keys([str(f) for f in fingerprints], armor=True)
+        if not isinstance(armored, str) or "BEGIN PGP PUBLIC KEY BLOCK" not in armored:
+            raise CryptoError(_unknown_key(fingerprints[0]))
+        return armored
+
     def key(self, fingerprint: Fingerprint) -> KeyInfo:
         """Describe one primary key.
 

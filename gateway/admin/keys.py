@@ -1,12 +1,15 @@
-"""Hand out the gateway's public key and the agencies' AES passwords, and take in a chosen password."""
+"""Hand out the gateway's and the officers' public keys and the agencies' AES passwords, and take in a chosen
+password."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.adapters.fsio import open_regular
+from gateway.adapters.gpg import Fingerprint
 from gateway.adapters.passwords import PasswordPolicy
 from gateway.adapters.passwords import check as check_password
 from gateway.core.errors import PolicyError, UsageError
@@ -41,9 +44,44 @@ def show_password(root: Root, agency_id: str) -> tuple[str, Secret]:
     return record.id, password
 
 
-def export_gateway_key(root: Root) -> str:
-    """The gateway's current public key, armored, for recipients to verify manifests with."""
-    return root.keyring.export_public(root.gateway_key())
+@dataclass(frozen=True, slots=True)
+class Exported:
+    """Public keys in one armored block, and whose they are (fingerprint, whose or why it is there)."""
+
+    armored: str
+    keys: tuple[tuple[str, str], ...]
+
+
+def export_gateway_keys(root: Root) -> Exported:
+    """Every gateway public key a recipient still needs, armored in one block: the current one, and each
+    retired one that signed a package still in an inbox (partners verify those manifests with it)."""
+    current = str(root.gateway_key())
+    needed: list[tuple[str, str]] = []
+    for fingerprint, *_ in root.journal.gateway_keys():
+        live = root.journal.live_packages(signed_by=fingerprint)
+        if fingerprint == current:
+            needed.append((fingerprint, "current"))
+        elif live:
+            needed.append((fingerprint, f"retired, signed {live} live package(s)"))
+    needed.sort(key=lambda entry: entry[0] != current)  # the current key first
+    armored = root.keyring.export_public_keys([Fingerprint.parse(f) for f, _ in needed])
+    return Exported(armored, tuple(needed))
+
+
+def export_officers(root: Root, agency_id: str | None) -> Exported:
+    """The active officers' public keys (of `agency_id`, or of every agency), armored in one block from the
+    gateway's keyring, so partners can check a sender's own signature with plain `gpg --verify`.
+
+    Raises UsageError for an agency not in gateway.toml; PolicyError if it has no active officer.
+    """
+    if agency_id is not None:
+        root.config.agency(agency_id)
+    active = [o for o in root.registry.all(agency_id) if o.active]
+    if not active:
+        where = f"{agency_id} has" if agency_id else "the register has"
+        raise PolicyError(f"{where} no active officer: nothing to export (register one with `officers add`)")
+    armored = root.keyring.export_public_keys([Fingerprint.parse(o.fingerprint) for o in active])
+    return Exported(armored, tuple((o.fingerprint, f"{o.id} ({o.role.value} of {o.agency})") for o in active))
 
 
 def import_password(root: Root, agency_id: str, source: Path) -> str:

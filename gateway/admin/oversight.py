@@ -253,6 +253,16 @@ class Unreceipted:
 
 
 @dataclass(frozen=True, slots=True)
+class NewGatewayKey:
+    """Since the last `keys rotate --gateway`: the current key, since when, and the recipient agencies none of
+    whose officers has yet pulled (or receipted) a package it signed, so may still lack it."""
+
+    fingerprint: str
+    since: str
+    not_pulled_by: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     now: str
     outbox_waiting: dict[str, int]
@@ -268,6 +278,7 @@ class Status:
     deferred: list[DeferredDelivery] = field(default_factory=list)
     orphaned: list[OrphanedFolder] = field(default_factory=list)
     unreceipted: list[Unreceipted] = field(default_factory=list)  # delivered [packages] receipt_days ago, no receipt
+    new_gateway_key: NewGatewayKey | None = None  # None until the gateway key was first rotated
 
     @property
     def attention(self) -> list[str]:
@@ -303,6 +314,13 @@ class Status:
             lines.append(f"{rejected} submission(s) refused in the last 24 h: see `audit show --event submission`")
         if abandoned:
             lines.append(f"{abandoned} submission(s) abandoned in the last 24 h (their files left mid-flight)")
+        rotated = self.new_gateway_key
+        if rotated is not None and rotated.not_pulled_by:
+            lines.append(
+                f"no officer of {', '.join(rotated.not_pulled_by)} has yet pulled a package signed by the new "
+                f"gateway key {rotated.fingerprint} (current since {rotated.since}): check they have it "
+                "(`iom-gateway keys export --gateway --to FILE`)"
+            )
         return lines
 
     def to_json(self) -> dict[str, object]:
@@ -346,7 +364,21 @@ def status(root: Root, now: datetime) -> Status:
             for d in root.journal.unreceipted((now - timedelta(days=root.config.packages.receipt_days)).isoformat())
             if d.recipient in root.config.agencies
         ],
+        new_gateway_key=_new_gateway_key(root),
     )
+
+
+def _new_gateway_key(root: Root) -> NewGatewayKey | None:
+    """After a gateway key rotation: the recipients with no pull (or receipt) of a package the new key signed."""
+    keys = root.journal.gateway_keys()
+    current = [(fingerprint, created) for fingerprint, created, _, state in keys if state == "current"]
+    if len(keys) < 2 or not current:
+        return None
+    fingerprint, since = current[0]
+    config = root.config
+    recipients = {r.id for sender in config.agencies.values() for r in config.recipients(sender)}
+    missing = sorted(recipients - root.journal.agencies_holding(fingerprint))
+    return NewGatewayKey(fingerprint, since, missing)
 
 
 def _waiting(root: Root, agency: str, now: datetime, deferred: list[JournalDeferred]) -> list[WaitingFile]:

@@ -28,6 +28,7 @@ from gateway.adapters.fsio import (
     sha256_fd,
 )
 from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose
+from gateway.core import faults
 from gateway.core.errors import CryptoError, GatewayError, InputFileError, UsageError
 from gateway.core.manifest import MAX_MANIFEST_BYTES, binary_signature
 from gateway.core.model import Delivery
@@ -226,10 +227,14 @@ def _write_plaintext(
             raise CryptoError(f"{manifest.payload}: the decrypted file does not match its manifest: nothing was kept")
         _check_sender(root, manifest, plain)
         if raw:
-            return publish(plain, to, manifest.package + ".csv")
-        with anonymous_file(to) as text:
-            _transcribe(plain, text, manifest, banner=root.config.banner)
-            return publish(text, to, manifest.package + ".csv")
+            written = publish(plain, to, manifest.package + ".csv")
+        else:
+            with anonymous_file(to) as text:
+                _transcribe(plain, text, manifest, banner=root.config.banner)
+                written = publish(text, to, manifest.package + ".csv")
+    faults.reached("pull.published")
+    _write_marking(to, manifest)
+    return written
 
 
 def _altered(payload: str) -> str:
@@ -254,8 +259,21 @@ def _sha256(handle: BinaryIO) -> str:
     return sha256_fd(handle.fileno())
 
 
+MARKING_SUFFIX = ".marking.txt"
+
+
+def _write_marking(to: Path, manifest: _Manifest) -> None:
+    """Write the sidecar NAME.marking.txt (0600): the marking for whoever handles NAME.csv, which stays a
+    plain CSV. Written only after the CSV is published: a pull killed in between leaves a CSV still
+    marked by its name and records no pull, so the next pull writes both again."""
+    with anonymous_file(to) as sidecar:
+        sidecar.write(f"{manifest.marking}\n".encode())
+        publish(sidecar, to, manifest.package + MARKING_SUFFIX)
+
+
 def _transcribe(source: BinaryIO, target: BinaryIO, manifest: _Manifest, *, banner: bool) -> None:
-    """Copy as UTF-8, with the marking as first and last line if `banner`."""
+    """Copy as UTF-8 (without a byte order mark, so the first cell is the first header), with the marking
+    as first and last line only if `banner` (opt-in: programs misread such a file)."""
     encoding = "cp1252" if manifest.encoding == "cp1252" else "utf-8-sig"
     decoder = codecs.getincrementaldecoder(encoding)()
     if banner:

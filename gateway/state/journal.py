@@ -491,6 +491,17 @@ class Journal:
         ).fetchone()
         return int(row[0])
 
+    def agencies_holding(self, signed_by: str) -> set[str]:
+        """Agencies where someone has pulled (here, or on their own machine and sent a receipt) a package
+        signed by the gateway key `signed_by`: they can verify that key's manifests."""
+        rows = self.db.execute(
+            "SELECT DISTINCT d.recipient FROM deliveries d WHERE d.signed_by = ?"
+            " AND (EXISTS (SELECT 1 FROM pulls p WHERE p.package = d.package AND p.agency = d.recipient)"
+            " OR EXISTS (SELECT 1 FROM receipts r WHERE r.package = d.package AND r.agency = d.recipient))",
+            (signed_by,),
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
     def count_since(self, status: str, since: str) -> int:
         row = self.db.execute(
             "SELECT COUNT(*) FROM submissions WHERE status = ? AND updated >= ?", (status, since)

@@ -185,7 +185,7 @@ def pull_raw(root: Path, agency: str, into: Path) -> list[bytes]:
         assert cli(root, "pull", "--agency", agency, "--to", str(into), "--raw", "--password-file", str(secret)) == 0
     else:
         assert cli(root, "pull", "--agency", agency, "--to", str(into), "--raw", "--officer", f"{agency}-do") == 0
-    return [p.read_bytes() for p in sorted(into.iterdir())]
+    return [p.read_bytes() for p in sorted(into.glob("*.csv"))]  # each beside its NAME.marking.txt
 
 
 def packages(root: Path, agency: str) -> list[Path]:

@@ -156,6 +156,7 @@ READ_ONLY = [
     ["keys", "list"],
     ["keys", "export", "--gateway"],
     ["officers", "list"],
+    ["officers", "export"],
     ["officers", "show", "police-do"],
     ["purge", "--dry-run"],
     ["run", "--once"],
@@ -404,7 +405,7 @@ def test_run_once_and_pull_print_one_json_document(routed_root: Path, capsys: py
     assert cli(routed_root, *pull, "--json") == 0
     pulled = _one_json(capsys)
     assert isinstance(pulled, dict) and pulled["agency"] == "probation" and len(pulled["packages"]) == 1
-    assert pulled["packages"][0]["written"] == str(next(out.iterdir())) and pulled["packages"][0]["failed"] is None
+    assert pulled["packages"][0]["written"] == str(next(out.glob("*.csv"))) and pulled["packages"][0]["failed"] is None
     assert cli(routed_root, "run", "--once", "--json") == 0
     assert _one_json(capsys) == {"outcomes": [], "refused": False}
 

@@ -139,7 +139,7 @@ def test_aes_zip_extracts_with_7zip_and_the_exported_password(root: Path, tmp_pa
     assert wrong.returncode != 0
 
 
-def test_pull_writes_utf8_with_banners_or_raw_bytes(root: Path, tmp_path: Path) -> None:
+def test_pull_writes_plain_utf8_csv_with_its_marking_beside_it_or_raw_bytes(root: Path, tmp_path: Path) -> None:
     _drop(root, "housing", SAMPLES / "housing-good-windows-1252-2026-10.csv", signer_home=_home(root, "housing-do"))
     assert _cli(root, "run", "--once") == 0
     text_dir, raw_dir = tmp_path / "text", tmp_path / "raw"
@@ -149,9 +149,15 @@ def test_pull_writes_utf8_with_banners_or_raw_bytes(root: Path, tmp_path: Path) 
     assert _cli(root, "pull", "--agency", "probation", "--officer", "probation-do", "--to", str(raw_dir), "--raw") == 0
     written = next(text_dir.glob("*.csv"))
     lines = written.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == lines[-1] == "PROTECT - PERSONAL" and "Siobhán" in written.read_text(encoding="utf-8")
+    # no banner by default ([marking] banner = false): the header is the first line, the marking beside it
+    assert lines[0].startswith("forename,surname,") and "Siobhán" in written.read_text(encoding="utf-8")
+    assert "PROTECT - PERSONAL" not in lines and written.name.startswith("PROTECT-PERSONAL__")
     assert written.stat().st_mode & 0o777 == 0o600
-    assert next(raw_dir.glob("*.csv")).read_bytes() == (SAMPLES / "housing-good-windows-1252-2026-10.csv").read_bytes()
+    sidecar = written.with_name(written.name.removesuffix(".csv") + ".marking.txt")
+    assert sidecar.read_text(encoding="utf-8") == "PROTECT - PERSONAL\n" and sidecar.stat().st_mode & 0o777 == 0o600
+    raw = next(raw_dir.glob("*.csv"))
+    assert raw.read_bytes() == (SAMPLES / "housing-good-windows-1252-2026-10.csv").read_bytes()
+    assert sorted(p.name for p in raw_dir.iterdir()) == sorted(p.name for p in text_dir.iterdir())
     again = tmp_path / "again"
     again.mkdir()
     assert _cli(root, "pull", "--agency", "probation", "--officer", "probation-pdo", "--to", str(again)) == 0

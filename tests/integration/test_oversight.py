@@ -553,7 +553,7 @@ def test_purge_keeps_a_password_a_live_package_still_needs_and_dry_run_says_so(
     pulled.mkdir()
     password = ["--password-file", str(old_password)]
     assert cli(root, "pull", "--agency", "housing", "--to", str(pulled), "--raw", *password) == 0
-    assert [p.name for p in pulled.iterdir()] == [f"{second}.csv"]
+    assert sorted(p.name for p in pulled.iterdir()) == [f"{second}.csv", f"{second}.marking.txt"]
 
 
 def test_purge_removes_audit_entries_past_retention_behind_a_signed_anchor(

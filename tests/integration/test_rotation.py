@@ -122,7 +122,7 @@ def test_rotating_the_gateway_key_keeps_old_packages_verifiable_and_signs_new_on
         result = gpg(officer, "--status-fd", "2", "--decrypt", str(root / "inbox" / "probation" / f"{package}.csv.gpg"))
         assert b"GOODSIG" in result.stderr
     assert pull(root, "probation", tmp_path / "p", officer="probation-do") == 0
-    assert len(list((tmp_path / "p").iterdir())) == 2
+    assert len(list((tmp_path / "p").glob("*.csv"))) == 2
     capsys.readouterr()
     assert cli(root, "keys", "export", "--gateway") == 0
     partner = root.parent / "partner"  # a partner fetching the new public key
@@ -191,7 +191,7 @@ def test_reencrypt_repacks_unpulled_packages_so_the_old_password_opens_nothing(
         assert _7z(payload, old_password) != 0 and _7z(payload, new_password) == 0
     assert pull(root, "housing", tmp_path / "old", password=old_password) == 1
     assert pull(root, "housing", tmp_path / "new", password=new_password) == 0
-    assert sorted(p.read_bytes() for p in (tmp_path / "new").iterdir()) == sorted([variant(7), variant(8)])
+    assert sorted(p.read_bytes() for p in (tmp_path / "new").glob("*.csv")) == sorted([variant(7), variant(8)])
     assert old_id not in {r.id for r in Root.open(root).vault.records()}
     assert not list((root / "inbox" / "housing").glob(".*"))  # nothing staged left behind
     exchange(root, 9, capsys)  # and the exchange goes on
@@ -242,7 +242,7 @@ def test_rekey_with_grace_accepts_the_old_key_until_then_and_old_packages_still_
     os.replace(staged, outbox / staged.name)
     assert cli(root, "run", "--once") == 0
     assert pull(root, "probation", tmp_path / "p", officer="probation-do") == 0
-    assert variant(13) in [p.read_bytes() for p in (tmp_path / "p").iterdir()]
+    assert variant(13) in [p.read_bytes() for p in (tmp_path / "p").glob("*.csv")]
     stop_agent(new_home)
 
 

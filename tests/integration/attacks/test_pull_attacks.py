@@ -98,7 +98,8 @@ def test_a_manifest_swapped_after_its_check_cannot_steer_pull(
     assert "Traceback" not in err
     assert list(outside.iterdir()) == [], "plaintext was written outside --to"
     for written in to.glob("*.csv"):
-        assert written.read_text(encoding="utf-8").splitlines()[0] == "PROTECT - PERSONAL"
+        sidecar = written.with_name(written.name.removesuffix(".csv") + ".marking.txt")
+        assert sidecar.read_text(encoding="utf-8") == "PROTECT - PERSONAL\n"  # the verified manifest's marking
         assert written.name == manifest.name.removesuffix(".manifest.json") + ".csv"
 
 
@@ -158,10 +159,12 @@ def test_a_killed_pull_leaves_no_plaintext_behind(routed_root: Path, tmp_path: P
         time.sleep(0.05 + attempt * 0.04)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        left = [p.name for p in to.iterdir() if not p.name.endswith(".csv")]
+        left = [p.name for p in to.iterdir() if not p.name.endswith((".csv", ".marking.txt"))]
         assert left == [], f"killed after {0.05 + attempt * 0.04:.2f} s, the pull left {left}"
         for written in to.glob("*.csv"):
             assert written.read_bytes() == big, "a partial or unverified file carries the final name"
+        for sidecar in to.glob("*.marking.txt"):  # written only after its CSV is published
+            assert sidecar.with_name(sidecar.name.removesuffix(".marking.txt") + ".csv").exists()
 
 
 def test_a_signature_lifted_out_of_a_package_never_passes_for_a_manifests(
@@ -194,7 +197,8 @@ def test_a_signature_lifted_out_of_a_package_never_passes_for_a_manifests(
     assert _pull(routed_root, to) == 1
     captured = capsys.readouterr()
     assert "FORGED" in captured.err and "made for package, not for manifest" in captured.err
-    assert [p.name for p in to.iterdir()] == [real.name.removesuffix(".manifest.json") + ".csv"]
+    base = real.name.removesuffix(".manifest.json")
+    assert sorted(p.name for p in to.iterdir()) == [base + ".csv", base + ".marking.txt"]
 
 
 def test_a_rotation_never_re_signs_a_manifest_altered_in_the_inbox(routed_root: Path) -> None:
