@@ -327,9 +327,10 @@ def _exchange_commands(commands: Any) -> None:
     )
     pull.add_argument("--agency", required=True, metavar="A", help="the receiving agency's id in gateway.toml")
     pull.add_argument("--to", required=True, type=Path, metavar="DIR", help="an existing folder for the CSV files")
-    who = pull.add_mutually_exclusive_group()
-    who.add_argument("--gnupghome", type=Path, metavar="DIR", help="your GnuPG home (OpenPGP agencies)")
-    who.add_argument("--password-file", type=Path, metavar="F", help="the package password (AES-ZIP agencies)")
+    pull.add_argument(
+        "--gnupghome", type=Path, metavar="DIR", help="your GnuPG home: opens OpenPGP packages, signs receipts"
+    )
+    pull.add_argument("--password-file", type=Path, metavar="F", help="the package password (AES-ZIP agencies)")
     pull.add_argument("--officer", metavar="O", help="who is pulling (a demo officer's home is used if no --gnupghome)")
     pull.add_argument("--raw", action="store_true", help="write exactly the bytes the sender signed")
     pull.add_argument("--again", action="store_true", help="pull packages you have pulled before")
@@ -502,6 +503,10 @@ def _pull(args: argparse.Namespace) -> int:
             print(f"iom-gateway: REFUSED {item.package}: {item.failed}", file=sys.stderr)
         else:
             print(f"wrote {item.written}" if item.written else f"skipped {item.package}: {item.skipped}")
+        if item.receipt:
+            print(f"receipt {item.receipt} (upload it and its .sig into outbox/<agency>/receipts/)")
+        if item.warning:
+            print(f"iom-gateway: warning: {item.warning}", file=sys.stderr)
     if not results:
         print(f"nothing waiting for {args.agency}")
     return failed

@@ -146,6 +146,7 @@ AUDIT_EVENTS = frozenset(
         "officer.ssh_key.set",
         "package.delivered",
         "package.pulled",
+        "package.received",
         "password.created",
         "password.exported",
         "password.imported",

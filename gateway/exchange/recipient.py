@@ -13,6 +13,7 @@ import codecs
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,7 +32,9 @@ from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purp
 from gateway.core.errors import CryptoError, GatewayError, InputFileError, UsageError
 from gateway.core.manifest import MAX_MANIFEST_BYTES, binary_signature
 from gateway.core.model import Delivery
+from gateway.core.receipt import Receipt
 from gateway.core.secret import Secret
+from gateway.state.receipts import Receipts
 from gateway.state.root import Root
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ class Pulled:
     written: Path | None
     skipped: str | None = None
     failed: str | None = None
+    receipt: Path | None = None  # with --from: the signed receipt to upload to outbox/<agency>/receipts/
+    warning: str | None = None  # pulled, but something the recipient should know (no receipt signed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,32 @@ class _Manifest:
     sender_signature: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Opener:
+    """How this recipient opens packages, and who they are to the pulls table and in a receipt.
+
+    `pullers` are the names a previous pull by this recipient is recorded under: the primary
+    fingerprints of the secret keys in their GnuPG home (OpenPGP), or `agency:<id>` (AES-ZIP: one
+    password per agency). `signer` is the home that signs receipts, if there is one.
+    """
+
+    keyring: Keyring | None
+    password: Secret | None
+    pullers: tuple[str, ...]
+    signer: Keyring | None
+    officer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Checks:
+    """What a package's plaintext is checked with: the senders' keys, and the gateway keys the inner
+    OpenPGP signature must be by (None: the verified manifest's payload SHA-256 vouches for it)."""
+
+    senders: Keyring
+    gateway_keys: frozenset[Fingerprint] | None
+    banner: bool
+
+
 def pull(
     root: Root,
     agency_id: str,
@@ -73,24 +104,29 @@ def pull(
     raw: bool,
     again: bool,
 ) -> list[Pulled]:
-    """Verify, decrypt and write every package for `agency_id` not yet pulled by this puller.
+    """Verify, decrypt and write every package for `agency_id` not yet pulled by this recipient.
 
     A package whose manifest, signatures, payload or plaintext does not check out is returned as
     failed (nothing of it is left in `to`) and the others are still pulled.
     """
     agency = root.config.agency(agency_id)
-    puller, opener = _opener(root, agency_id, agency.delivery, officer, gnupghome, password_file)
     if not to.is_dir():
         raise UsageError(f"{str(to)!r} is not a folder: create it (it receives the decrypted files, mode 0600)")
+    if officer is not None and gnupghome is None:
+        gnupghome = _demo_home(root, agency_id, officer)
+    opener = _opener(agency_id, agency.delivery, gnupghome, password_file, officer=officer)
+    checks = _Checks(root.keyring, None, root.config.banner)
     remove_stale_temps(to)
     results = []
     for payload in root.store.packages(agency_id):
         base = payload.name.removesuffix(".csv.gpg").removesuffix(".zip")
-        if root.journal.pulled(base, agency_id, puller) and not again:
-            results.append(Pulled(base, None, f"already pulled by {puller} (use --again)"))
+        pullers = _pullers(opener, agency_id, payload.name)
+        done = next((who for who in pullers if root.journal.pulled(base, agency_id, who)), None)
+        if done is not None and not again:
+            results.append(Pulled(base, None, f"already pulled by {done} (use --again)"))
             continue
         try:
-            results.append(_pull_one(root, agency_id, payload.name, base, to, opener, puller, raw=raw))
+            results.append(_pull_one(root, agency_id, payload.name, base, to, opener, checks, raw=raw))
         except GatewayError as exc:
             log.warning("refused package=%r agency=%s: %s", base, agency_id, exc.message)
             results.append(Pulled(base, None, failed=exc.message))
@@ -98,7 +134,7 @@ def pull(
 
 
 def _pull_one(
-    root: Root, agency: str, payload: str, base: str, to: Path, opener: Keyring | Secret, puller: str, *, raw: bool
+    root: Root, agency: str, payload: str, base: str, to: Path, opener: _Opener, checks: _Checks, *, raw: bool
 ) -> Pulled:
     if not is_plain_name(payload) or base.startswith("."):
         raise CryptoError(f"{payload!r} is not a package name the gateway makes: tell the admin")
@@ -108,36 +144,143 @@ def _pull_one(
         if document is None or signature is None:
             return Pulled(base, None, "incomplete: its manifest is not there yet")
         manifest = _verified_manifest(root, document, signature, agency, payload, base)
-        written = _write_plaintext(root, folder, manifest, to, opener, raw=raw)
+        gateway = _Checks(checks.senders, frozenset({manifest.gateway_key}), checks.banner)
+        written, puller = _write_plaintext(folder, manifest, agency, to, opener, gateway, raw=raw)
     root.journal.record_pull(base, agency, puller)
+    signer = _signer(opener, puller)
+    officer = opener.officer or _officer_of(root, str(signer) if signer is not None else puller)
     root.audit.append(
-        "package.pulled", actor=puller, agency=agency, package=base, plaintext_sha256=manifest.plaintext_sha256, raw=raw
+        "package.pulled",
+        actor=officer or puller,
+        agency=agency,
+        package=base,
+        plaintext_sha256=manifest.plaintext_sha256,
+        raw=raw,
+    )
+    made = _receipt(manifest, agency, opener, officer, signer)
+    if isinstance(made, str):
+        return Pulled(base, written, warning=made)
+    receipt, _ = made
+    Receipts(root.db).record(receipt)
+    root.audit.append(
+        "package.received",
+        actor=officer or receipt.fingerprint,
+        agency=agency,
+        package=base,
+        officer=officer,
+        fingerprint=receipt.fingerprint,
     )
     return Pulled(base, written)
 
 
+def _officer_of(root: Root, puller: str) -> str | None:
+    """The registered officer whose key `puller` is (a fingerprint), if any."""
+    if puller.startswith("agency:"):
+        return None
+    found = root.registry.by_fingerprint(puller, datetime.now(UTC))
+    return None if found is None else found.id
+
+
+def _demo_home(root: Root, agency: str, officer: str) -> Path:
+    """The demo GnuPG home of `officer`; UsageError outside a demo root or for another agency's officer."""
+    home = root.demo_home(officer)
+    if not home.is_dir():
+        raise UsageError(
+            f"--officer {officer}: this root has no demo key for {officer} ({str(home)!r} is not there), so"
+            " --officer works only in a demo root: pull with --gnupghome DIR, your own GnuPG home"
+        )
+    registered = root.registry.get(officer)
+    if registered.agency != agency:
+        raise UsageError(f"{officer} is an officer of {registered.agency}, not {agency}")
+    return home
+
+
 def _opener(
-    root: Root, agency: str, delivery: Delivery, officer: str | None, gnupghome: Path | None, password_file: Path | None
-) -> tuple[str, Keyring | Secret]:
-    if delivery is Delivery.AES_ZIP:
-        if password_file is None:
-            raise UsageError(
-                f"{agency} receives AES-256 ZIPs: pass --password-file with the password your "
-                "admin exported (`keys export --agency ... --password --to FILE`)"
-            )
-        stream, _ = open_regular(password_file)
-        with stream:
-            password = Secret(stream.read(4096).decode("utf-8").strip())
-        return (officer or f"{agency}-password-holder"), password
-    if gnupghome is None and officer is None:
+    agency: str | None,
+    delivery: Delivery | None,
+    gnupghome: Path | None,
+    password_file: Path | None,
+    *,
+    officer: str | None = None,
+) -> _Opener:
+    """How to open `agency`'s packages (with --from, `delivery` is None: each manifest says)."""
+    home = _user_home(gnupghome) if gnupghome is not None else None
+    password = _password(password_file) if password_file is not None else None
+    if delivery is Delivery.AES_ZIP and password is None:
+        raise UsageError(
+            f"{agency} receives AES-256 ZIPs: pass --password-file with the password your "
+            "admin exported (`keys export --agency ... --password --to FILE`)"
+        )
+    if delivery is Delivery.GPG and home is None:
         raise UsageError("pass --officer O (a demo officer) or --gnupghome DIR (your own GnuPG home)")
-    if officer is not None:
-        registered = root.registry.get(officer)
-        if registered.agency != agency:
-            raise UsageError(f"{officer} is an officer of {registered.agency}, not {agency}")
-        gnupghome = gnupghome or root.demo_home(officer)
-    assert gnupghome is not None  # noqa: S101 (narrowed above)
-    return (officer or str(gnupghome)), Keyring(gnupghome)
+    if home is None and password is None:
+        raise UsageError("pass --gnupghome DIR (your own GnuPG home) or --password-file F (an AES-ZIP password)")
+    listed = home.keys() if home is not None else ()
+    secret = [info.fingerprint for info in listed if info.has_secret]
+    if home is not None and not secret:
+        raise UsageError(
+            f"--gnupghome {str(home.home)!r} holds no secret key: give the GnuPG home with your own officer key"
+        )
+    return _Opener(home, password, tuple(str(fpr) for fpr in secret), home, officer)
+
+
+def _pullers(opener: _Opener, agency: str, payload: str) -> tuple[str, ...]:
+    """Who this recipient is in the pulls table for one package: its keys, or its agency for a ZIP."""
+    return (f"agency:{agency}",) if payload.endswith(".zip") else opener.pullers
+
+
+def _user_home(gnupghome: Path) -> Keyring:
+    """The recipient's own GnuPG home: it must exist (pull never makes one)."""
+    if not gnupghome.is_dir():
+        raise UsageError(
+            f"--gnupghome {str(gnupghome)!r} is not a folder: give your existing GnuPG home"
+            " (the folder gpg uses, such as ~/.gnupg); pull creates none"
+        )
+    return Keyring(gnupghome)
+
+
+def _password(password_file: Path) -> Secret:
+    stream, _ = open_regular(password_file)
+    with stream:
+        return Secret(stream.read(4096).decode("utf-8").strip())
+
+
+def _signer(opener: _Opener, puller: str) -> Fingerprint | None:
+    """The key that signs this recipient's receipt: the one that opened the package, else (a ZIP)
+    the first secret key in --gnupghome that can sign; None if there is no such key."""
+    if not puller.startswith("agency:"):
+        return Fingerprint(puller)
+    if opener.signer is None:
+        return None
+    keys = opener.signer.keys()
+    usable = sorted(str(info.fingerprint) for info in keys if info.has_secret and info.can_sign)
+    return Fingerprint(usable[0]) if usable else None
+
+
+def _receipt(
+    manifest: _Manifest, agency: str, opener: _Opener, officer: str | None, signer: Fingerprint | None
+) -> tuple[Receipt, bytes] | str:
+    """The signed receipt for a pulled package, or why there is none (a warning for the recipient)."""
+    if opener.signer is None:
+        return (
+            f"{manifest.package}: no receipt (an AES-ZIP password signs nothing): pass --gnupghome with your"
+            " officer key as well, so the gateway learns you received it"
+        )
+    if signer is None:
+        return f"{manifest.package}: no receipt: --gnupghome holds no secret key that can sign"
+    receipt = Receipt(
+        package=manifest.package,
+        agency=agency,
+        payload_sha256=manifest.payload_sha256,
+        plaintext_sha256=manifest.plaintext_sha256,
+        officer=officer,
+        fingerprint=str(signer),
+        received=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    try:
+        return receipt, opener.signer.sign_detached((receipt.to_bytes(),), signer)
+    except CryptoError as exc:
+        return f"{manifest.package}: no receipt: {exc.message}"
 
 
 def _read_capped(folder: Folder, name: str, limit: int) -> bytes | None:
@@ -209,27 +352,35 @@ def _parse(document: bytes, base: str) -> _Manifest:
 
 
 def _write_plaintext(
-    root: Root, folder: Folder, manifest: _Manifest, to: Path, opener: Keyring | Secret, *, raw: bool
-) -> Path:
+    folder: Folder, manifest: _Manifest, agency: str, to: Path, opener: _Opener, checks: _Checks, *, raw: bool
+) -> tuple[Path, str]:
     """Decrypt into a file with no name, check it against the manifest and the sender's own signature,
-    and only then give it its name in `to`."""
+    and only then give it its name in `to`; return it and who opened it (for the pulls table)."""
     with folder.open_file(manifest.payload) as payload, anonymous_file(to) as plain:
-        if isinstance(opener, Keyring):
-            opener.decrypt(payload.chunks(), plain, signers={manifest.gateway_key}, name=manifest.payload)
-            if payload.digest != manifest.payload_sha256:
-                raise CryptoError(_altered(manifest.payload))
-        else:
+        if manifest.payload.endswith(".zip"):
+            if opener.password is None:
+                raise CryptoError(f"{manifest.payload} is an AES-256 ZIP: pass --password-file with its password")
             if payload.hash() != manifest.payload_sha256:
                 raise CryptoError(_altered(manifest.payload))
-            read_aes_zip(payload.stream(), password=opener, target=plain, max_bytes=manifest.plaintext_bytes)
+            read_aes_zip(payload.stream(), password=opener.password, target=plain, max_bytes=manifest.plaintext_bytes)
+            puller = f"agency:{agency}"
+        else:
+            if opener.keyring is None:
+                raise CryptoError(f"{manifest.payload} is OpenPGP: pass --gnupghome with your officer key")
+            opened = opener.keyring.open_message(
+                payload.chunks(), plain, signers=checks.gateway_keys, name=manifest.payload
+            )
+            if payload.digest != manifest.payload_sha256:
+                raise CryptoError(_altered(manifest.payload))
+            puller = str(opened.key) if opened.key is not None else opener.pullers[0]
         if _sha256(plain) != manifest.plaintext_sha256:
             raise CryptoError(f"{manifest.payload}: the decrypted file does not match its manifest: nothing was kept")
-        _check_sender(root, manifest, plain)
+        _check_sender(checks.senders, manifest, plain)
         if raw:
-            return publish(plain, to, manifest.package + ".csv")
+            return publish(plain, to, manifest.package + ".csv"), puller
         with anonymous_file(to) as text:
-            _transcribe(plain, text, manifest, banner=root.config.banner)
-            return publish(text, to, manifest.package + ".csv")
+            _transcribe(plain, text, manifest, banner=checks.banner)
+            return publish(text, to, manifest.package + ".csv"), puller
 
 
 def _altered(payload: str) -> str:
@@ -239,9 +390,9 @@ def _altered(payload: str) -> str:
     )
 
 
-def _check_sender(root: Root, manifest: _Manifest, plain: BinaryIO) -> None:
+def _check_sender(senders: Keyring, manifest: _Manifest, plain: BinaryIO) -> None:
     """The officer's own signature must cover exactly these bytes (end to end, not only the gateway's word)."""
-    check = root.keyring.verify_detached(read_chunks(plain.fileno()), manifest.sender_signature)
+    check = senders.verify_detached(read_chunks(plain.fileno()), manifest.sender_signature)
     if not (check.intact and check.fingerprint == manifest.sender_fingerprint):
         raise CryptoError(
             f"{manifest.payload}: the sending officer's signature does not cover these bytes "
