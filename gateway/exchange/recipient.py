@@ -12,6 +12,10 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +25,7 @@ from gateway.adapters.aeszip import read_aes_zip
 from gateway.adapters.fsio import (
     Folder,
     anonymous_file,
+    atomic_write_bytes,
     is_plain_name,
     open_regular,
     publish,
@@ -28,11 +33,11 @@ from gateway.adapters.fsio import (
     remove_stale_temps,
     sha256_fd,
 )
-from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose
+from gateway.adapters.gpg import MAX_KEY_BYTES, MAX_SIGNATURE_BYTES, Fingerprint, Keyring, Purpose
 from gateway.core.errors import CryptoError, GatewayError, InputFileError, UsageError
 from gateway.core.manifest import MAX_MANIFEST_BYTES, binary_signature
 from gateway.core.model import Delivery
-from gateway.core.receipt import Receipt
+from gateway.core.receipt import RECEIPT_SUFFIX, RECEIPTS, SIGNATURE_SUFFIX, Receipt
 from gateway.core.secret import Secret
 from gateway.state.receipts import Receipts
 from gateway.state.root import Root
@@ -281,6 +286,212 @@ def _receipt(
         return receipt, opener.signer.sign_detached((receipt.to_bytes(),), signer)
     except CryptoError as exc:
         return f"{manifest.package}: no receipt: {exc.message}"
+
+
+STATE_FILE = ".iom-gateway.json"  # in OUT (0600): the pinned gateway keys and what was pulled there
+_STATE_FORMAT = "iom-gateway-pull-state"
+
+
+@dataclass(frozen=True, slots=True)
+class _Away:
+    """What `pull --from` keeps in OUT: the gateway keys it trusts, and (puller, package) pulled."""
+
+    gateway_keys: frozenset[str]
+    pulled: frozenset[tuple[str, str]]
+
+    @classmethod
+    def load(cls, to: Path) -> _Away:
+        """The state in `to`, or an empty one; UsageError naming the file if it is not ours."""
+        path = to / STATE_FILE
+        if not path.exists():
+            return cls(frozenset(), frozenset())
+        stream, _ = open_regular(path)
+        with stream:
+            raw = stream.read(MAX_MANIFEST_BYTES * 8)
+        try:
+            data = json.loads(raw)
+            assert data["format"] == _STATE_FORMAT  # noqa: S101 (a KeyError or this: not our file)
+            keys = frozenset(str(Fingerprint.parse(k)) for k in data["gateway_keys"])
+            pulled = frozenset((str(p["puller"]), str(p["package"])) for p in data["pulled"])
+        except (ValueError, KeyError, TypeError, AssertionError, CryptoError):
+            raise UsageError(
+                f"{str(path)!r} is not the pull state iom-gateway writes: move it away (a new one pins the"
+                " gateway key again on first use)"
+            ) from None
+        return cls(keys, pulled)
+
+    def save(self, to: Path) -> None:
+        """Write the state to `to` atomically, mode 0600."""
+        pulled = [{"puller": who, "package": package} for who, package in sorted(self.pulled)]
+        document = {"format": _STATE_FORMAT, "gateway_keys": sorted(self.gateway_keys), "pulled": pulled}
+        atomic_write_bytes(to / STATE_FILE, (json.dumps(document, indent=2) + "\n").encode())
+
+
+def pull_from(
+    source: Path,
+    to: Path,
+    *,
+    gateway_keys: Sequence[Path],
+    gateway_fingerprints: Sequence[str],
+    gnupghome: Path | None,
+    password_file: Path | None,
+    raw: bool,
+    again: bool,
+    receipts: Path | None,
+) -> list[Pulled]:
+    """Verify, decrypt and write every package in `source` (a copy of inbox/<agency>/), with no gateway
+    root: only the gateway's public keys and the recipient's own key or password.
+
+    The gateway keys trusted are pinned in `to` on first use (or given as `gateway_fingerprints`). A
+    package that does not check out is returned as failed, nothing of it left in `to`; the others go on.
+    """
+    for given_folder, flag in ((source, "--from"), (to, "--to")):
+        if not given_folder.is_dir():
+            raise UsageError(f"{flag} {str(given_folder)!r} is not a folder: give an existing folder")
+    if not gateway_keys:
+        raise UsageError("pass --gateway-key FILE: the gateway's public keys (`iom-gateway keys export --gateway`)")
+    try:
+        given = frozenset(str(Fingerprint.parse(text)) for text in gateway_fingerprints)
+    except CryptoError as exc:
+        raise UsageError(f"--gateway-fingerprint: {exc.message}") from None
+    opener = _opener(None, None, gnupghome, password_file)
+    state = _Away.load(to)
+    with _scratch_home() as gateways, _scratch_home() as senders:
+        imported: set[str] = set()
+        for key_file in gateway_keys:
+            imported |= {str(fpr) for fpr in _import_key_file(gateways, key_file)}
+        trusted = (state.gateway_keys | given) or frozenset(imported)
+        if trusted != state.gateway_keys:
+            state = _Away(trusted, state.pulled)
+            state.save(to)
+        remove_stale_temps(to)
+        results = []
+        with Folder.open(source.absolute()) as folder:
+            names = sorted(e.name for e in folder.entries() if e.name.endswith((".csv.gpg", ".zip")))
+            for name in names:
+                base = name.removesuffix(".csv.gpg").removesuffix(".zip")
+                if base.startswith(".") or not is_plain_name(name):
+                    continue
+                try:
+                    pulled, state, made = _pull_away(
+                        folder, name, base, to, opener, state, gateways, senders, raw=raw, again=again
+                    )
+                except GatewayError as exc:
+                    log.warning("refused package=%r: %s", base, exc.message)
+                    results.append(Pulled(base, None, failed=exc.message))
+                    continue
+                if made is not None:
+                    pulled = _write_receipt(pulled, made, receipts or to / RECEIPTS)
+                if pulled.written is not None:
+                    state.save(to)  # at once: a later failure must not make this one pulled again
+                results.append(pulled)
+    return results
+
+
+_Signed = tuple[Pulled, _Away, tuple[Receipt, bytes] | None]
+
+
+def _pull_away(
+    folder: Folder,
+    payload: str,
+    base: str,
+    to: Path,
+    opener: _Opener,
+    state: _Away,
+    gateways: Keyring,
+    senders: Keyring,
+    *,
+    raw: bool,
+    again: bool,
+) -> _Signed:
+    document = _read_capped(folder, base + ".manifest.json", MAX_MANIFEST_BYTES)
+    signature = _read_capped(folder, base + ".manifest.json.sig", MAX_SIGNATURE_BYTES)
+    if document is None or signature is None:
+        return Pulled(base, None, "incomplete: its manifest or its signature is not there"), state, None
+    _check_gateway_signature(gateways, document, signature, base, state.gateway_keys)
+    manifest = _parse(document, base)
+    data = _json(document)
+    agency = _field(data, "recipient")
+    if manifest.package != base or manifest.payload != payload:
+        raise CryptoError(f"{payload}: the manifest names another package: do not trust it; tell the admin")
+    pullers = _pullers(opener, agency, payload)
+    done = next((who for who in pullers if (who, base) in state.pulled), None)
+    if done is not None and not again:
+        return Pulled(base, None, f"already pulled by {done} (use --again)"), state, None
+    certificate = data.get("sender_certificate")
+    if not isinstance(certificate, str):
+        raise CryptoError(
+            f"{base}: its manifest carries no sender certificate (made by an older gateway): pull it on the"
+            " gateway, or ask the admin to deliver it again"
+        )
+    if manifest.sender_fingerprint not in senders.import_public(certificate.encode("ascii", "replace")):
+        raise CryptoError(f"{base}: the manifest's sender certificate is not the sender's key: tell the admin")
+    # no gateway.toml here: the default form (the `banner` setting belongs to the gateway's admin)
+    checks = _Checks(senders, None, banner=False)
+    written, puller = _write_plaintext(folder, manifest, agency, to, opener, checks, raw=raw)
+    signer = _signer(opener, puller)
+    made = _receipt(manifest, agency, opener, None, signer)
+    state = _Away(state.gateway_keys, state.pulled | {(puller, base)})
+    if isinstance(made, str):
+        return Pulled(base, written, warning=made), state, None
+    return Pulled(base, written), state, made
+
+
+def _write_receipt(pulled: Pulled, made: tuple[Receipt, bytes], folder: Path) -> Pulled:
+    """Write the pulled package's signed receipt (NAME.receipt.json and its .sig) into `folder`."""
+    receipt, signature = made
+    folder.mkdir(mode=0o700, exist_ok=True)
+    atomic_write_bytes(folder / (receipt.package + SIGNATURE_SUFFIX), signature)
+    atomic_write_bytes(folder / (receipt.package + RECEIPT_SUFFIX), receipt.to_bytes())
+    return Pulled(pulled.package, pulled.written, receipt=folder / (receipt.package + RECEIPT_SUFFIX))
+
+
+def _check_gateway_signature(
+    gateways: Keyring, document: bytes, signature: bytes, base: str, trusted: frozenset[str]
+) -> None:
+    """The manifest must be signed, for a manifest, by a pinned gateway key; say exactly what is wrong."""
+    check = gateways.verify_bytes(document, signature, purpose=Purpose.MANIFEST)
+    name = base + ".manifest.json"
+    if check.unknown_key is not None:
+        raise CryptoError(
+            f"{name} is signed by gateway key {check.unknown_key}, which no --gateway-key file holds (the"
+            " gateway rotated its key?): get every gateway key (`iom-gateway keys export --gateway`, from the"
+            " admin) and pass that file with --gateway-key"
+        )
+    if check.fingerprint is not None and str(check.fingerprint) not in trusted:
+        raise CryptoError(
+            f"{name} is signed by {check.fingerprint}, not by the gateway key pinned for this folder"
+            f" ({', '.join(sorted(trusted))}): do not trust it; if the gateway rotated its key, confirm"
+            f" {check.fingerprint} with the admin and pass --gateway-fingerprint {check.fingerprint}"
+        )
+    if not (check.valid or check.key_expired):
+        raise CryptoError(
+            f"{name}: the manifest's signature does not verify ({check.problem}): it was damaged or tampered"
+            " with; do not trust this package, tell the admin"
+        )
+
+
+def _import_key_file(keyring: Keyring, path: Path) -> tuple[Fingerprint, ...]:
+    """Import the public keys in `path` (one file may hold several); UsageError if it is not there."""
+    stream, _ = open_regular(path)
+    with stream:
+        data = stream.read(MAX_KEY_BYTES + 1)
+    try:
+        return keyring.import_public(data)
+    except CryptoError as exc:
+        raise CryptoError(f"--gateway-key {str(path)!r}: {exc.message}") from None
+
+
+@contextmanager
+def _scratch_home() -> Iterator[Keyring]:
+    """A private, temporary GnuPG home (never the user's), removed at the end with its agent."""
+    path = Path(tempfile.mkdtemp(prefix="iom-pull-", dir="/tmp"))  # short: gpg-agent's socket path is capped
+    keyring = Keyring(path)
+    try:
+        yield keyring
+    finally:
+        keyring.stop_agent()
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _read_capped(folder: Folder, name: str, limit: int) -> bytes | None:
