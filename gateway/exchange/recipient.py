@@ -188,13 +188,13 @@ def _officer_of(root: Root, puller: str) -> str | None:
 
 def _demo_home(root: Root, agency: str, officer: str) -> Path:
     """The demo GnuPG home of `officer`; UsageError outside a demo root or for another agency's officer."""
+    registered = root.registry.get(officer)
     home = root.demo_home(officer)
     if not home.is_dir():
         raise UsageError(
             f"--officer {officer}: this root has no demo key for {officer} ({str(home)!r} is not there), so"
             " --officer works only in a demo root: pull with --gnupghome DIR, your own GnuPG home"
         )
-    registered = root.registry.get(officer)
     if registered.agency != agency:
         raise UsageError(f"{officer} is an officer of {registered.agency}, not {agency}")
     return home
