@@ -348,6 +348,8 @@ def pull_from(
     for given_folder, flag in ((source, "--from"), (to, "--to")):
         if not given_folder.is_dir():
             raise UsageError(f"{flag} {str(given_folder)!r} is not a folder: give an existing folder")
+    if receipts is not None and not receipts.is_dir():
+        raise UsageError(f"--receipts {str(receipts)!r} is not a folder: create it, or leave it out (OUT/receipts/)")
     if not gateway_keys:
         raise UsageError("pass --gateway-key FILE: the gateway's public keys (`iom-gateway keys export --gateway`)")
     try:

@@ -262,6 +262,7 @@ def test_usage_mistakes_exit_2_and_make_nothing(setup: dict[str, Path], capsys: 
         (["--from", str(source), "--to", out, "--gnupghome", str(setup["home"])], "pass --gateway-key FILE"),
         (["--from", str(source), "--to", out, "--gateway-key", key, "--agency", "probation"], "takes no --agency"),
         (["--from", str(setup["where"] / "nope"), "--to", out, "--gateway-key", key], "--from"),
+        (["--from", str(source), "--to", out, "--gateway-key", key, "--receipts", str(typo / "r")], "--receipts"),
     ]
     for argv, message in cases:
         code, _, err = _pull(capsys, setup["where"] / "nr", *argv)
