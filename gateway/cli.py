@@ -47,7 +47,7 @@ from gateway.daemon.watch import run_once, serve
 from gateway.exchange.intake import REJECTED, period_in, period_of
 from gateway.exchange.outcome import Rejected
 from gateway.exchange.process import check_file
-from gateway.exchange.recipient import pull
+from gateway.exchange.recipient import pull, pull_from
 from gateway.exchange.submit import submit
 from gateway.state.registry import Officer
 from gateway.state.root import Root
@@ -105,7 +105,8 @@ def _command(argv: list[str] | None) -> int:
             try:
                 if getattr(args, "as_root", False):  # before the root is read: root, not its owner, runs it
                     require_root()
-                _check_root(resolve_root(args.root))
+                if getattr(args, "from_dir", None) is None:  # `pull --from` runs where there is no root
+                    _check_root(resolve_root(args.root))
                 result: int = args.handler(args)
                 return result
             except PermissionError as exc:  # deeper in the root than _check_root looks: say whose it is
@@ -332,11 +333,37 @@ def _exchange_commands(commands: Any) -> None:
         "manifest and write the CSV (0600, UTF-8 with the marking as first and last line unless "
         "--raw). A package already pulled by you is skipped unless --again.",
     )
-    pull.add_argument("--agency", required=True, metavar="A", help="the receiving agency's id in gateway.toml")
+    pull.add_argument("--agency", metavar="A", help="the receiving agency's id in gateway.toml (not with --from)")
     pull.add_argument("--to", required=True, type=Path, metavar="DIR", help="an existing folder for the CSV files")
-    who = pull.add_mutually_exclusive_group()
-    who.add_argument("--gnupghome", type=Path, metavar="DIR", help="your GnuPG home (OpenPGP agencies)")
-    who.add_argument("--password-file", type=Path, metavar="F", help="the package password (AES-ZIP agencies)")
+    pull.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        metavar="DIR",
+        help="pull away from the gateway, with no root: DIR holds a copy of inbox/<agency>/",
+    )
+    pull.add_argument(
+        "--gateway-key",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="with --from: the gateway's public keys (`keys export --gateway`); may be given again",
+    )
+    pull.add_argument(
+        "--gateway-fingerprint",
+        action="append",
+        default=[],
+        metavar="FPR",
+        help="with --from: trust this gateway key (else the keys are pinned in --to on first use)",
+    )
+    pull.add_argument(
+        "--receipts", type=Path, metavar="DIR", help="with --from: where signed receipts go (default: TO/receipts/)"
+    )
+    pull.add_argument(
+        "--gnupghome", type=Path, metavar="DIR", help="your GnuPG home: opens OpenPGP packages, signs receipts"
+    )
+    pull.add_argument("--password-file", type=Path, metavar="F", help="the package password (AES-ZIP agencies)")
     pull.add_argument("--officer", metavar="O", help="who is pulling (a demo officer's home is used if no --gnupghome)")
     pull.add_argument("--raw", action="store_true", help="write exactly the bytes the sender signed")
     pull.add_argument("--again", action="store_true", help="pull packages you have pulled before")
@@ -515,28 +542,52 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    results = pull(
-        _open(args),
-        args.agency,
-        args.to,
-        officer=args.officer,
-        gnupghome=args.gnupghome,
-        password_file=args.password_file,
-        raw=args.raw,
-        again=args.again,
-    )
+    if args.from_dir is not None:
+        if args.agency or args.officer:
+            raise UsageError("--from takes no --agency or --officer: each manifest names its recipient")
+        results = pull_from(
+            args.from_dir,
+            args.to,
+            gateway_keys=args.gateway_key,
+            gateway_fingerprints=args.gateway_fingerprint,
+            gnupghome=args.gnupghome,
+            password_file=args.password_file,
+            raw=args.raw,
+            again=args.again,
+            receipts=args.receipts,
+        )
+    else:
+        if args.agency is None:
+            raise UsageError("pass --agency A (pulling in the gateway root) or --from DIR (away from it)")
+        if args.gateway_key or args.gateway_fingerprint or args.receipts:
+            raise UsageError("--gateway-key, --gateway-fingerprint and --receipts go with --from DIR")
+        results = pull(
+            _open(args),
+            args.agency,
+            args.to,
+            officer=args.officer,
+            gnupghome=args.gnupghome,
+            password_file=args.password_file,
+            raw=args.raw,
+            again=args.again,
+        )
     failed = EXIT_REFUSED if any(item.failed for item in results) else EXIT_OK
     if args.json:
         packages = [asdict(item) for item in results]
-        print(json.dumps({"agency": args.agency, "packages": packages}, indent=2, default=str))
+        where = {"agency": args.agency} if args.from_dir is None else {"from": str(args.from_dir)}
+        print(json.dumps({**where, "packages": packages}, indent=2, default=str))
         return failed
     for item in results:
         if item.failed:
             print(f"iom-gateway: REFUSED {item.package}: {item.failed}", file=sys.stderr)
         else:
             print(f"wrote {item.written}" if item.written else f"skipped {item.package}: {item.skipped}")
+        if item.receipt:
+            print(f"receipt {item.receipt} (upload it and its .sig into outbox/<agency>/receipts/)")
+        if item.warning:
+            print(f"iom-gateway: warning: {item.warning}", file=sys.stderr)
     if not results:
-        print(f"nothing waiting for {args.agency}")
+        print(f"nothing waiting for {args.agency}" if args.from_dir is None else f"no packages in {args.from_dir}")
     return failed
 
 

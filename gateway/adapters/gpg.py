@@ -164,6 +164,15 @@ class SignatureCheck:
         return values[0] if values else None
 
 
+@dataclass(frozen=True, slots=True)
+class Decryption:
+    """What decrypting a message found: the check of its signature, and the primary key (of this
+    keyring) that opened it, as gpg's DECRYPTION_KEY names it (None if gpg did not say)."""
+
+    signature: SignatureCheck
+    key: Fingerprint | None
+
+
 class Keyring:
     """One GnuPG home (created 0700 if missing) and the one python-gnupg object that drives it."""
 
@@ -376,17 +385,40 @@ class Keyring:
         keys. Raises CryptoError (naming `name`) for a tampered, damaged or unencrypted message, one
         not encrypted to a key here, or (with `signers`) a bad signer; OSError when writing fails.
         """
+        return self.open_message(source, target, signers=signers, purpose=purpose, name=name).signature
+
+    def open_message(
+        self,
+        source: Iterable[bytes],
+        target: BinaryIO,
+        *,
+        signers: Collection[Fingerprint] | None = None,
+        purpose: Purpose = Purpose.PACKAGE,
+        name: str = "the package",
+    ) -> Decryption:
+        """Decrypt as `decrypt` does; also say which of this keyring's keys opened the message.
+
+        Without `signers` a signature gpg cannot check (its key is not here) does not fail the
+        decryption: the caller vouches for the bytes otherwise (a signed manifest's SHA-256).
+        """
         run = self._run(["--decrypt", "--output", "-"], stdin=source, stdout=target.write)
         _require_decrypted(run.statuses, run.returncode, name)
         check = _signature_check(run.statuses, 0, missing="the package is not signed")
         if signers is not None:
             check = _for_purpose(check, purpose)  # a gateway key that expired since still vouches for it
+            if check.unknown_key is not None:
+                raise CryptoError(
+                    f"{name!r} is signed by gateway key {check.unknown_key}, which this GnuPG home lacks"
+                    " (the gateway rotated its key?): get the gateway's keys (`iom-gateway keys export"
+                    " --gateway` on the gateway), import them with `gpg --import`, and pull again"
+                )
             if not ((check.valid or check.key_expired) and check.fingerprint in signers):
                 raise CryptoError(
                     f"{name!r} is not signed by a gateway key this keyring accepts"
                     f" ({check.problem or 'signed by another key'}): import the gateway's current public key"
                 )
-        return check
+        opened = [args for code, args in run.statuses if code == "DECRYPTION_KEY" and len(args) >= 2]
+        return Decryption(check, _fingerprint_or_none(opened[-1][1]) if opened else None)
 
     def _run(
         self,
@@ -877,13 +909,18 @@ def _require_decrypted(statuses: list[Status], returncode: int, name: str) -> No
     """Raise CryptoError unless gpg decrypted a public-key-encrypted message completely and intact."""
     codes = {code for code, _ in statuses}
     intact = {"BEGIN_DECRYPTION", "DECRYPTION_OKAY", "GOODMDC", "END_DECRYPTION"} <= codes
-    if returncode == 0 and intact and not codes & {"DECRYPTION_FAILED", "BADMDC"}:
+    # gpg exits 2 also when only the signature cannot be checked (its key is not here): that is the
+    # signature's verdict, judged by the caller, not damage to the message
+    unchecked = "ERRSIG" in codes and "BADSIG" not in codes
+    if (returncode == 0 or unchecked) and intact and not codes & {"DECRYPTION_FAILED", "BADMDC"}:
         return
     if "NO_SECKEY" in codes and "DECRYPTION_OKAY" not in codes:
         key_ids = sorted({args[0] for code, args in statuses if code == "ENC_TO" and args})
         raise CryptoError(
-            f"{name!r} is not encrypted to a key in this keyring (it names {', '.join(key_ids) or 'no key'}),"
-            " or it is damaged: pull it with the officer key it was sent to"
+            f"{name!r} is not encrypted to a key in this keyring: it is encrypted to key ID(s)"
+            f" {', '.join(key_ids) or 'none named'}, whose secret key this GnuPG home lacks; pull it with"
+            " the GnuPG home of an officer it was sent to (`gpg --list-secret-keys --with-subkey-fingerprints`"
+            " shows which keys a home holds)"
         )
     if "NEED_PASSPHRASE_SYM" in codes:
         raise CryptoError(f"{name!r} is encrypted with a password, not to a key: open it with the agency password")

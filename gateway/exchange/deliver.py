@@ -287,6 +287,9 @@ def _manifest(
         "plaintext_encoding": sealed.report.encoding,
         "payload_sha256": payload_sha,
         "sender_signature": sender_signature,
+        # the sender's public key, under the gateway's signature: a recipient away from the gateway
+        # checks the sender's own signature with it (`pull --from`), with no key to hunt for
+        "sender_certificate": root.keyring.export_public(sealed.signer),
         "encryption": {"method": plan.method.value, "key_id": key_id},
         "gateway_key": str(sealed.gateway),
         "created": sealed.at.isoformat(timespec="seconds"),

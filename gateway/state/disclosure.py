@@ -66,7 +66,8 @@ def register(entries: Iterable[Mapping[str, Any]], year: int, month: int) -> lis
     for entry in entries:
         if entry.get("event") == RECEIVED:
             key = (str(entry.get("package")), str(entry.get("agency")))
-            receipts.setdefault(key, []).append((str(entry.get("officer")), str(entry.get("received"))))
+            who = entry.get("officer") or entry.get("fingerprint")  # an officer the register no longer names
+            receipts.setdefault(key, []).append((str(who), str(entry.get("received") or entry.get("time"))))
             continue
         if entry.get("event") != EVENT:
             continue
