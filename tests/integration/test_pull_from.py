@@ -270,3 +270,23 @@ def test_usage_mistakes_exit_2_and_make_nothing(setup: dict[str, Path], capsys: 
         assert message in err
     assert not typo.exists()
     assert list(setup["out"].iterdir()) == []
+
+
+def test_receipts_pull_from_wrote_are_recorded_once_uploaded_and_the_register_names_the_officer(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _away(setup["root"], "probation", setup["where"])
+    args = ("--from", str(source), "--to", str(setup["out"]), "--gateway-key", str(setup["key"]))
+    code, _, err = _pull(capsys, setup["where"] / "no-root", *args, "--gnupghome", str(setup["home"]))
+    assert code == 0, err
+    uploads = setup["root"] / "outbox" / "probation" / "receipts"
+    for made in sorted((setup["out"] / "receipts").iterdir(), key=lambda p: p.name.endswith(".sig"), reverse=True):
+        shutil.copy(made, uploads / made.name)  # signature first, as the README says to upload them
+    capsys.readouterr()
+    assert main(["--root", str(setup["root"]), "run", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("received  probation/") == 3 and "by probation-do" in out, out
+    assert list(uploads.iterdir()) == []
+    assert main(["--root", str(setup["root"]), "audit", "report", "--month", "2026-10", "--format", "json"]) == 0
+    rows = [row for row in json.loads(capsys.readouterr().out) if row["to_agency"] == "probation"]
+    assert rows and {row["received_by"] for row in rows} == {"probation-do"}
