@@ -176,7 +176,8 @@ def test_a_damaged_package_fails_alone_and_the_others_are_pulled(
         assert f"iom-gateway: REFUSED {base}: " in err
     pulled = {first, second, third} - failing
     assert sorted(p.name for p in out.glob("*.csv")) == sorted(f"{b}.csv" for b in pulled)
-    left = {p.name for p in out.iterdir()} - {".iom-gateway.json", "receipts"} - {f"{b}.csv" for b in pulled}
+    kept = {f"{b}{suffix}" for b in pulled for suffix in (".csv", ".marking.txt")}  # each pulled CSV and its marking
+    left = {p.name for p in out.iterdir()} - {".iom-gateway.json", "receipts"} - kept
     assert left == set()  # nothing partial of the failed ones
     if damage in ("manifest", "signature"):
         assert "damaged or tampered" in err

@@ -55,7 +55,11 @@ def test_a_home_lacking_the_rotated_gateway_key_is_told_which_key_and_the_other_
     assert f"is signed by gateway key {new}, which this GnuPG home lacks" in err
     assert "`iom-gateway keys export --gateway`" in err
     assert "damaged or tampered" not in err
-    assert len(list(out_dir.iterdir())) == 1
+    [written] = out_dir.glob("*.csv")  # the old-key package and its marking sidecar; nothing of the other
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        written.name,
+        written.name.removesuffix(".csv") + ".marking.txt",
+    ]
 
 
 def test_a_home_without_the_recipient_key_is_told_which_keys_the_package_is_encrypted_to(
