@@ -12,6 +12,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from gateway.core.errors import UsageError
 from gateway.state.accounts import OPEN, Accounts
 from gateway.state.registry import Registry
 
@@ -25,8 +26,11 @@ def authorized_key(db: sqlite3.Connection, account: str, uid: str | None) -> str
     made = Accounts(db).get(account)
     if made is None or made.status != OPEN or (uid is not None and uid != str(made.uid)):
         return None
-    officer = {o.id: o for o in Registry(db).all(made.agency)}.get(made.officer)
-    if officer is None or not officer.active or officer.ssh_key is None:
+    try:
+        officer = Registry(db).get(made.officer)
+    except UsageError:  # no longer in the register
+        return None
+    if officer.agency != made.agency or not officer.active or officer.ssh_key is None:
         return None
     # restrict: no pty, no forwarding, no ~/.ssh/rc, whatever sshd's config says
     return f"restrict {officer.ssh_key} {officer.id}@iom-gateway"

@@ -168,7 +168,9 @@ class _Planner:
                 (self.path / OUTBOX / agency.id / RECEIPTS, DROP_DIR),
             ]
             group = host.group(agency.unix_group)
-            if group is not None and all(_is_shared(path, group.gr_gid, mode) for path, mode in folders):
+            if group is not None and all(
+                _is(path, stat.S_IFDIR, mode, uid=None, gid=group.gr_gid) for path, mode in folders
+            ):
                 continue
             self.add(
                 Change(
@@ -435,14 +437,6 @@ class _Planner:
 # --- the steps themselves -------------------------------------------------------------------------------
 
 
-def _is_shared(path: Path, gid: int, mode: int) -> bool:
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and info.st_gid == gid and stat.S_IMODE(info.st_mode) == stat.S_IMODE(mode)
-
-
 def _share(root: Path, agency: Agency, folders: list[tuple[Path, int]], gateway_uid: int) -> None:
     group = host.group(agency.unix_group)
     assert group is not None  # noqa: S101 (made by an earlier step)
@@ -453,7 +447,7 @@ def _share(root: Path, agency: Agency, folders: list[tuple[Path, int]], gateway_
         with suppress(FileExistsError):
             path.mkdir(mode=0o700)
         acl = gateway_uid if mode == DROP_DIR else None  # the outbox and its receipts/
-        _fix_dir(path, gateway_uid, functools.partial(_share_dir, gid=gid, mode=mode, acl=acl))
+        _fix_dir(path, gateway_uid, functools.partial(share_dir, gid=gid, mode=mode, acl_uid=acl))
         if mode == READ_DIR:  # what the gateway wrote there before: packages, manifests, reports
             for entry in os.scandir(path):
                 if entry.is_file(follow_symlinks=False):
@@ -462,10 +456,6 @@ def _share(root: Path, agency: Agency, folders: list[tuple[Path, int]], gateway_
                         share_file(fd, gid)
                     finally:
                         os.close(fd)
-
-
-def _share_dir(fd: int, *, gid: int, mode: int, acl: int | None) -> None:
-    share_dir(fd, gid, mode, acl)
 
 
 def _fix_dir(path: Path, owner: int, fix: Callable[[int], object]) -> None:
@@ -513,26 +503,29 @@ def _same_dir(a: Path, b: Path) -> bool:
     return (one.st_dev, one.st_ino) == (two.st_dev, two.st_ino)
 
 
-def _real_dir(path: Path, mode: int, gid: int | None) -> bool:
-    """Whether `path` is a folder (not a link) of root's with `mode` (and group `gid`)."""
+def _is(path: Path, kind: int, mode: int, *, uid: int | None = 0, gid: int | None = None) -> bool:
+    """Whether `path` itself (a link is not followed) is of `kind` (stat.S_IFDIR, S_IFREG) with exactly `mode`'s
+    permission bits, and owned by `uid` and group `gid` where given (`uid` root's unless None)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return False
     return (
-        stat.S_ISDIR(info.st_mode)
-        and info.st_uid == 0
-        and stat.S_IMODE(info.st_mode) == mode
+        stat.S_IFMT(info.st_mode) == kind
+        and stat.S_IMODE(info.st_mode) == stat.S_IMODE(mode)
+        and (uid is None or info.st_uid == uid)
         and (gid is None or info.st_gid == gid)
     )
 
 
+def _real_dir(path: Path, mode: int, gid: int | None) -> bool:
+    """Whether `path` is a folder (not a link) of root's with `mode` (and group `gid`)."""
+    return _is(path, stat.S_IFDIR, mode, gid=gid)
+
+
 def _real_file(path: Path, mode: int) -> bool:
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return stat.S_ISREG(info.st_mode) and info.st_uid == 0 and stat.S_IMODE(info.st_mode) == mode
+    """Whether `path` is a regular file (not a link) of root's with `mode`."""
+    return _is(path, stat.S_IFREG, mode)
 
 
 def _make_dir(path: Path, mode: int, gid: int) -> None:

@@ -34,8 +34,11 @@ class Accounts:
         }
 
     def get(self, name: str) -> Account | None:
-        """The account called `name`, or None if the gateway did not make it."""
-        return self.all().get(name)
+        """The account called `name`, or None if the gateway did not make it (one row: sshd asks at every login)."""
+        row = self.db.execute(
+            "SELECT name, uid, officer, agency, status FROM accounts WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else Account(row["name"], row["uid"], row["officer"], row["agency"], row["status"])
 
     def record(self, account: Account) -> None:
         """Remember `account` (made, or changed to `account.status`)."""
