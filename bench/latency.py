@@ -293,15 +293,6 @@ def render(sides: Sequence[Side], args: argparse.Namespace, settle: str) -> str:
             median = statistics.median(values)
             share = f"{median / p50:.0%}" if stage != "deliver" else "after: not in the latency"
             split.append([stage, f"{median:.0f}", f"{p95(values):.0f}", share])
-        # the latency ends once the last manifest is in its inbox, a little before the seal lap does
-        # (its last journal write): so this is the rename-to-take time, less that tail
-        rest = [
-            t * 1000 - sum(s.get(k, 0.0) for k in STAGES[:4]) for t, s in zip(ours.seconds, ours.splits, strict=True)
-        ]
-        median = statistics.median(rest)
-        split.append(
-            ["latency − settle − verify − validate − seal", f"{median:.0f}", f"{p95(rest):.0f}", f"{median / p50:.0%}"]
-        )
         out += [table(split, args.markdown), ""]
     if before:
         processing = [s - float(settle) for s in before.seconds]
