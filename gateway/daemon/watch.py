@@ -20,8 +20,8 @@ from pathlib import Path
 from types import FrameType
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from gateway.access.check import refuse_open_state
@@ -47,51 +47,91 @@ HEARTBEAT_SECONDS = 30.0
 # ----------------------------------------------------------------------------------------- settle
 
 
+UNKNOWN = (0, -1, 0)  # no stat seen yet: differs from every real one
+
+
 @dataclass(slots=True)
 class _Seen:
     signature: tuple[int, int, int]  # inode, size, mtime_ns
-    since: float
+    since: float  # last change or close: the settle time counts from here
     writing: bool
+    first: float  # first event or sighting: the daemon's wait for the file counts from here
+    closed: bool = False  # closed (or renamed in) since its last write: complete, as far as events tell
+    untried: bool = False  # closed again since an early take was last offered for it
+    missed: bool = False  # not in the last scan (it may have arrived after the scan began)
 
 
 @dataclass(slots=True)
 class Settler:
     """Decides when a file is complete: not open for writing (as far as events tell) and unchanged
-    for `settle` seconds. Pure bookkeeping, driven by the clock values it is given."""
+    for `settle` seconds; or, sooner, closed since its last write, for an early take that only a
+    verifying signature can turn into a verdict. Pure bookkeeping, driven by the clock values it is given."""
 
     settle: float
     _seen: dict[str, _Seen] = field(default_factory=dict)
 
-    def writing(self, path: str) -> None:
+    def writing(self, path: str, now: float) -> None:
         """An event says `path` was written to: the writer may still be at it."""
         seen = self._seen.get(path)
         if seen is not None:
-            seen.writing = True
+            seen.writing, seen.closed, seen.missed = True, False, False
         else:
-            self._seen[path] = _Seen((0, -1, 0), 0.0, True)
+            self._seen[path] = _Seen(UNKNOWN, now, True, now)
 
     def closed(self, path: str, now: float) -> None:
         """An event says the writer closed `path` (or renamed it into place): it is whole if it stays so."""
         seen = self._seen.get(path)
-        if seen is not None:
-            seen.writing = False
-            seen.since = now
+        if seen is None:
+            self._seen[path] = _Seen(UNKNOWN, now, False, now, closed=True, untried=True)
+        else:
+            seen.writing, seen.since, seen.closed, seen.untried, seen.missed = False, now, True, True, False
 
     def ready(self, path: str, signature: tuple[int, int, int], now: float) -> float:
         """Seconds until `path` may be taken (0 = now), given its current inode, size and mtime."""
         seen = self._seen.get(path)
-        if seen is None or seen.signature != signature:
-            writing = seen.writing if seen is not None else False
-            self._seen[path] = seen = _Seen(signature, now, writing)
+        if seen is None:
+            self._seen[path] = seen = _Seen(signature, now, False, now)
+        seen.missed = False
+        if seen.signature != signature:
+            # the first look after an event keeps its time; a change since, the events told of (or
+            # will): they keep deciding whether it is closed
+            seen.since = now if seen.signature != UNKNOWN else seen.since
+            seen.signature = signature
         if seen.writing:
             return self.settle
         return max(0.0, seen.since + self.settle - now)
 
+    def early(self, *paths: str) -> bool:
+        """Whether to take these files (a CSV and its signature) before they settle: each is closed
+        since its last write, and one was closed again since an early take was last offered (the
+        same bytes looked at twice would tell nothing new). Counts as offering it."""
+        seen = [self._seen.get(path) for path in paths]
+        if not all(s is not None and s.closed and not s.writing for s in seen):
+            return False
+        fresh = any(s is not None and s.untried for s in seen)
+        for s in seen:
+            if s is not None:
+                s.untried = False
+        return fresh
+
+    def first(self, *paths: str) -> float | None:
+        """When the last of these files was first seen: the daemon has had them all since then."""
+        firsts = [seen.first for path in paths if (seen := self._seen.get(path)) is not None]
+        return max(firsts) if firsts else None
+
+    def gone(self, path: str) -> None:
+        """An event says `path` was removed or renamed away."""
+        self._seen.pop(path, None)
+
     def forget(self, folder: str, keep: set[str]) -> None:
-        """Drop what is known about files in `folder` that are no longer there."""
+        """Drop what is known about files in `folder` that the last two scans did not find (`keep`:
+        what this one found): an event may tell of a file that arrived after the scan began."""
         prefix = folder.rstrip("/") + "/"
         for path in [p for p in self._seen if p.startswith(prefix) and p not in keep]:
-            del self._seen[path]
+            if self._seen[path].missed:
+                del self._seen[path]
+            else:
+                self._seen[path].missed = True
 
 
 def _signature(folder: Folder, name: str) -> tuple[int, int, int] | None:
@@ -125,10 +165,15 @@ class _Events(FileSystemEventHandler):
             return
         if self.track_writes and not event.is_directory:
             with self.lock:
-                if kind == "modified":  # not "created": a file renamed in from elsewhere arrives as created
-                    self.settler.writing(path)
-                elif kind in ("closed", "moved"):
+                if kind == "modified":  # not "created": that is also how a file renamed in may arrive
+                    self.settler.writing(path, time.monotonic())
+                elif kind == "closed":
                     self.settler.closed(path, time.monotonic())
+                elif kind in ("moved", "deleted"):
+                    if event.src_path:  # renamed away or removed: a file later given its name starts afresh
+                        self.settler.gone(os.fsdecode(event.src_path))
+                    if kind == "moved" and event.dest_path:  # renamed into place
+                        self.settler.closed(path, time.monotonic())
         self.wake(relative[0])
 
 
@@ -195,7 +240,9 @@ class Daemon:
         observer: BaseObserver = PollingObserver(timeout=config.poll_seconds)
         if config.watcher == "inotify":
             try:
-                observer = Observer()
+                # full events: a file renamed in from outside the outbox is "moved" in (whole as it lands),
+                # where the plain emitter says "created", as for a file just opened to be written
+                observer = InotifyObserver(generate_full_events=True)
             except OSError as exc:  # e.g. the per-user inotify instance limit: poll rather than stop
                 log.warning("inotify unavailable (%s): falling back to polling every %ss", exc, config.poll_seconds)
         events = _Events(
@@ -278,11 +325,11 @@ class Daemon:
         for pair in intake.pairs:
             if self._stop:
                 return pending
-            delay = self._settled(folder, pair.csv, pair.signature)
-            if delay > 0:
+            delay, early, seen = self._settled(folder, pair.csv, pair.signature)
+            if delay > 0 and not early:
                 pending = min(pending if pending is not None else delay, delay)
                 continue
-            outcome = process_pair(self.root, agency, folder, pair, now_utc())
+            outcome = process_pair(self.root, agency, folder, pair, now_utc(), early=early, seen=seen)
             if isinstance(outcome, Waiting | Deferred):
                 soon = isinstance(outcome, Waiting) and outcome.soon
                 retry = 1.0 if soon else float(self.root.config.daemon.rescan_seconds)
@@ -311,18 +358,22 @@ class Daemon:
             log.info("ignored agency=%s file=%r reason=%r", agency_id, name, why)
         self._ignored = {item for item in self._ignored if item[0] != agency_id} | now
 
-    def _settled(self, folder: Folder, *names: str | None) -> float:
+    def _settled(self, folder: Folder, csv: str, signature: str | None) -> tuple[float, bool, float | None]:
+        """Seconds until the pair settles (0: take it), whether to take it early all the same (both
+        closed since their last write; the signature must prove the rest), and when it was first seen."""
         now = time.monotonic()
         delay = 0.0
-        for name in names:
-            if name is None:
-                continue
-            signature = _signature(folder, name)
-            if signature is None:
-                return 1.0
+        names = [name for name in (csv, signature) if name is not None]
+        paths = [str(folder.path / name) for name in names]
+        for name, path in zip(names, paths, strict=True):
+            stat = _signature(folder, name)
+            if stat is None:
+                return 1.0, False, None
             with self._lock:
-                delay = max(delay, self.settler.ready(str(folder.path / name), signature, now))
-        return delay
+                delay = max(delay, self.settler.ready(path, stat, now))
+        with self._lock:
+            early = signature is not None and delay > 0 and self.settler.early(*paths)
+            return delay, early, self.settler.first(*paths)
 
     def _reload_config(self) -> None:
         try:

@@ -88,6 +88,19 @@ def _how_signed(signature: Signature) -> str | None:
     return None
 
 
+def proven(job: Job) -> bool:
+    """Whether the signature verifies cryptographically over the one read of the file, by any key
+    in the keyring (whether or not its officer may send, or its key is still current).
+
+    Then the bytes are exactly the ones that were signed, so the file is complete and every verdict
+    on it (an unregistered signer, an expired key, Table 1, a duplicate) is final. Otherwise (a
+    truncated CSV, a half-written signature, no signature packet at all, an unknown key) the file
+    may still be arriving: only once it has settled is that a refusal.
+    """
+    # and gpg read the file to its end: a verdict on fewer bytes than the hash saw proves nothing
+    return job.check is not None and job.check.intact and job.source.digest is not None
+
+
 def signed_by(root: Root, job: Job, now: datetime, *, authenticated_at: datetime | None = None) -> str:
     """The registered officer who signed exactly these bytes; refuse (naming the fix) otherwise.
 

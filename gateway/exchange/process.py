@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from gateway.adapters.fsio import Folder, OpenFile, shown
-from gateway.core import faults
+from gateway.core import faults, timing
 from gateway.core.errors import (
     ChangedError,
     ConfigError,
@@ -31,7 +31,7 @@ from gateway.core.errors import (
 )
 from gateway.core.marking import Level, Marking, apply_marking
 from gateway.core.model import Agency, Period
-from gateway.exchange.authenticate import intent, signed_by, signer_key
+from gateway.exchange.authenticate import intent, proven, signed_by, signer_key
 from gateway.exchange.deliver import Sealed, Unsealable, delivered_outcome, finish, plan, seal_all
 from gateway.exchange.intake import Job, Pair, open_outbox, scan_outbox, take
 from gateway.exchange.outcome import Deferred, Delivered, Outcome, Refused, Waiting
@@ -80,12 +80,32 @@ def process_once(root: Root, now: datetime) -> list[Outcome]:
     return outcomes
 
 
-def process_pair(root: Root, agency: Agency, folder: Folder, pair: Pair, now: datetime) -> Outcome | None:
+def process_pair(
+    root: Root,
+    agency: Agency,
+    folder: Folder,
+    pair: Pair,
+    now: datetime,
+    *,
+    early: bool = False,
+    seen: float | None = None,
+) -> Outcome | None:
     """Take one submission through every stage; None if it vanished before it could be read.
 
     Never raises for a bad file (that is a Rejected outcome) nor for a full disk or a permission
     problem (Deferred: the file stays where it is and is tried again).
+
+    `early`: the daemon saw both files closed since their last write but they have not settled yet.
+    Then only a signature that verifies over the file proves it complete (`authenticate.proven`);
+    anything less is Waiting (soon), with nothing written and no attempt counted, and the file is
+    judged once it has settled. `seen`: when the daemon first saw the pair (`time.monotonic()`),
+    for the timing line.
     """
+    with timing.stopwatch(seen):
+        return _take_pair(root, agency, folder, pair, now, early=early)
+
+
+def _take_pair(root: Root, agency: Agency, folder: Folder, pair: Pair, now: datetime, *, early: bool) -> Outcome | None:
     if pair.signature is None and pair.age_seconds < root.config.submissions.pairing_timeout_seconds:
         return Waiting(agency.id, pair.csv)
     try:
@@ -94,6 +114,8 @@ def process_pair(root: Root, agency: Agency, folder: Folder, pair: Pair, now: da
         log.info("vanished agency=%s file=%r: removed before it was taken", agency.id, pair.csv)
         return None
     except UnreadableError:
+        if early:  # nothing it says can be proven yet: a refusal only once it has settled
+            return _unproven(agency, pair)
         return unreadable(root, agency, folder, pair.csv, now)
     except GatewayError as exc:
         log.warning("unreadable agency=%s file=%r reason=%r", agency.id, pair.csv, exc.message)
@@ -101,12 +123,14 @@ def process_pair(root: Root, agency: Agency, folder: Folder, pair: Pair, now: da
     submission = None
     try:
         with source:
-            if _being_written(root, source, pair):
+            if _being_written(root, source, pair, early=early):
                 return Waiting(agency.id, pair.csv, "still being written: taken once its writer closes it")
             waiting = _still_deferred(root, agency, pair, source)
             if waiting is not None:
                 return waiting
             job = take(root, agency, folder, pair, source)
+            if early and not proven(job):
+                return _unproven(agency, pair)
             digest = source.hash()
             submission = _submission_id(agency.id, digest)
             record = root.journal.begin(submission, agency.id, _journal_name(pair.csv), digest)
@@ -117,8 +141,18 @@ def process_pair(root: Root, agency: Agency, folder: Folder, pair: Pair, now: da
         log.error("deferred agency=%s file=%r errno=%s reason=%r", agency.id, pair.csv, code, reason)
         _release(root, submission)
         return Deferred(agency.id, pair.csv, reason)
-    log.info("processed agency=%s file=%r outcome=%s", agency.id, pair.csv, type(outcome).__name__.lower())
+    timing.lap("deliver" if isinstance(outcome, Delivered) else "refuse")
+    kind = type(outcome).__name__.lower()
+    log.info("processed agency=%s file=%r outcome=%s", agency.id, pair.csv, kind)
+    log.info("timing agency=%s file=%r outcome=%s %s", agency.id, pair.csv, kind, timing.laps())
     return outcome
+
+
+def _unproven(agency: Agency, pair: Pair) -> Waiting:
+    """An early take that proved nothing: said once (an early take is offered once per close), judged after settling."""
+    why = "its signature does not verify (yet): judged once it has settled"
+    log.info("waiting agency=%s file=%r reason=%r", agency.id, pair.csv, why)
+    return Waiting(agency.id, pair.csv, why)
 
 
 def _still_deferred(root: Root, agency: Agency, pair: Pair, source: OpenFile) -> Waiting | None:
@@ -155,11 +189,12 @@ def _still_deferred(root: Root, agency: Agency, pair: Pair, source: OpenFile) ->
     )
 
 
-def _being_written(root: Root, source: OpenFile, pair: Pair) -> bool:
-    """Whether a writer still has the file open (or, where that cannot be told, it changed too recently)."""
+def _being_written(root: Root, source: OpenFile, pair: Pair, *, early: bool = False) -> bool:
+    """Whether a writer still has the file open (or, where that cannot be told, it changed too recently;
+    for an early take the close the daemon saw tells instead, and the signature must prove the rest)."""
     active = source.writer_active()
     if active is None:
-        return pair.age_seconds < root.config.daemon.settle_seconds
+        return not early and pair.age_seconds < root.config.daemon.settle_seconds
     return active
 
 
@@ -209,11 +244,13 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
     # as of then: the signature must still verify over them, but its age counts to that moment
     arrived = _parse_time(record.sealed_at, now) if record.status in (PARTIAL, SEALING) else now
     officer = signed_by(root, job, now, authenticated_at=arrived)
+    timing.lap("verify")
     # only after authentication: an unsigned drop must not learn what was delivered before
     if record.status == DONE:
         return duplicate(root, job, record.id)
     marking, period = intent(root, job, now)
     report = _validate(root, job, period, now)
+    timing.lap("validate")
     fixed = root.journal.sealing(
         record.id,
         officer=officer,
@@ -240,6 +277,7 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
         signer=signer_key(job),
     )
     sealing = seal_all(root, record.id, job, sealed)
+    timing.lap("seal")
     packages = list(sealing.packages)
     if sealing.deferred:  # the file stays in its outbox until every delivery is made
         root.journal.partial(record.id)

@@ -103,14 +103,23 @@ def test_a_slow_writer_is_waited_for_even_across_pauses_longer_than_the_settle_t
 def test_a_file_replaced_while_settling_is_delivered_once_as_its_final_bytes(root: Path, tmp_path: Path) -> None:
     daemon = Daemon(root).ready()
     first, final = variant(2), variant(3)
-    drop(root, "police", first, "police-replaced-2026-10.csv", "police-do")
-    drop(root, "police", final, "police-replaced-2026-10.csv", "police-do")  # renamed over both at once
+    name = "police-replaced-2026-10.csv"
+    # a first export whose signature is for other bytes: nothing proves it complete, so it settles
+    # (a file whose signature verifies is taken at once: it could not be replaced while settling)
+    (tmp_path / name).write_bytes(variant(9))
+    outbox = root / "outbox" / "police"
+    gpg(
+        home(root, "police-do"), "--yes", "--output", str(outbox / f"{name}.sig"), "--detach-sign", str(tmp_path / name)
+    )
+    (outbox / name).write_bytes(first)
+    drop(root, "police", final, name, "police-do")  # renamed over both at once
     wait_until(lambda: delivered(root) and outbox_clear(root, "police"), 30, "the delivery")
     time.sleep(1.5)  # anything else would have been delivered by now
     assert daemon.stop() == 0
     for recipient in ROUTE:
         assert len(packages(root, recipient)) == 1
     assert pull_raw(root, "probation", tmp_path / "p") == [final]
+    assert "outcome=rejected" not in daemon.text()
 
 
 def test_a_file_deleted_before_it_is_taken_is_nothing_lost_and_the_daemon_goes_on(root: Path, tmp_path: Path) -> None:

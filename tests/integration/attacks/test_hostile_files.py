@@ -103,13 +103,13 @@ def test_a_hostile_file_is_an_outcome_for_itself_and_the_daemon_goes_on(routed_r
     daemon = Daemon(routed_root).ready()
     try:
         drop(routed_root, "probation", PROBATION_GOOD, "good-2026-10.csv", "probation-do")
-        wait_until(
+        wait_until(  # the good file may go first: its signature proves it complete, the others settle
             lambda: (
-                any((routed_root / "inbox" / "police").glob("*__probation__*.csv.gpg"))
+                (any((routed_root / "inbox" / "police").glob("*__probation__*.csv.gpg")) and needle in daemon.text())
                 or daemon.process.poll() is not None
             ),
             60,
-            "probation's good file in police's inbox",
+            "probation's good file in police's inbox, and the hostile one named in the log",
         )
         assert daemon.process.poll() is None, f"the daemon stopped on a {case}:\n{daemon.text()}"
         assert any((routed_root / "inbox" / "police").glob("*__probation__*.csv.gpg"))

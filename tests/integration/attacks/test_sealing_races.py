@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,7 +113,13 @@ def _attacker(attack: Attack, outbox: Path, name: str, good: bytes, other: bytes
     STOP.clear()
     thread = threading.Thread(target=attack, args=(outbox, name, good, other, signature))
     thread.start()
-    wait_until((outbox / name).exists, 10, "the attacker's drop")
+    # in place once its signature is (each attack writes it first; the gateway removes it only after
+    # taking the pair, a gpg run at least): looked for every millisecond, since a pair taken at
+    # once (its signature proves it complete) can be gone again within a few tens of milliseconds
+    deadline = time.monotonic() + 10
+    while not ((outbox / name).exists() or (outbox / (name + ".sig")).exists()):
+        assert time.monotonic() < deadline, "timed out after 10 s waiting for the attacker's drop"
+        time.sleep(0.001)
     return thread
 
 
