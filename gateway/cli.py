@@ -21,7 +21,7 @@ from gateway import __version__
 from gateway.adapters.config import ROOT_ENV, resolve_root
 from gateway.adapters.fsio import disable_core_dumps, private_umask
 from gateway.core.errors import AccessError, GatewayError, StorageError, UsageError
-from gateway.core.model import Period
+from gateway.core.model import Period, period_in, period_of
 from gateway.state.disclosure import REPORT_FORMATS
 
 if TYPE_CHECKING:
@@ -237,8 +237,6 @@ def _today() -> date:
 def _validation_period(name: str, explicit: Period | None, today: date) -> tuple[Period, str]:
     """The period `validate` checks against, and why: --period, else the daemon's rule (`period_of`):
     the YYYY-MM in the file name, else the current month."""
-    from gateway.exchange.intake import period_in, period_of
-
     if explicit is not None:
         return explicit, "--period"
     period = period_of(name, datetime(today.year, today.month, today.day, tzinfo=UTC))
@@ -247,7 +245,6 @@ def _validation_period(name: str, explicit: Period | None, today: date) -> tuple
 
 def _validate(args: argparse.Namespace) -> int:
     from gateway.exchange.check import check_file
-    from gateway.exchange.intake import period_in
 
     gateway = _open(args)
     today = _today()
