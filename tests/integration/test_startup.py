@@ -55,7 +55,7 @@ def test_validate_never_imports_the_crypto_daemon_or_mail_libraries(
     tmp_path: Path, sample: str, extra: tuple[str, ...], exit_code: int, says: str
 ) -> None:
     root = make_root(tmp_path / "root")
-    agency = sample.split("-")[0]
+    agency = sample.split("-", maxsplit=1)[0]
     code, out, modules = _validate_in_a_process(root, str(REPO / "samples" / sample), "--agency", agency, *extra)
     assert code == exit_code
     assert says in out
