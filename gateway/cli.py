@@ -15,42 +15,24 @@ import time
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
-from gateway.access.check import audit as audit_access
-from gateway.access.keys import authorized_key
-from gateway.access.sync import apply as apply_sync
-from gateway.access.sync import plan as plan_sync
-from gateway.access.sync import require_root
 from gateway.adapters.config import ROOT_ENV, resolve_root
 from gateway.adapters.fsio import disable_core_dumps, private_umask
-from gateway.adapters.gpg import stop_agents
-from gateway.admin.check import Checked, check_root
-from gateway.admin.demo import run_demo
-from gateway.admin.init import init_root
-from gateway.admin.keys import (
-    Exported,
-    export_gateway_keys,
-    export_officers,
-    export_password,
-    import_password,
-    show_password,
-)
-from gateway.admin.officers import add_officer, officers, rekey_officer, set_ssh_key
-from gateway.admin.oversight import REPORT_FORMATS, audit_events, disclosure_report, status, verify_audit
-from gateway.admin.retention import purge
-from gateway.admin.rotation import list_keys, revoke_officer, rotate_agency, rotate_gateway, rotate_vault
 from gateway.core.errors import AccessError, GatewayError, StorageError, UsageError
-from gateway.core.model import Period
-from gateway.daemon.watch import run_once, serve
-from gateway.exchange.intake import REJECTED, period_in, period_of
-from gateway.exchange.outcome import Rejected
-from gateway.exchange.process import check_file
-from gateway.exchange.recipient import pull, pull_from
-from gateway.exchange.submit import submit
-from gateway.state.registry import Officer
-from gateway.state.root import Root
+from gateway.core.model import Period, period_in, period_of
+from gateway.state.disclosure import REPORT_FORMATS
+
+if TYPE_CHECKING:
+    from gateway.admin.check import Checked
+    from gateway.admin.keys import Exported
+    from gateway.state.registry import Officer
+    from gateway.state.root import Root
+
+# Each command imports what it runs inside its handler, not here: `validate` then starts without
+# loading GnuPG, the AES-ZIP and vault crypto, the daemon's watchdog or the SFTP access code
+# (tests/integration/test_startup.py; bench/startup.py times it).
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -74,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\niom-gateway: interrupted (Ctrl-C)", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        stop_agents()  # the gpg-agents this command started end with it (never an officer's own)
+        if "gateway.adapters.gpg" in sys.modules:  # not loaded: this command started no gpg-agent
+            from gateway.adapters.gpg import stop_agents
+
+            stop_agents()  # the gpg-agents this command started end with it (never an officer's own)
 
 
 def _stdout_to_devnull() -> None:
@@ -104,6 +89,8 @@ def _command(argv: list[str] | None) -> int:
         try:
             try:
                 if getattr(args, "as_root", False):  # before the root is read: root, not its owner, runs it
+                    from gateway.access.sync import require_root
+
                     require_root()
                 if getattr(args, "from_dir", None) is None:  # `pull --from` runs where there is no root
                     _check_root(resolve_root(args.root))
@@ -257,6 +244,8 @@ def _validation_period(name: str, explicit: Period | None, today: date) -> tuple
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from gateway.exchange.check import check_file
+
     gateway = _open(args)
     today = _today()
     period, source = _validation_period(args.file.name, args.period, today)
@@ -480,11 +469,15 @@ def _officers_export_command(officers: Any) -> None:
 
 def _open(args: argparse.Namespace) -> Root:
     """Open the root; `main` closes it when the command ends (which checkpoints what it appended)."""
+    from gateway.state.root import Root
+
     root: Root = args.opened.enter_context(Root.open(resolve_root(args.root)))
     return root
 
 
 def _init(args: argparse.Namespace) -> int:
+    from gateway.admin.init import init_root
+
     result = init_root(resolve_root(args.root), demo=args.demo, algorithm=args.algorithm)
     print(f"gateway root ready at {result.root}: gateway key {result.gateway_key}")
     if result.officers:
@@ -493,6 +486,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from gateway.admin.demo import run_demo
+
     folder = resolve_root(args.root) / "demo"
     print("iom-gateway demo: the monthly IOM exchange, end to end\n")
     surprises = run_demo(folder, print)
@@ -503,6 +498,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gateway.daemon.watch import run_once, serve
+    from gateway.exchange.intake import REJECTED
+    from gateway.exchange.outcome import Rejected
+
     path = resolve_root(args.root)
     if not args.once:
         _structured_logging()
@@ -524,6 +523,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from gateway.exchange.submit import submit
+
     report, target = submit(
         _open(args),
         args.file,
@@ -542,6 +543,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
+    from gateway.exchange.recipient import pull, pull_from
+
     if args.from_dir is not None:
         if args.agency or args.officer:
             raise UsageError("--from takes no --agency or --officer: each manifest names its recipient")
@@ -592,6 +595,8 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _officers_add(args: argparse.Namespace) -> int:
+    from gateway.admin.officers import add_officer
+
     officer = add_officer(
         _open(args),
         agency=args.agency,
@@ -612,6 +617,8 @@ def _officers_add(args: argparse.Namespace) -> int:
 
 
 def _officers_list(args: argparse.Namespace) -> int:
+    from gateway.admin.officers import officers
+
     found = officers(_open(args), args.agency)
     if args.json:
         print(json.dumps([o.to_json() for o in found], indent=2))
@@ -623,6 +630,8 @@ def _officers_list(args: argparse.Namespace) -> int:
 
 
 def _officers_revoke(args: argparse.Namespace) -> int:
+    from gateway.admin.rotation import revoke_officer
+
     _confirm(
         args, f"revoke officer {args.officer}" + (" and take them off unpulled packages" if args.reencrypt else "")
     )
@@ -637,6 +646,8 @@ def _officers_revoke(args: argparse.Namespace) -> int:
 
 
 def _officers_export(args: argparse.Namespace) -> int:
+    from gateway.admin.keys import export_officers
+
     _write_keys(export_officers(_open(args), args.agency), args.to, "the officers' public keys")
     return EXIT_OK
 
@@ -666,6 +677,8 @@ def _print_officer(officer: Officer, *, as_json: bool) -> None:
 
 
 def _officers_rekey(args: argparse.Namespace) -> int:
+    from gateway.admin.officers import rekey_officer
+
     if args.grace_days < 0:
         raise UsageError("--grace-days must be 0 or more")
     _confirm(args, f"replace the key of officer {args.officer}")
@@ -679,6 +692,8 @@ def _officers_rekey(args: argparse.Namespace) -> int:
 
 
 def _officers_ssh_key(args: argparse.Namespace) -> int:
+    from gateway.admin.officers import set_ssh_key
+
     officer, changed = set_ssh_key(_open(args), args.officer, args.file)
     if args.json:
         print(json.dumps(officer.to_json() | {"changed": changed}, indent=2))
@@ -690,12 +705,16 @@ def _officers_ssh_key(args: argparse.Namespace) -> int:
 
 
 def _keys_import(args: argparse.Namespace) -> int:
+    from gateway.admin.keys import import_password
+
     record = import_password(_open(args), args.agency, args.password_file)
     print(f"{args.agency} now uses password {record}; older packages keep theirs")
     return EXIT_OK
 
 
 def _keys_export(args: argparse.Namespace) -> int:
+    from gateway.admin.keys import export_gateway_keys, export_password, show_password
+
     root = _open(args)
     if args.gateway:
         _write_keys(export_gateway_keys(root), args.to, "the gateway's public keys")
@@ -794,6 +813,8 @@ def _day(text: str) -> datetime:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
+    from gateway.admin.oversight import verify_audit
+
     checked = verify_audit(_open(args), args.witness)
     verdict = checked.verdict
     if args.json:
@@ -813,6 +834,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_show(args: argparse.Namespace) -> int:
+    from gateway.admin.oversight import audit_events
+
     entries = audit_events(_open(args), args.since, args.event)
     if args.json:
         print(json.dumps(entries, indent=2, ensure_ascii=False))
@@ -828,6 +851,8 @@ def _audit_show(args: argparse.Namespace) -> int:
 
 
 def _audit_report(args: argparse.Namespace) -> int:
+    from gateway.admin.oversight import disclosure_report
+
     text = disclosure_report(_open(args), args.month, "json" if args.json else args.format)
     if args.to is None:
         sys.stdout.write(text)
@@ -862,6 +887,8 @@ def _write_new(path: Path, data: bytes, what: str) -> None:
 
 
 def _purge(args: argparse.Namespace) -> int:
+    from gateway.admin.retention import purge
+
     result = purge(_open(args), datetime.now(UTC), dry_run=args.dry_run)
     if args.json:
         print(json.dumps(asdict(result), indent=2))
@@ -879,6 +906,8 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from gateway.admin.oversight import status
+
     health = status(_open(args), datetime.now(UTC))
     code = EXIT_REFUSED if health.attention else EXIT_OK  # monitoring: 1 while something needs the admin
     if args.json:
@@ -936,6 +965,8 @@ def _check_command(commands: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from gateway.admin.check import check_root
+
     result = check_root(resolve_root(args.root), datetime.now(UTC))
     if args.json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
@@ -1012,6 +1043,8 @@ def _access_command(commands: Any) -> None:
 
 
 def _access_check(args: argparse.Namespace) -> int:
+    from gateway.access.check import audit as audit_access
+
     root = _open(args)
     found = audit_access(root.path, root.config.agencies)
     if args.json:
@@ -1026,6 +1059,9 @@ def _access_check(args: argparse.Namespace) -> int:
 
 
 def _access_sync(args: argparse.Namespace) -> int:
+    from gateway.access.sync import apply as apply_sync
+    from gateway.access.sync import plan as plan_sync
+
     root = _open(args)
     todo = plan_sync(root)
     print(
@@ -1048,6 +1084,8 @@ def _access_sync(args: argparse.Namespace) -> int:
 
 
 def _access_authorized_keys(args: argparse.Namespace) -> int:
+    from gateway.access.keys import authorized_key
+
     line = authorized_key(_open(args).db, args.account, args.uid)
     if line is not None:
         print(line)
@@ -1100,6 +1138,8 @@ def _confirm(args: argparse.Namespace, what: str) -> None:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
+    from gateway.admin.rotation import list_keys
+
     entries = list_keys(_open(args))
     if args.json:
         print(json.dumps([e.to_json() for e in entries], indent=2))
@@ -1114,6 +1154,8 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
+    from gateway.admin.rotation import rotate_agency, rotate_gateway, rotate_vault
+
     if args.reencrypt and not args.agency:
         raise UsageError("--reencrypt goes with --agency A")
     if args.new_passphrase_file and not args.vault:

@@ -37,8 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import gnupg
-
 from gateway.adapters.fsio import private_dirs
 from gateway.core.errors import CryptoError
 
@@ -181,6 +179,8 @@ class Keyring:
 
         Raises CryptoError if `home` is not a folder or others may read it, or gpg cannot run.
         """
+        import gnupg  # noqa: PLC0415 (here, not at the top: `validate` imports this module and never runs gpg)
+
         self._home = _private_folder(home)
         try:
             self._gpg: Any = gnupg.GPG(

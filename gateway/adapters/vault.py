@@ -20,10 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from gateway.adapters.fsio import atomic_write_bytes, open_regular
 from gateway.core.errors import GatewayError, PolicyError, VaultError
 from gateway.core.model import AGENCY_ID
@@ -66,6 +62,10 @@ class _Kdf:
         return json.dumps(self.header(), sort_keys=True, separators=(",", ":")).encode()
 
     def derive(self, passphrase: Secret) -> bytes:
+        # cryptography is imported where it is used: `validate` opens a root (which imports this
+        # module) and never the vault, and loading cryptography costs it start-up time
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: PLC0415
+
         return Scrypt(salt=self.salt, length=32, n=self.n, r=self.r, p=self.p).derive(passphrase.reveal().encode())
 
 
@@ -205,6 +205,9 @@ class Vault:
         """Open the vault at `path`; raise VaultError if it is missing, not a vault, or will not decrypt."""
         kdf, nonce, ciphertext = _parse_file(path, _read_file(path))
         key = kdf.derive(passphrase)
+        from cryptography.exceptions import InvalidTag  # noqa: PLC0415 (see _Kdf.derive)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+
         try:
             plaintext = AESGCM(key).decrypt(nonce, ciphertext, kdf.associated_data())
         except InvalidTag:
@@ -229,6 +232,8 @@ class Vault:
         records = [_record_to_json(record, password) for record, password in entries]
         plaintext = json.dumps({"records": records}, sort_keys=True).encode()
         nonce = secrets.token_bytes(_NONCE)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415 (see _Kdf.derive)
+
         ciphertext = AESGCM(self._key).encrypt(nonce, plaintext, self._kdf.associated_data())
         document = {**self._kdf.header(), "nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
         atomic_write_bytes(self._path, json.dumps(document, indent=2).encode() + b"\n", 0o600)

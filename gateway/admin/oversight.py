@@ -27,7 +27,6 @@ from gateway.state.journal import DeferredDelivery as JournalDeferred
 from gateway.state.root import Root
 
 EXPIRY_WARNING = timedelta(days=30)
-REPORT_FORMATS = ("csv", "html", "json")
 MANIFEST_SUFFIX = ".manifest.json"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from gateway.core.errors import UsageError
 
 _PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})")
 AGENCY_ID = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_PERIOD_IN_NAME = re.compile(r"(?<![0-9])(20[0-9]{2})-(0[1-9]|1[0-2])(?![0-9])")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -43,6 +44,17 @@ class Period:
 
     def __str__(self) -> str:
         return f"{self.year:04d}-{self.month:02d}"
+
+
+def period_in(name: str) -> Period | None:
+    """The YYYY-MM period a file name carries, if any."""
+    match = _PERIOD_IN_NAME.search(name)
+    return Period(int(match[1]), int(match[2])) if match else None
+
+
+def period_of(name: str, now: datetime) -> Period:
+    """The month the data is for: a YYYY-MM in the file name, else the current month."""
+    return period_in(name) or Period.of(now.date())
 
 
 class Delivery(enum.Enum):

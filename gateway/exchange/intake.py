@@ -9,17 +9,17 @@ itself is refused rather than followed.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from gateway.adapters.fsio import Folder, OpenFile, shown
 from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, SignatureCheck
 from gateway.core.errors import InputFileError, UsageError
 from gateway.core.manifest import binary_signature
-from gateway.core.model import Agency, Period
+from gateway.core.model import Agency
+from gateway.core.model import period_in as period_in  # noqa: PLC0414 (re-exported: it was defined here)
+from gateway.core.model import period_of as period_of  # noqa: PLC0414
 from gateway.core.receipt import RECEIPTS
 from gateway.state.root import Root
 
@@ -91,9 +91,6 @@ def scan_outbox(folder: Folder, now: float, orphan_after: float = 60.0) -> Intak
     return Intake(tuple(pairs), tuple(ignored))
 
 
-_PERIOD_IN_NAME = re.compile(r"(?<![0-9])(20[0-9]{2})-(0[1-9]|1[0-2])(?![0-9])")
-
-
 @dataclass(frozen=True, slots=True)
 class Signed:
     """The signature file as read once: its binary form is what gpg checks and the manifest carries."""
@@ -159,14 +156,3 @@ def remove_taken(job: Job) -> None:
         job.folder.remove(job.signed.name, job.signed.identity)
     job.folder.remove(job.pair.csv, job.source.identity)
     job.folder.sync()
-
-
-def period_in(name: str) -> Period | None:
-    """The YYYY-MM period a file name carries, if any."""
-    match = _PERIOD_IN_NAME.search(name)
-    return Period(int(match[1]), int(match[2])) if match else None
-
-
-def period_of(name: str, now: datetime) -> Period:
-    """The month the data is for: a YYYY-MM in the file name, else the current month."""
-    return period_in(name) or Period.of(now.date())

@@ -14,8 +14,7 @@ import hashlib
 import logging
 from contextlib import suppress
 from dataclasses import replace
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import UTC, datetime
 
 from gateway.adapters.fsio import Folder, OpenFile, shown
 from gateway.core import faults, timing
@@ -32,6 +31,7 @@ from gateway.core.errors import (
 from gateway.core.marking import Level, Marking, apply_marking
 from gateway.core.model import Agency, Period
 from gateway.exchange.authenticate import intent, proven, signed_by, signer_key
+from gateway.exchange.check import check_file as check_file  # noqa: PLC0414 (re-exported for its callers)
 from gateway.exchange.deliver import Sealed, Unsealable, delivered_outcome, finish, plan, seal_all
 from gateway.exchange.intake import Job, Pair, open_outbox, scan_outbox, take
 from gateway.exchange.outcome import Deferred, Delivered, Outcome, Refused, Waiting
@@ -39,19 +39,9 @@ from gateway.exchange.receipts import take_receipts
 from gateway.exchange.refuse import duplicate, reject, unreadable
 from gateway.state.journal import DEFERRED, DELIVERED, DONE, PARTIAL, SEALING, SubmissionRecord
 from gateway.state.root import Root, flush_audit
-from gateway.validate import Report, validate_file, validate_stream
+from gateway.validate import Report, validate_stream
 
 log = logging.getLogger(__name__)
-
-
-def check_file(root: Root, path: Path, agency_id: str, period: Period | None, today: date) -> Report:
-    """Validate `path` as a submission of `agency_id` for `period` (default: this month). Writes nothing."""
-    agency = root.config.agency(agency_id)
-    report = validate_file(path, agency, root.config, root.standard, period=period or Period.of(today), today=today)
-    log.info(
-        "validated file=%r agency=%s rows=%d errors=%d", path.name, agency.id, report.rows, sum(report.counts.values())
-    )
-    return report
 
 
 MAX_ATTEMPTS = 3  # a file that stopped the gateway this often is quarantined instead of tried again

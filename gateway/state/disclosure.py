@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from gateway.core.errors import GatewayError
 
 EVENT = "package.delivered"
+REPORT_FORMATS = ("csv", "html", "json")  # what the register can be written as (`audit report --format`)
 RECEIVED = "package.received"  # a recipient officer's checked receipt: the register's "received by"
 COLUMN_SEPARATOR = "; "
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

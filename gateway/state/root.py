@@ -10,19 +10,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.adapters.config import Config
-from gateway.adapters.db import connect
 from gateway.adapters.fsio import locked
-from gateway.adapters.gpg import Fingerprint, Keyring, Purpose
-from gateway.adapters.store import PackageStore
-from gateway.adapters.vault import Vault
 from gateway.core.errors import ConfigError, GatewayError, VaultError
 from gateway.core.secret import Secret
-from gateway.state.audit import AuditLog, Bounds, Signer
-from gateway.state.journal import Journal
-from gateway.state.registry import Registry
 from gateway.validate import Standard, load_standard
+
+if TYPE_CHECKING:
+    from gateway.adapters.gpg import Fingerprint, Keyring
+    from gateway.adapters.store import PackageStore
+    from gateway.adapters.vault import Vault
+    from gateway.state.audit import AuditLog, Signer
+    from gateway.state.journal import Journal
+    from gateway.state.registry import Registry
+
+# The state, keys, vault and audit log are imported by the property that opens them, not above:
+# `validate` opens a root for its configuration and standard only, and starts faster without them
+# (issue 13; tests/integration/test_startup.py).
 
 KEYS = "keys"
 GNUPG_HOME = "gnupg"
@@ -49,19 +55,27 @@ class Root:
 
     @functools.cached_property
     def db(self):  # type: ignore[no-untyped-def]  # sqlite3.Connection, kept out of this module's imports
+        from gateway.adapters.db import connect  # noqa: PLC0415 (see the imports above)
+
         return connect(self.path)
 
     @functools.cached_property
     def registry(self) -> Registry:
+        from gateway.state.registry import Registry  # noqa: PLC0415
+
         return Registry(self.db)
 
     @functools.cached_property
     def journal(self) -> Journal:
+        from gateway.state.journal import Journal  # noqa: PLC0415
+
         return Journal(self.db)
 
     @functools.cached_property
     def audit(self) -> AuditLog:
         """The audit log, which signs a checkpoint with the gateway key whenever [daemon] bounds require one."""
+        from gateway.state.audit import AuditLog, Bounds  # noqa: PLC0415
+
         daemon = self.config.daemon
         return AuditLog(
             self.path, bounds=Bounds(daemon.checkpoint_entries, daemon.checkpoint_minutes), signer=self.audit_signer
@@ -72,6 +86,9 @@ class Root:
 
         Raises ConfigError if the key has expired (it signs nothing more: rotate it).
         """
+        from gateway.adapters.gpg import Purpose  # noqa: PLC0415
+        from gateway.state.audit import Signer  # noqa: PLC0415
+
         if self.journal.current_gateway_key() is None:
             return None
         gateway = self.gateway_key()
@@ -87,10 +104,14 @@ class Root:
 
     @functools.cached_property
     def store(self) -> PackageStore:
+        from gateway.adapters.store import PackageStore  # noqa: PLC0415
+
         return PackageStore(self.path, {a.id: a.unix_group for a in self.config.agencies.values()})
 
     @functools.cached_property
     def keyring(self) -> Keyring:
+        from gateway.adapters.gpg import Keyring  # noqa: PLC0415
+
         keys = self.path / KEYS
         keys.mkdir(mode=0o700, exist_ok=True)
         return Keyring(keys / GNUPG_HOME)
@@ -112,6 +133,8 @@ class Root:
         return self._vault[1]
 
     def _open_vault(self) -> Vault:
+        from gateway.adapters.vault import Vault  # noqa: PLC0415
+
         try:
             vault = Vault.open(self.vault_path, self.config.vault_passphrase())
         except VaultError:
@@ -169,6 +192,8 @@ class Root:
     def gateway_key(self) -> Fingerprint:
         """The current gateway signing key; raise ConfigError if the root was never initialised or the
         key has expired (an expired key never signs: rotate it)."""
+        from gateway.adapters.gpg import Fingerprint  # noqa: PLC0415
+
         value = self.journal.current_gateway_key()
         if value is None:
             raise ConfigError(f"{str(self.path)!r} has no gateway key: run `iom-gateway init` there first")

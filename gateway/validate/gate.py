@@ -8,7 +8,8 @@ the row goes to the exact checks, which alone decide and explain.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from gateway.validate.rules import FORMULA_LOOKAHEAD
 from gateway.validate.schema import Column, negated_class
@@ -27,18 +28,70 @@ class Gate:
         # (nearly all) the matchers skip those length lookaheads, which would otherwise scan
         # every free-text character twice.
         self.short_limit = max((c.max_length for c in layout if c is not None and c.max_length), default=0)
-        self.full = _compile(layout, formula_guard, lengths_from=None)
-        self.short = _compile(layout, formula_guard, lengths_from=self.short_limit or None)
+        self._layout, self._formula_guard = tuple(layout), formula_guard
+        self._matchers: dict[bool, _Matcher] = {}
+        self._check = self.then(None)
+
+    def matcher(self, short: bool) -> _Matcher:
+        """The matcher for rows up to `short_limit` characters (`short`) or for any row, compiled on first
+        use: compiling one takes tens of milliseconds, longer than a small file takes to check."""
+        found = self._matchers.get(short)
+        if found is None:
+            lengths_from = (self.short_limit or None) if short else None
+            found = self._matchers[short] = _compile(self._layout, self._formula_guard, lengths_from)
+        return found
 
     def __call__(self, row: Sequence[str]) -> bool:
         """True only if every cell of `row` meets its schema keywords (False: check it exactly)."""
-        if len(row) != self.width:
-            return False
-        joined = SEPARATOR.join(row)
-        if joined.count(SEPARATOR) != self.width - 1:
-            return False  # a NUL inside a cell: never valid, and it would shift the cells
-        matcher = self.short if len(joined) <= self.short_limit else self.full
-        return matcher(joined) is not None
+        return self._check(row)
+
+    def then(self, rules: Callable[[Sequence[str]], bool] | None) -> Callable[[Sequence[str]], bool]:
+        """This gate and then `rules` (the code rules' yes/no form, if any), as one call per row."""
+        width, separators, limit, matcher = self.width, self.width - 1, self.short_limit, self.matcher
+        short: _Matcher | None = None
+        full: _Matcher | None = None
+
+        def passes(row: Sequence[str]) -> bool:
+            nonlocal short, full
+            if len(row) != width:
+                return False
+            joined = SEPARATOR.join(row)
+            if joined.count(SEPARATOR) != separators:
+                return False  # a NUL inside a cell: never valid, and it would shift the cells
+            if len(joined) <= limit:
+                if short is None:
+                    short = matcher(True)
+                found = short(joined)
+            else:
+                if full is None:
+                    full = matcher(False)
+                found = full(joined)
+            return found is not None and (rules is None or rules(row))
+
+        return passes
+
+
+def prefix_tree(values: Iterable[str]) -> str:
+    """An alternation matching exactly `values`, written as a prefix tree (`W(?:1|2|hite - British)`): the
+    regex engine tries a few first characters instead of every value in turn."""
+    tree: dict[str, Any] = {}
+    for value in values:
+        node = tree
+        for char in value:
+            node = node.setdefault(char, {})
+        node[_END] = {}
+    return _branches(tree)
+
+
+_END = ""  # the key that marks a value ending at this node (every other key is one character)
+
+
+def _branches(node: dict[str, Any]) -> str:
+    branches = [re.escape(char) + _branches(child) for char, child in sorted(node.items()) if char != _END]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    return f"(?:{body})?" if _END in node else body
 
 
 def _compile(layout: Sequence[Column | None], formula_guard: bool, lengths_from: int | None) -> _Matcher:
@@ -57,7 +110,7 @@ def _cell(column: Column | None, formula_guard: bool, lengths_from: int | None) 
         else:
             body = f"(?:{column.pattern.pattern})"
     elif column.enum is not None:
-        body = "(?:" + "|".join(re.escape(v) for v in sorted(column.enum, key=len, reverse=True)) + ")"
+        body = f"(?:{prefix_tree(column.enum)})"
     else:
         body = _ANY_CELL
     guards = r"(?=[^\x00])"
