@@ -450,6 +450,20 @@ class Keyring:
                 return frozenset({str(raw["keyid"]).upper(), *(str(sub[0]).upper() for sub in raw.get("subkeys", []))})
         raise CryptoError(_unknown_key(fingerprint))
 
+    def recipient_key_ids(self, fingerprints: Collection[Fingerprint]) -> dict[Fingerprint, frozenset[str]]:
+        """The key IDs of each of these keys and its subkeys, from one gpg listing (see `key_ids`).
+
+        Raises CryptoError naming the first key the keyring does not hold.
+        """
+        found: dict[str, frozenset[str]] = {}
+        for raw in self._gpg.list_keys(keys=[str(f) for f in fingerprints]):
+            ids = {str(raw["keyid"]).upper(), *(str(sub[0]).upper() for sub in raw.get("subkeys", []))}
+            found[str(raw.get("fingerprint"))] = frozenset(ids)
+        for fingerprint in fingerprints:
+            if str(fingerprint) not in found:
+                raise CryptoError(_unknown_key(fingerprint))
+        return {f: found[str(f)] for f in fingerprints}
+
     def _key_infos(self, patterns: list[str] | None) -> tuple[KeyInfo, ...]:
         secret = frozenset(str(key.get("fingerprint", "")) for key in self._gpg.list_keys(secret=True))
         now = datetime.now(UTC)

@@ -382,6 +382,8 @@ class Preseal:
         self.base, self.gateway = base, gateway
         self.stop = threading.Event()
         self.staged: list[_Staged] = []
+        self.fingerprints: tuple[Fingerprint, ...] = ()  # every officer the OpenPGP message is encrypted to
+        self.key_ids: dict[Fingerprint, frozenset[str]] = {}
 
     @classmethod
     def none(cls) -> Preseal:
@@ -394,18 +396,17 @@ class Preseal:
         GatewayError (what cannot be prepared now is encrypted, or refused, when it is delivered)."""
         try:
             gateway = root.gateway_key()
-            recipients = root.config.recipients(job.agency)
-            plans = [plan(root, r) for r in _todo(recipients, root.journal.deliveries(submission))]
-            ready = [p for p in plans if isinstance(p, _Plan)]
-            zips = [(p, root.vault.password(p.key_id)) for p in ready if p.method is Delivery.AES_ZIP]
+            todo = _todo(root.config.recipients(job.agency), root.journal.deliveries(submission))
             scratch = private_dirs(root.store.root)
         except GatewayError:
             return cls.none()
         prepared = cls(base, gateway)
+        level = root.config.packages.compress_level
         try:
-            level = root.config.packages.compress_level
-            gpgs = [p for p in ready if p.method is Delivery.GPG]
+            # OpenPGP first: gpg works while the vault is opened (scrypt) for the ZIP passwords
+            gpgs = [p for p in (plan(root, r) for r in todo if r.delivery is Delivery.GPG) if isinstance(p, _Plan)]
             fingerprints = tuple(dict.fromkeys(f for p in gpgs for f in p.fingerprints))
+            prepared.fingerprints = fingerprints
             if fingerprints:  # one message to every officer of every OpenPGP recipient
                 joint = prepared._stage(scratch, {p.recipient.id: p.key_id for p in gpgs})
                 read = _Read(job.source, prepared.stop)
@@ -420,6 +421,11 @@ class Preseal:
                         compress_level=level,
                     ),
                 )
+            try:
+                ready = [plan(root, r) for r in todo if r.delivery is Delivery.AES_ZIP]
+                zips = [(p, root.vault.password(p.key_id)) for p in ready if isinstance(p, _Plan)]
+            except GatewayError:  # the vault cannot be opened: said (and deferred) when it is needed
+                zips = []
             if zips:  # one read, one Deflate stream, an archive per ZIP recipient
                 archives = [(prepared._stage(scratch, {p.recipient.id: p.key_id}), pw) for p, pw in zips]
                 targets = [(staged.file, password) for staged, password in archives]
@@ -427,6 +433,8 @@ class Preseal:
                 work = _Work(deflate, lambda: write_aes_zips(deflate, targets, member=base + ".csv", level=level))
                 for staged, _ in archives:
                     staged.work = work
+        except GatewayError:
+            return prepared  # what could not be prepared is encrypted, or refused, when it is delivered
         except BaseException:
             prepared.close()
             raise
@@ -451,7 +459,9 @@ class Preseal:
         file = staged.result()
         if plan.method is Delivery.AES_ZIP:
             return lambda target: shutil.copyfileobj(file, target, CHUNK)
-        own = frozenset(k for f in plan.fingerprints for k in root.keyring.key_ids(f))
+        if not self.key_ids:  # one gpg listing for every officer the joint message was made for
+            self.key_ids = root.keyring.recipient_key_ids(self.fingerprints)
+        own = frozenset().union(*(self.key_ids[f] for f in plan.fingerprints))
 
         def only_own(target: BinaryIO) -> None:
             file.seek(0)
