@@ -154,13 +154,15 @@ def seal_all(root: Root, submission: str, job: Job, sealed: Sealed, prepared: Pr
     routed = {r.id for r in recipients}
     for gone in (d for d in done.values() if d.status == DEFERRED and d.recipient not in routed):
         root.journal.delivery_dropped(submission, gone.recipient)  # the route changed since: never made
+    prepared = prepared or Preseal.none()
+    prepared.planned()  # the vault is opened once, not by two threads at a time
     plans = {r.id: plan(root, r) for r in _todo(recipients, done)}  # all planned before anything is written
     assert job.signed is not None and job.signed.binary is not None  # noqa: S101 (authenticated)
     common = _Common(
         armor_signature(job.signed.binary),  # exactly what gpg checked, armored cleanly
         # exported once for every manifest of the submission (one gpg process, not one per recipient)
         _Once(lambda: root.keyring.export_public(sealed.signer)),
-        prepared or Preseal.none(),
+        prepared,
     )
     delivered, deferred = [], []
     for recipient in recipients:
@@ -328,10 +330,9 @@ class _Read:
 
 
 class _Work:
-    """One encryption running in a thread of its own, on a read of its own."""
+    """One encryption running in a thread of its own."""
 
-    def __init__(self, read: _Read, work: Callable[[], None]) -> None:
-        self.read = read
+    def __init__(self, work: Callable[[], None]) -> None:
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(work,), name="preseal", daemon=True)
         self.thread.start()
@@ -339,7 +340,6 @@ class _Work:
     def _run(self, work: Callable[[], None]) -> None:
         try:
             work()
-            self.read.check()
         except BaseException as exc:  # handed to the thread that delivers, which raises it
             self.failure = exc
 
@@ -382,8 +382,12 @@ class Preseal:
         self.base, self.gateway = base, gateway
         self.stop = threading.Event()
         self.staged: list[_Staged] = []
+        self.works: list[_Work] = []
         self.fingerprints: tuple[Fingerprint, ...] = ()  # every officer the OpenPGP message is encrypted to
         self.key_ids: dict[Fingerprint, frozenset[str]] = {}
+        self.zips_planned = threading.Event()  # set once the ZIP thread has done with the vault
+        self.zip_work: _Work | None = None
+        self.zips_planned.set()
 
     @classmethod
     def none(cls) -> Preseal:
@@ -401,38 +405,11 @@ class Preseal:
         except GatewayError:
             return cls.none()
         prepared = cls(base, gateway)
-        level = root.config.packages.compress_level
         try:
-            # OpenPGP first: gpg works while the vault is opened (scrypt) for the ZIP passwords
             gpgs = [p for p in (plan(root, r) for r in todo if r.delivery is Delivery.GPG) if isinstance(p, _Plan)]
-            fingerprints = tuple(dict.fromkeys(f for p in gpgs for f in p.fingerprints))
-            prepared.fingerprints = fingerprints
-            if fingerprints:  # one message to every officer of every OpenPGP recipient
-                joint = prepared._stage(scratch, {p.recipient.id: p.key_id for p in gpgs})
-                read = _Read(job.source, prepared.stop)
-                joint.work = _Work(
-                    read,
-                    lambda: root.keyring.encrypt(
-                        read,
-                        joint.file,
-                        recipients=fingerprints,
-                        signer=gateway,
-                        literal_name=base + ".csv",
-                        compress_level=level,
-                    ),
-                )
-            try:
-                ready = [plan(root, r) for r in todo if r.delivery is Delivery.AES_ZIP]
-                zips = [(p, root.vault.password(p.key_id)) for p in ready if isinstance(p, _Plan)]
-            except GatewayError:  # the vault cannot be opened: said (and deferred) when it is needed
-                zips = []
-            if zips:  # one read, one Deflate stream, an archive per ZIP recipient
-                archives = [(prepared._stage(scratch, {p.recipient.id: p.key_id}), pw) for p, pw in zips]
-                targets = [(staged.file, password) for staged, password in archives]
-                deflate = _Read(job.source, prepared.stop)
-                work = _Work(deflate, lambda: write_aes_zips(deflate, targets, member=base + ".csv", level=level))
-                for staged, _ in archives:
-                    staged.work = work
+            prepared._start_gpg(root, gpgs, job.source, scratch)
+            if any(r.delivery is Delivery.AES_ZIP for r in todo):
+                prepared._start_zips(root, [r for r in todo if r.delivery is Delivery.AES_ZIP], job.source, scratch)
         except GatewayError:
             return prepared  # what could not be prepared is encrypted, or refused, when it is delivered
         except BaseException:
@@ -440,23 +417,86 @@ class Preseal:
             raise
         return prepared
 
+    def _start_gpg(self, root: Root, gpgs: list[_Plan], source: OpenFile, scratch: Path) -> None:
+        """One message to every officer of every OpenPGP recipient, signed by the gateway."""
+        self.fingerprints = tuple(dict.fromkeys(f for p in gpgs for f in p.fingerprints))
+        if not self.fingerprints:
+            return
+        assert self.gateway is not None  # noqa: S101 (set by start)
+        joint = self._stage(scratch, {p.recipient.id: p.key_id for p in gpgs})
+        read, fingerprints, gateway = _Read(source, self.stop), self.fingerprints, self.gateway
+
+        def encrypt() -> None:
+            root.keyring.encrypt(
+                read,
+                joint.file,
+                recipients=fingerprints,
+                signer=gateway,
+                literal_name=self.base + ".csv",
+                compress_level=root.config.packages.compress_level,
+            )
+            read.check()
+
+        joint.work = self._run(encrypt)
+
+    def _start_zips(self, root: Root, todo: list[Agency], source: OpenFile, scratch: Path) -> None:
+        """One read, one Deflate stream, an archive per ZIP recipient: all in one thread, which also
+        opens the vault (its scrypt runs while the file is validated, not before)."""
+        self.zips_planned.clear()
+
+        def deflate() -> None:
+            try:
+                plans = [p for p in (plan(root, r) for r in todo) if isinstance(p, _Plan)]
+                zips = [(p, root.vault.password(p.key_id)) for p in plans]
+            except GatewayError:  # said (or deferred) when the delivery is made
+                return
+            finally:
+                self.zips_planned.set()
+            if not zips:
+                return
+            read = _Read(source, self.stop)
+            targets = [(self._stage(scratch, {p.recipient.id: p.key_id}).file, password) for p, password in zips]
+            write_aes_zips(read, targets, member=self.base + ".csv", level=root.config.packages.compress_level)
+            read.check()
+
+        self.zip_work = self._run(deflate)
+
+    def _run(self, work: Callable[[], None]) -> _Work:
+        started = _Work(work)
+        self.works.append(started)
+        return started
+
     def _stage(self, scratch: Path, made_for: dict[str, str]) -> _Staged:
         # 0600 and nameless (O_TMPFILE, or unlinked at once): closed by close(), gone with the process
         staged = _Staged(tempfile.TemporaryFile(dir=scratch), made_for)  # noqa: SIM115
         self.staged.append(staged)
         return staged
 
+    def planned(self) -> None:
+        """Wait until no preparation uses the vault (the one thread that may open it meanwhile)."""
+        self.zips_planned.wait()
+
     def payload(self, root: Root, plan: _Plan, base: str, gateway: Fingerprint) -> Callable[[BinaryIO], None] | None:
         """How to write `plan`'s payload from what was prepared, or None if nothing was for this package and key.
 
-        Raises what the encryption raised (a changed file, a gpg refusal, a full disk, a ZIP bomb).
+        Raises what the encryption raised (a changed file, a full disk); after a refusal (gpg's, the
+        ZIP writer's) None too, so each recipient is encrypted for on its own and the refusal is theirs.
         """
         if base != self.base or gateway != self.gateway:
             return None
-        staged = next((s for s in self.staged if s.made_for.get(plan.recipient.id) == plan.key_id), None)
-        if staged is None:
+        try:
+            if plan.method is Delivery.AES_ZIP and self.zip_work is not None:
+                self.zip_work.wait()  # the archives are staged by the thread that writes them
+            staged = next((s for s in self.staged if s.made_for.get(plan.recipient.id) == plan.key_id), None)
+            if staged is None:
+                return None
+            file = staged.result()
+        except ChangedError:
+            raise
+        except GatewayError:
+            # a refusal that may concern one recipient only (an officer's key expired meanwhile):
+            # encrypted for each on its own, so it is raised for that recipient, as before
             return None
-        file = staged.result()
         if plan.method is Delivery.AES_ZIP:
             return lambda target: shutil.copyfileobj(file, target, CHUNK)
         if not self.key_ids:  # one gpg listing for every officer the joint message was made for
@@ -472,9 +512,9 @@ class Preseal:
     def close(self) -> None:
         """Stop every encryption still running and discard every output."""
         self.stop.set()
+        for work in self.works:
+            work.thread.join()
         for staged in self.staged:
-            if staged.work is not None:
-                staged.work.thread.join()
             staged.file.close()
         self.staged.clear()
 
