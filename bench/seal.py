@@ -126,15 +126,16 @@ def stop_agents(root: Path) -> None:
 
 
 def make_template(work: Path, max_bytes: int) -> Path:
-    """A demo root (police routes to every other agency) whose file limit admits `max_bytes`."""
+    """A demo root (police routes to every other agency) whose file and row limits admit `max_bytes`."""
     path = work / "template"
     init_root(path, demo=True)
     toml = path / "gateway.toml"
     text = toml.read_text()
     text = text.replace("pairing_timeout_seconds = 300", "pairing_timeout_seconds = 0")
-    text, n = re.subn(r"(?m)^max_file_bytes\s*=\s*\d+", f"max_file_bytes = {max(max_bytes, 2**28)}", text)
-    if n != 1:
-        raise RuntimeError("gateway.toml: cannot set limits.max_file_bytes")
+    for key, value in (("max_file_bytes", max(max_bytes, 2**28)), ("max_rows", max(max_bytes // 200, 10**6))):
+        text, n = re.subn(rf"(?m)^{key}\s*=\s*\d+", f"{key} = {value}", text)
+        if n != 1:
+            raise RuntimeError(f"gateway.toml: cannot set limits.{key}")
     toml.write_text(text)
     return path
 

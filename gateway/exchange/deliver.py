@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gateway.adapters.aeszip import CHUNK, write_aes_zips
-from gateway.adapters.fsio import OpenFile, private_dirs
+from gateway.adapters.fsio import OpenFile, private_dirs, sha256_fd
 from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Purpose, keep_recipients
 from gateway.core import faults
 from gateway.core.errors import ChangedError, GatewayError, VaultError
@@ -281,10 +282,15 @@ def _write_payload(
     root: Root, plan: _Plan, source: OpenFile, gateway: Fingerprint, base: str, prepared: Preseal
 ) -> str:
     """Seal a complete read of the submission into the recipient's inbox; return the payload's SHA-256."""
-    with root.store.create_once(plan.recipient.id, base + package_suffix(plan.method)) as created:
-        staged = prepared.payload(root, plan, base, gateway)
+    name = base + package_suffix(plan.method)
+    staged = prepared.payload(plan, base, gateway)
+    if staged is not None and staged.linkable:
+        with root.store.publish_staged(plan.recipient.id, name, staged.file, staged.sha256) as created:
+            faults.reached("deliver.payload.written")
+        return created.sha256
+    with root.store.create_once(plan.recipient.id, name) as created:
         if staged is not None:
-            staged(created.file)
+            shutil.copyfileobj(staged.file, created.file, CHUNK)
         else:
             read = _Read(source)
             if plan.method is Delivery.GPG:
@@ -350,43 +356,35 @@ class _Work:
             raise self.failure
 
 
-@dataclass(slots=True)
-class _Staged:
-    """One output of an encryption: a private, nameless file of the package store."""
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """One recipient's finished payload, made while the file was validated: written, fsynced, hashed."""
 
     file: BinaryIO
-    made_for: dict[str, str]  # recipient -> the key id (officers' fingerprints, or password id) it was made for
-    work: _Work | None = None
-
-    def result(self) -> BinaryIO:
-        """Wait for the encryption; raise what it raised; the finished file, at its start."""
-        if self.work is not None:
-            self.work.wait()
-        self.file.seek(0)
-        return self.file
+    sha256: str
+    linkable: bool  # a nameless file in the recipient's own inbox: published by a link, not copied
 
 
 class Preseal:
     """The encryptions of one submission, started while it is validated (`Preseal.start`).
 
-    One `gpg --encrypt --sign` to every officer of every OpenPGP recipient still to deliver to, and
-    one Deflate stream feeding every AES-ZIP recipient's archive, each on a read of its own (every
-    complete read is checked against the first, so the bytes are the ones authenticated). Outputs
-    are nameless private files (O_TMPFILE) in the package store: nothing is published here, and
-    they vanish when closed, or with the process if it is killed. Used as a context manager: on
-    leaving it the encryptions are stopped and every output is discarded; what was delivered by
-    then was copied into its own package (`payload`).
+    One `gpg --encrypt --sign` to every officer of every OpenPGP recipient still to deliver to, then
+    per agency a copy with only its own officers' session-key packets; and one Deflate stream
+    feeding every AES-ZIP recipient's archive. Each encryption reads the one open file for itself
+    (every complete read is checked against the first, so the bytes are the ones authenticated).
+    Every output is a nameless private file (O_TMPFILE; the finished payloads in their recipient's
+    inbox, ready to be linked in): nothing is published here, and they vanish when closed, or with
+    the process if it is killed. Used as a context manager: on leaving it the encryptions are
+    stopped and every output not published is discarded.
     """
 
     def __init__(self, base: str = "", gateway: Fingerprint | None = None) -> None:
         self.base, self.gateway = base, gateway
         self.stop = threading.Event()
-        self.staged: list[_Staged] = []
-        self.works: list[_Work] = []
-        self.fingerprints: tuple[Fingerprint, ...] = ()  # every officer the OpenPGP message is encrypted to
-        self.key_ids: dict[Fingerprint, frozenset[str]] = {}
+        self.files: list[BinaryIO] = []  # every file opened here, closed by close()
+        self.ready: dict[tuple[str, str], Staged] = {}  # (recipient, key id) -> its payload
+        self.works: dict[Delivery, _Work] = {}
         self.zips_planned = threading.Event()  # set once the ZIP thread has done with the vault
-        self.zip_work: _Work | None = None
         self.zips_planned.set()
 
     @classmethod
@@ -407,9 +405,11 @@ class Preseal:
         prepared = cls(base, gateway)
         try:
             gpgs = [p for p in (plan(root, r) for r in todo if r.delivery is Delivery.GPG) if isinstance(p, _Plan)]
-            prepared._start_gpg(root, gpgs, job.source, scratch)
-            if any(r.delivery is Delivery.AES_ZIP for r in todo):
-                prepared._start_zips(root, [r for r in todo if r.delivery is Delivery.AES_ZIP], job.source, scratch)
+            if gpgs:
+                prepared._start_gpg(root, gpgs, job.source, scratch)
+            zips = [r for r in todo if r.delivery is Delivery.AES_ZIP]
+            if zips:
+                prepared._start_zips(root, zips, job.source, scratch)
         except GatewayError:
             return prepared  # what could not be prepared is encrypted, or refused, when it is delivered
         except BaseException:
@@ -418,26 +418,30 @@ class Preseal:
         return prepared
 
     def _start_gpg(self, root: Root, gpgs: list[_Plan], source: OpenFile, scratch: Path) -> None:
-        """One message to every officer of every OpenPGP recipient, signed by the gateway."""
-        self.fingerprints = tuple(dict.fromkeys(f for p in gpgs for f in p.fingerprints))
-        if not self.fingerprints:
-            return
+        """One message to every officer of every OpenPGP recipient, signed by the gateway; then each
+        agency's package: that message with only its own officers' session-key packets."""
         assert self.gateway is not None  # noqa: S101 (set by start)
-        joint = self._stage(scratch, {p.recipient.id: p.key_id for p in gpgs})
-        read, fingerprints, gateway = _Read(source, self.stop), self.fingerprints, self.gateway
+        fingerprints = tuple(dict.fromkeys(f for p in gpgs for f in p.fingerprints))
+        joint, read, gateway = self._temp(scratch), _Read(source, self.stop), self.gateway
 
         def encrypt() -> None:
             root.keyring.encrypt(
                 read,
-                joint.file,
+                joint,
                 recipients=fingerprints,
                 signer=gateway,
                 literal_name=self.base + ".csv",
                 compress_level=root.config.packages.compress_level,
             )
             read.check()
+            key_ids = root.keyring.recipient_key_ids(fingerprints)  # one gpg listing for every officer
+            for p in gpgs:
+                target, linkable = self._target(root, p, scratch)
+                joint.seek(0)
+                keep_recipients(joint, target, frozenset().union(*(key_ids[f] for f in p.fingerprints)))
+                self._done(p, target, linkable)
 
-        joint.work = self._run(encrypt)
+        self.works[Delivery.GPG] = _Work(encrypt)
 
     def _start_zips(self, root: Root, todo: list[Agency], source: OpenFile, scratch: Path) -> None:
         """One read, one Deflate stream, an archive per ZIP recipient: all in one thread, which also
@@ -455,68 +459,69 @@ class Preseal:
             if not zips:
                 return
             read = _Read(source, self.stop)
-            targets = [(self._stage(scratch, {p.recipient.id: p.key_id}).file, password) for p, password in zips]
-            write_aes_zips(read, targets, member=self.base + ".csv", level=root.config.packages.compress_level)
+            targets = [(p, self._target(root, p, scratch), password) for p, password in zips]
+            level = root.config.packages.compress_level
+            write_aes_zips(read, [(t, pw) for _, (t, _), pw in targets], member=self.base + ".csv", level=level)
             read.check()
+            for p, (target, linkable), _ in targets:
+                self._done(p, target, linkable)
 
-        self.zip_work = self._run(deflate)
+        self.works[Delivery.AES_ZIP] = _Work(deflate)
 
-    def _run(self, work: Callable[[], None]) -> _Work:
-        started = _Work(work)
-        self.works.append(started)
-        return started
-
-    def _stage(self, scratch: Path, made_for: dict[str, str]) -> _Staged:
+    def _temp(self, scratch: Path) -> BinaryIO:
         # 0600 and nameless (O_TMPFILE, or unlinked at once): closed by close(), gone with the process
-        staged = _Staged(tempfile.TemporaryFile(dir=scratch), made_for)  # noqa: SIM115
-        self.staged.append(staged)
-        return staged
+        file = tempfile.TemporaryFile(dir=scratch)  # noqa: SIM115
+        self.files.append(file)
+        return file
+
+    def _target(self, root: Root, plan: _Plan, scratch: Path) -> tuple[BinaryIO, bool]:
+        """A nameless file for `plan`'s payload: in its recipient's inbox if possible (linked in, not copied)."""
+        staged = root.store.staging(plan.recipient.id)
+        if staged is None:
+            return self._temp(scratch), False
+        self.files.append(staged)
+        return staged, True
+
+    def _done(self, plan: _Plan, target: BinaryIO, linkable: bool) -> None:
+        target.flush()
+        os.fsync(target.fileno())  # here, while the file is validated, not when it is published
+        self.ready[(plan.recipient.id, plan.key_id)] = Staged(target, sha256_fd(target.fileno()), linkable)
 
     def planned(self) -> None:
         """Wait until no preparation uses the vault (the one thread that may open it meanwhile)."""
         self.zips_planned.wait()
 
-    def payload(self, root: Root, plan: _Plan, base: str, gateway: Fingerprint) -> Callable[[BinaryIO], None] | None:
-        """How to write `plan`'s payload from what was prepared, or None if nothing was for this package and key.
+    def payload(self, plan: _Plan, base: str, gateway: Fingerprint) -> Staged | None:
+        """`plan`'s payload as prepared (at its start), or None if none was made for this package and key.
 
         Raises what the encryption raised (a changed file, a full disk); after a refusal (gpg's, the
         ZIP writer's) None too, so each recipient is encrypted for on its own and the refusal is theirs.
         """
-        if base != self.base or gateway != self.gateway:
+        work = self.works.get(plan.method)
+        if base != self.base or gateway != self.gateway or work is None:
             return None
         try:
-            if plan.method is Delivery.AES_ZIP and self.zip_work is not None:
-                self.zip_work.wait()  # the archives are staged by the thread that writes them
-            staged = next((s for s in self.staged if s.made_for.get(plan.recipient.id) == plan.key_id), None)
-            if staged is None:
-                return None
-            file = staged.result()
+            work.wait()
         except ChangedError:
             raise
         except GatewayError:
             # a refusal that may concern one recipient only (an officer's key expired meanwhile):
             # encrypted for each on its own, so it is raised for that recipient, as before
             return None
-        if plan.method is Delivery.AES_ZIP:
-            return lambda target: shutil.copyfileobj(file, target, CHUNK)
-        if not self.key_ids:  # one gpg listing for every officer the joint message was made for
-            self.key_ids = root.keyring.recipient_key_ids(self.fingerprints)
-        own = frozenset().union(*(self.key_ids[f] for f in plan.fingerprints))
-
-        def only_own(target: BinaryIO) -> None:
-            file.seek(0)
-            keep_recipients(file, target, own)
-
-        return only_own
+        staged = self.ready.get((plan.recipient.id, plan.key_id))
+        if staged is not None:
+            staged.file.seek(0)
+        return staged
 
     def close(self) -> None:
-        """Stop every encryption still running and discard every output."""
+        """Stop every encryption still running and discard every output not published."""
         self.stop.set()
-        for work in self.works:
+        for work in self.works.values():
             work.thread.join()
-        for staged in self.staged:
-            staged.file.close()
-        self.staged.clear()
+        for file in self.files:
+            file.close()
+        self.files.clear()
+        self.ready.clear()
 
     def __enter__(self) -> Preseal:
         return self
