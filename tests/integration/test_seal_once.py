@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.adapters.aeszip import read_aes_zip
+from gateway.adapters.aeszip import read_aes_zip, write_aes_zips
 from gateway.admin.init import init_root
 from gateway.cli import main
-from gateway.core.errors import CryptoError
+from gateway.core.errors import CryptoError, InputFileError
 from gateway.core.secret import Secret
 from gateway.state.root import Root
 from tests.conftest import REPO
@@ -161,3 +161,33 @@ def test_a_file_refused_by_validation_leaves_no_package_no_temp_and_no_open_outp
         except OSError:
             continue
     assert [link for link in leaked if str(root) in link] == []  # every staged output was closed
+
+
+def test_one_deflate_stream_feeds_archives_the_strict_reader_and_7zip_accept(tmp_path: Path) -> None:
+    data = b"".join(b"%d,Ashcroft,Siobh\xc3\xa1n,03/07/1988\r\n" % i for i in range(200_000))
+    chunks = [data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
+    paths = [tmp_path / "a.zip", tmp_path / "b.zip"]
+    passwords = [Secret("first-Password-1"), Secret("second-Password-2")]
+    with paths[0].open("w+b") as a, paths[1].open("w+b") as b:
+        write_aes_zips(iter(chunks), [(a, passwords[0]), (b, passwords[1])], member="x.csv", level=1)
+    assert paths[0].read_bytes() != paths[1].read_bytes()  # own salt, own keys
+    cases = [(paths[0], passwords[0], passwords[1]), (paths[1], passwords[1], passwords[0])]
+    for path, password, other in cases:
+        target = io.BytesIO()
+        with path.open("rb") as source:
+            assert read_aes_zip(source, password=password, target=target) == "x.csv"
+            with pytest.raises(CryptoError, match="password does not open"):
+                read_aes_zip(source, password=other, target=io.BytesIO())
+        assert target.getvalue() == data
+        argv = ["7z", "x", "-so", f"-p{password.reveal()}", str(path)]
+        extracted = subprocess.run(argv, capture_output=True, check=False, timeout=60)
+        assert extracted.returncode == 0 and extracted.stdout == data
+
+
+def test_one_deflate_stream_refuses_what_the_reader_would(tmp_path: Path) -> None:
+    with (tmp_path / "bomb.zip").open("w+b") as target, pytest.raises(InputFileError, match="ZIP bomb"):
+        write_aes_zips(iter([bytes(4 << 20)]), [(target, Secret("first-Password-1"))], member="a.csv", level=9)
+    with pytest.raises(ValueError, match="not a plain file name"):
+        write_aes_zips(iter([b"x"]), [(io.BytesIO(), Secret("first-Password-1"))], member="../a.csv")
+    with pytest.raises(ValueError, match="non-empty password"):
+        write_aes_zips(iter([b"x"]), [(io.BytesIO(), Secret(""))], member="a.csv")
