@@ -436,6 +436,8 @@ class Preseal:
             read.check()
             key_ids = root.keyring.recipient_key_ids(fingerprints)  # one gpg listing for every officer
             for p in gpgs:
+                if self.stop.is_set():
+                    raise _Cancelled
                 target, linkable = self._target(root, p, scratch)
                 joint.seek(0)
                 keep_recipients(joint, target, frozenset().union(*(key_ids[f] for f in p.fingerprints)))
