@@ -442,6 +442,7 @@ class Preseal:
                 joint.seek(0)
                 keep_recipients(joint, target, frozenset().union(*(key_ids[f] for f in p.fingerprints)))
                 self._done(p, target, linkable)
+            joint.close()  # split: its disk space back at once
 
         self.works[Delivery.GPG] = _Work(encrypt)
 
