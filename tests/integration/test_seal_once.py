@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -144,23 +145,36 @@ def test_both_zips_open_with_7zip_and_our_reader_each_only_with_its_own_password
                 read_aes_zip(source, password=Secret(other), target=io.BytesIO())
 
 
-def test_a_file_refused_by_validation_leaves_no_package_no_temp_and_no_open_output(root: Path) -> None:
+def _bad_rows() -> bytes:
+    return GOOD.read_bytes().replace(b",M,W1,", b",Q,W1,")  # a gender Table 1 does not know
+
+
+def _bad_header_big() -> bytes:
+    # refused at its first line, while gpg and the Deflate thread are still on their ~5 MiB reads
+    header, body = GOOD.read_bytes().split(b"\n", 1)
+    return header.replace(b"Surname", b"Family Name") + b"\n" + body * 2500
+
+
+@pytest.mark.parametrize("bad", [_bad_rows, _bad_header_big], ids=["row-errors", "bad-header-big"])
+def test_a_file_refused_by_validation_leaves_no_package_no_temp_and_no_open_output(
+    root: Path, bad: Callable[[], bytes]
+) -> None:
     # the bytes are authenticated, so the encryptions start; validation then refuses the file
-    bad = GOOD.read_bytes().replace(b",M,W1,", b",Q,W1,")  # a gender Table 1 does not know
-    assert bad != GOOD.read_bytes()
-    _drop(root, "police", bad, "police-bad-2026-10.csv", "police-do")
+    data = bad()
+    assert data != GOOD.read_bytes()
+    _drop(root, "police", data, "police-bad-2026-10.csv", "police-do")
     before = set(os.listdir("/proc/self/fd"))
     assert main(["--root", str(root), "run", "--once"]) == 1
     assert [p for p in (root / "inbox").rglob("*") if p.is_file()] == []  # nothing published, no named temp
     assert list((root / "outbox" / "police" / "rejected").glob("police-bad-2026-10.report.txt"))
     leaked = []
     for fd in set(os.listdir("/proc/self/fd")) - before:
-        with_name = Path(f"/proc/self/fd/{fd}")
         try:
-            leaked.append(os.readlink(with_name))
+            leaked.append(os.readlink(f"/proc/self/fd/{fd}"))
         except OSError:
             continue
     assert [link for link in leaked if str(root) in link] == []  # every staged output was closed
+    assert not [t for t in threading.enumerate() if t.name == "preseal"]  # and every encryption stopped
 
 
 def test_one_deflate_stream_feeds_archives_the_strict_reader_and_7zip_accept(tmp_path: Path) -> None:
