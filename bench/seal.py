@@ -16,6 +16,7 @@ first, so the start-up measured is an installed one (see bench/README.md).
 
     .venv/bin/python bench/seal.py [--sizes 20MiB,200MiB] [--repeat 3] [--markdown] [--keep]
     .venv/bin/python bench/seal.py --size 1GiB --repeat 1      # time and peak RSS at 1 GiB
+    .venv/bin/python bench/seal.py --baseline /tmp/before      # also an older checkout, alternating
 
 No timing is asserted anywhere; it prints numbers.
 """
@@ -100,11 +101,11 @@ class Timing:
         return statistics.median(self.seconds)
 
 
-def run(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+def run(argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, int]:
     """Run argv to completion (output discarded, a failure raised); wall seconds and ru_maxrss KiB."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd
     )
     err = proc.stderr.read() if proc.stderr is not None else b""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -161,14 +162,20 @@ def make_csv(work: Path, size: int, seed: int) -> Path:
     return path
 
 
-def ours_once(template: Path, work: Path, csv: Path, signature: Path, keep: bool) -> tuple[float, int]:
+def ours_once(
+    template: Path, work: Path, csv: Path, signature: Path, keep: bool, tree: Path | None = None
+) -> tuple[float, int]:
+    """`run --once` on a fresh root; with `tree`, the gateway of that checkout (another commit) instead."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     with copy_of(template, work, keep) as root:
         outbox = root / "outbox" / SENDER
         shutil.copyfile(csv, outbox / csv.name)
         shutil.copyfile(signature, outbox / signature.name)
         gpg(root / "keys" / "gnupg", "--list-secret-keys")  # its agent up, as in a running gateway
-        result = run([str(PYTHON), "-m", "gateway", "--root", str(root), "run", "--once"], env=env)
+        argv = [str(PYTHON), "-m", "gateway", "--root", str(root), "run", "--once"]
+        result = run(argv, env=env, cwd=tree)
         made = sorted(p.name.rsplit(".", 2)[0][-24:] for p in (root / "inbox").rglob("*.manifest.json.sig"))
         if len(made) != 5 or any((root / "outbox" / SENDER).glob("*.csv")):
             raise RuntimeError(f"run --once did not deliver to all 5 recipients: {made}")
@@ -227,9 +234,49 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side, alternating (default 3)")
     parser.add_argument("--seed", type=int, default=20261121, help="the generator's seed")
     parser.add_argument("--no-peer", action="store_true", help="time ours only (e.g. at 1 GiB)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also time the gateway of this checkout (e.g. `git worktree add --detach DIR COMMIT`), alternating",
+    )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (CSVs, roots, outputs)")
     return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace, template: Path, work: Path, plan: Plan, size: int) -> list[str]:
+    """One size: make and sign the file, time every side alternating; the table row."""
+    csv = make_csv(work, size, args.seed)
+    signer = template / "keys" / "demo-officers" / SIGNER
+    signature = Path(f"{csv}.sig")
+    gpg(signer, "--output", str(signature), "--detach-sign", str(csv))
+    mib = csv.stat().st_size / 2**20
+    timings = {"ours": Timing(), "peer": Timing(), "baseline": Timing()}
+    sides = ["ours", *([] if args.no_peer else ["peer"]), *(["baseline"] if args.baseline else [])]
+    for n in range(args.repeat):
+        for side in sides if n % 2 == 0 else sides[::-1]:  # alternating
+            if side == "peer":
+                seconds, rss = peer_once(template, work, csv, signature, plan, args.keep)
+            else:
+                tree = args.baseline.resolve() if side == "baseline" else None
+                seconds, rss = ours_once(template, work, csv, signature, args.keep, tree)
+            timings[side].seconds.append(seconds)
+            timings[side].rss_kib.append(rss)
+            line = f"{shown_size(size)} run {n} {side}: {seconds:.2f} s, peak RSS {rss / 1024:.0f} MiB"
+            print(line, flush=True)
+    ours, peer, baseline = timings["ours"], timings["peer"], timings["baseline"]
+    row = [f"{mib:.0f} MiB", f"{ours.median():.2f}", f"{mib / ours.median():.1f}"]
+    if peer.seconds:
+        row += [f"{peer.median():.2f}", f"{mib / peer.median():.1f}", f"{ours.median() / peer.median():.2f}x"]
+    else:
+        row += ["-", "-", "-"]
+    row.append(f"{max(ours.rss_kib) / 1024:.0f}")
+    if args.baseline:
+        ratio = f" ({baseline.median() / peer.median():.2f}x)" if peer.seconds else ""
+        row.append(f"{baseline.median():.2f}{ratio}")
+    csv.unlink()
+    signature.unlink()
+    return row
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,40 +285,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     compileall.compile_dir(ROOT / "gateway", quiet=1)  # so our child does not compile at start-up
     work = Path(tempfile.mkdtemp(prefix="iomseal", dir="/tmp"))  # short: gpg-agent socket paths
     table = [["size", "ours s", "ours MiB/s", "peer s", "peer MiB/s", "ours/peer", "ours peak RSS MiB"]]
+    if args.baseline:
+        table[0].append("baseline s (/peer)")
+        compileall.compile_dir(args.baseline / "gateway", quiet=1)
     try:
         template = make_template(work, max(sizes) + 2**20)
         plan = Plan.of(template)
         print(f"recipients: OpenPGP {', '.join(plan.gpg)}; AES-ZIP {', '.join(plan.zips)}", flush=True)
         for size in sizes:
-            csv = make_csv(work, size, args.seed)
-            signer = template / "keys" / "demo-officers" / SIGNER
-            signature = Path(f"{csv}.sig")
-            gpg(signer, "--output", str(signature), "--detach-sign", str(csv))
-            mib = csv.stat().st_size / 2**20
-            ours, peer = Timing(), Timing()
-            for n in range(args.repeat):
-                order = ("ours", "peer") if n % 2 == 0 else ("peer", "ours")  # alternating
-                for side in order:
-                    if side == "peer" and args.no_peer:
-                        continue
-                    timing = ours if side == "ours" else peer
-                    if side == "ours":
-                        seconds, rss = ours_once(template, work, csv, signature, args.keep)
-                    else:
-                        seconds, rss = peer_once(template, work, csv, signature, plan, args.keep)
-                    timing.seconds.append(seconds)
-                    timing.rss_kib.append(rss)
-                    print(
-                        f"{shown_size(size)} run {n} {side}: {seconds:.2f} s, peak RSS {rss / 1024:.0f} MiB", flush=True
-                    )
-            row = [f"{mib:.0f} MiB", f"{ours.median():.2f}", f"{mib / ours.median():.1f}"]
-            if peer.seconds:
-                row += [f"{peer.median():.2f}", f"{mib / peer.median():.1f}", f"{ours.median() / peer.median():.2f}x"]
-            else:
-                row += ["-", "-", "-"]
-            table.append([*row, f"{max(ours.rss_kib) / 1024:.0f}"])
-            csv.unlink()
-            signature.unlink()
+            table.append(measure(args, template, work, plan, size))
         stop_agents(template)
     finally:
         if args.keep:
