@@ -16,16 +16,22 @@ The writer refuses to make what the reader would refuse.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import os
+import secrets
 import struct
 import time
 import unicodedata
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 import pyzipper
+from Cryptodome.Cipher import AES
+from Cryptodome.Util import Counter
 
 from gateway.core.errors import CryptoError, InputFileError
 from gateway.core.secret import Secret
@@ -206,6 +212,121 @@ def write_aes_zip(source: BinaryIO, target: BinaryIO, *, member: str, password: 
             f"{MAX_RATIO}:1 any text does (only a run of one repeated byte does that), and recipients' readers "
             "refuse such a package as a ZIP bomb; check the export and submit it again"
         )
+
+
+_PBKDF2_ROUNDS, _KEY_BYTES = 1000, 32  # WinZip AES: PBKDF2-HMAC-SHA1, 1,000 rounds; AES-256
+
+
+class _AE2Encrypter:
+    """One archive's WinZip AES-256 encryption of the (already deflated) member data.
+
+    WinZip's scheme: a 16-byte random salt; PBKDF2-HMAC-SHA1 (1,000 rounds) gives the AES key, the
+    HMAC key and a 2-byte password verifier; AES in CTR mode with a 128-bit little-endian counter
+    from 1; HMAC-SHA1 over the ciphertext, its first 10 bytes stored after the data. pyzipper
+    does the same, but only with its own compressor in front: this lets one Deflate stream feed
+    several archives. OpenSSL's HMAC and Cryptodome's AES release the GIL on large buffers.
+    """
+
+    def __init__(self, password: bytes) -> None:
+        self.salt = secrets.token_bytes(16)
+        material = hashlib.pbkdf2_hmac("sha1", password, self.salt, _PBKDF2_ROUNDS, 2 * _KEY_BYTES + 2)
+        self.verifier = material[2 * _KEY_BYTES :]
+        counter = Counter.new(128, initial_value=1, little_endian=True)
+        self._cipher: Any = AES.new(material[:_KEY_BYTES], AES.MODE_CTR, counter=counter)
+        self._mac = hmac.new(material[_KEY_BYTES : 2 * _KEY_BYTES], digestmod="sha1")
+
+    def header(self) -> bytes:
+        return self.salt + self.verifier
+
+    def encrypt(self, data: bytes) -> bytes:
+        encrypted: bytes = self._cipher.encrypt(data)
+        self._mac.update(encrypted)
+        return encrypted
+
+    def auth_code(self) -> bytes:
+        return self._mac.digest()[:_AUTH_CODE]
+
+
+def _dos_time(now: time.struct_time) -> tuple[int, int]:
+    """ZIP's MS-DOS time and date fields (two-second resolution), as zipfile writes them."""
+    dostime = now.tm_hour << 11 | now.tm_min << 5 | now.tm_sec // 2
+    dosdate = (now.tm_year - 1980) << 9 | now.tm_mon << 5 | now.tm_mday
+    return dostime, dosdate
+
+
+def _too_large() -> InputFileError:
+    return InputFileError(
+        f"the file is larger than {MAX_MEMBER_BYTES:,} bytes, the most an AES ZIP package holds: "
+        "deliver it by OpenPGP, or split it"
+    )
+
+
+def _bomb(size: int, compressed: int) -> InputFileError:
+    return InputFileError(
+        f"the file compresses {size // compressed:,} times, more than the "
+        f"{MAX_RATIO}:1 any text does (only a run of one repeated byte does that), and recipients' readers "
+        "refuse such a package as a ZIP bomb; check the export and submit it again"
+    )
+
+
+def write_aes_zips(
+    source: Iterable[bytes], targets: Sequence[tuple[BinaryIO, Secret]], *, member: str, level: int = 1
+) -> None:
+    """Deflate what `source` yields once (zlib `level`) and write it into every target as an AES-256
+    (AE-2) ZIP holding the single file `member`, each encrypted with its own password and salt.
+
+    The compressed plaintext exists only in memory, a chunk at a time: memory does not grow with the
+    file nor with the number of targets. Each target must be seekable (the sizes are written into
+    the local header at the end: the exact layout `read_aes_zip` accepts); it is flushed, not closed.
+    On an error every target holds a partial package: discard them all.
+
+    Raises ValueError for a `member` that is not a plain file name, an empty password, a bad
+    `level`, no target or an unseekable one; InputFileError as `write_aes_zip`; OSError when
+    writing fails; whatever iterating `source` raises.
+    """
+    problem = _name_problem(member)
+    if problem is not None:
+        raise ValueError(f"member name {member!r} is not a plain file name: {problem}")
+    if not 0 <= level <= 9:
+        raise ValueError(f"level must be 0-9, not {level}")
+    if not targets or not all(target.seekable() for target, _ in targets):
+        raise ValueError("write_aes_zips needs one or more seekable targets")
+    dostime, dosdate = _dos_time(time.localtime())
+    layout = _Member(member, False, dostime, dosdate, 0, 0)
+    sinks = [(target, _AE2Encrypter(_password_bytes(password))) for target, password in targets]
+    for target, encrypter in sinks:
+        target.seek(0)
+        target.write(_expected_local(layout) + encrypter.header())
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    size = deflated = 0
+
+    def emit(data: bytes) -> None:
+        for target, encrypter in sinks:
+            target.write(encrypter.encrypt(data))
+
+    for chunk in source:
+        size += len(chunk)
+        if size > MAX_MEMBER_BYTES:
+            raise _too_large()
+        if data := compressor.compress(chunk):
+            deflated += len(data)
+            emit(data)
+    data = compressor.flush()
+    deflated += len(data)
+    emit(data)
+    compressed = _SALT_AND_VERIFIER + deflated + _AUTH_CODE
+    if _expands_like_a_bomb(size, compressed):
+        raise _bomb(size, compressed)
+    layout = _Member(member, False, dostime, dosdate, compressed, size)
+    central = _expected_central(layout)
+    local = _expected_local(layout)
+    end = _END.pack(_END_SIG, 0, 0, 1, 1, len(central), len(local) + compressed, 0)
+    for target, encrypter in sinks:
+        target.write(encrypter.auth_code() + central + end)
+        target.seek(0)
+        target.write(local)  # the same length as the placeholder: only the sizes changed
+        target.seek(0, os.SEEK_END)
+        target.flush()
 
 
 @dataclass(frozen=True, slots=True)

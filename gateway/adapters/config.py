@@ -68,9 +68,9 @@ class Submissions:
 
 @dataclass(frozen=True, slots=True)
 class Packages:
-    """Packages expire after `expiry_days`; OpenPGP uses zlib level `compress_level`; `status` names a package no
-    officer has receipted `receipt_days` after delivery; with `delete_after_receipt`, `purge` deletes a package
-    once its agency has receipted it."""
+    """Packages expire after `expiry_days`; OpenPGP and AES ZIP use zlib level `compress_level`; `status` names
+    a package no officer has receipted `receipt_days` after delivery; with `delete_after_receipt`, `purge`
+    deletes a package once its agency has receipted it."""
 
     expiry_days: int = 35
     compress_level: int = 1

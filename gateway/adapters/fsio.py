@@ -203,6 +203,16 @@ class OpenFile:
         """A binary stream over the file for a consumer that reads (and may seek back to 0)."""
         return io.BufferedReader(_Stream(self), HASH_CHUNK)
 
+    @staticmethod
+    def read_through(stream: BinaryIO) -> bool:
+        """Whether `stream` (from `stream()`) made a complete, checked read of the file.
+
+        Per stream, not `complete_reads`: other readers (encryptions in threads) may complete reads
+        of the same file meanwhile, and must not vouch for this one.
+        """
+        raw = getattr(stream, "raw", None)
+        return isinstance(raw, _Stream) and raw.completed
+
     def hash(self) -> str:
         """Read the whole file once (if no read has yet) and return its SHA-256."""
         if self.digest is None:
@@ -251,6 +261,7 @@ class _Stream(io.RawIOBase):
         self.file = file
         self.position = 0
         self.digest: Any = hashlib.sha256()  # None once a seek elsewhere broke the contiguous read
+        self.completed = False  # a complete read from 0 was checked against the file's first
 
     def readable(self) -> bool:
         return True
@@ -282,6 +293,7 @@ class _Stream(io.RawIOBase):
             else:
                 digest, self.digest = self.digest.hexdigest(), None
                 self.file._complete(digest, self.position)
+                self.completed = True
         self.position += len(chunk)
         return len(chunk)
 

@@ -450,6 +450,20 @@ class Keyring:
                 return frozenset({str(raw["keyid"]).upper(), *(str(sub[0]).upper() for sub in raw.get("subkeys", []))})
         raise CryptoError(_unknown_key(fingerprint))
 
+    def recipient_key_ids(self, fingerprints: Collection[Fingerprint]) -> dict[Fingerprint, frozenset[str]]:
+        """The key IDs of each of these keys and its subkeys, from one gpg listing (see `key_ids`).
+
+        Raises CryptoError naming the first key the keyring does not hold.
+        """
+        found: dict[str, frozenset[str]] = {}
+        for raw in self._gpg.list_keys(keys=[str(f) for f in fingerprints]):
+            ids = {str(raw["keyid"]).upper(), *(str(sub[0]).upper() for sub in raw.get("subkeys", []))}
+            found[str(raw.get("fingerprint"))] = frozenset(ids)
+        for fingerprint in fingerprints:
+            if str(fingerprint) not in found:
+                raise CryptoError(_unknown_key(fingerprint))
+        return {f: found[str(f)] for f in fingerprints}
+
     def _key_infos(self, patterns: list[str] | None) -> tuple[KeyInfo, ...]:
         secret = frozenset(str(key.get("fingerprint", "")) for key in self._gpg.list_keys(secret=True))
         now = datetime.now(UTC)
@@ -1002,6 +1016,23 @@ def strip_recipients(source: BinaryIO, target: BinaryIO, key_ids: Collection[str
     binary OpenPGP, or that would be left with no recipient at all.
     """
     wanted = {k.upper() for k in key_ids}
+    return _filter_recipients(source, target, lambda key_id: key_id is None or key_id not in wanted)
+
+
+def keep_recipients(source: BinaryIO, target: BinaryIO, key_ids: Collection[str]) -> int:
+    """Copy the OpenPGP message `source` to `target` with only the session-key packets addressed to
+    `key_ids` (16-hex key ids, as `Keyring.key_ids` gives them); return how many were dropped.
+
+    One message encrypted to the officers of several agencies becomes one package per agency, each
+    opened only by its own officers' keys; the encrypted data is the same bytes in every copy.
+    Raises CryptoError as `strip_recipients`, also when none of `key_ids` is a recipient.
+    """
+    wanted = {k.upper() for k in key_ids}
+    return _filter_recipients(source, target, lambda key_id: key_id is not None and key_id in wanted)
+
+
+def _filter_recipients(source: BinaryIO, target: BinaryIO, keep: Callable[[str | None], bool]) -> int:
+    """Copy the message, keeping the session-key packets whose key id (None: not a v3 packet) `keep` accepts."""
     dropped = kept = 0
     while True:
         header, tag, length = _packet_header(source)
@@ -1012,7 +1043,7 @@ def strip_recipients(source: BinaryIO, target: BinaryIO, key_ids: Collection[str
         body = source.read(length)
         if len(body) != length:
             raise CryptoError("the package ends inside a session-key packet: it is damaged")
-        if tag == _PKESK and len(body) >= 9 and body[0] == 3 and body[1:9].hex().upper() in wanted:
+        if tag == _PKESK and not keep(body[1:9].hex().upper() if len(body) >= 9 and body[0] == 3 else None):
             dropped += 1
             continue
         kept += tag == _PKESK

@@ -9,7 +9,9 @@ inbox folder, or of a temp file, is not followed.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,6 +75,46 @@ class PackageStore:
             except FileExistsError:  # made before a crash, or by another worker: adopt it
                 with folder.open_file(name) as adopted:
                     created.sha256 = adopted.hash()
+            folder.sync()
+
+    def staging(self, agency: str) -> BinaryIO | None:
+        """A new nameless private file (O_TMPFILE, 0600) in the agency's inbox, to be finished and then
+        published by `publish_staged`; None where the file system has no nameless files.
+
+        Nothing names it: no one sees it, and it vanishes when closed or with the process.
+        """
+        with self.open(agency) as folder:
+            try:
+                fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=folder.fd)
+            except OSError as exc:
+                if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    return None
+                raise
+        return os.fdopen(fd, "w+b")
+
+    @contextmanager
+    def publish_staged(self, agency: str, name: str, staged: BinaryIO, sha256: str) -> Iterator[Created]:
+        """Publish `staged` (from `staging(agency)`, written, fsynced, of SHA-256 `sha256`) as `name`
+        when the body ends, create-once as `create_once` does: a file already there is kept and adopted.
+
+        The body runs before the link, so a failure (a crash) in it publishes nothing.
+        """
+        with self.open(agency) as folder:
+            created = Created(staged, sha256)
+            yield created
+            share_file(staged.fileno(), self.group(agency))  # by descriptor, before the link shows it
+            try:
+                os.link(f"/proc/self/fd/{staged.fileno()}", name, dst_dir_fd=folder.fd, follow_symlinks=True)
+            except FileExistsError:  # made before a crash, or by another worker: adopt it
+                with folder.open_file(name) as adopted:
+                    created.sha256 = adopted.hash()
+            except OSError as exc:  # /proc/self/fd links refused (some sandboxes): a named temp, as create_once
+                if exc.errno not in (errno.EXDEV, errno.ENOENT, errno.EPERM):
+                    raise
+                staged.seek(0)
+                with self.create_once(agency, name) as copy:
+                    shutil.copyfileobj(staged, copy.file, 1 << 20)
+                created.sha256 = copy.sha256
             folder.sync()
 
     def put(self, agency: str, name: str, data: bytes) -> None:

@@ -32,7 +32,16 @@ from gateway.core.marking import Level, Marking, apply_marking
 from gateway.core.model import Agency, Period
 from gateway.exchange.authenticate import intent, proven, signed_by, signer_key
 from gateway.exchange.check import check_file as check_file  # noqa: PLC0414 (re-exported for its callers)
-from gateway.exchange.deliver import Sealed, Unsealable, delivered_outcome, finish, plan, seal_all
+from gateway.exchange.deliver import (
+    Preseal,
+    Sealed,
+    Unsealable,
+    delivered_outcome,
+    finish,
+    package_base,
+    plan,
+    seal_all,
+)
 from gateway.exchange.intake import Job, Pair, open_outbox, scan_outbox, take
 from gateway.exchange.outcome import Deferred, Delivered, Outcome, Refused, Waiting
 from gateway.exchange.receipts import take_receipts
@@ -239,34 +248,36 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
     if record.status == DONE:
         return duplicate(root, job, record.id)
     marking, period = intent(root, job, now)
-    report = _validate(root, job, period, now)
-    timing.lap("validate")
-    fixed = root.journal.sealing(
-        record.id,
-        officer=officer,
-        marking=marking.token,
-        period=str(period),
-        rows=report.rows,
-        sealed_at=now.isoformat(timespec="seconds"),
-    )
-    faults.reached("journal.sealing")
-    officer = fixed.officer or officer  # the officer these bytes were first authenticated for
-    # a redo after a crash keeps what the first attempt fixed, so package names and manifests match
-    marking = _fixed_marking(root, fixed.marking, marking)
-    period = Period.parse(fixed.period) if fixed.period else period
-    sealed = Sealed(
-        job.agency,
-        officer,
-        marking,
-        period,
-        report,
-        digest=fixed.sha256,
-        size=job.source.length or 0,
-        at=_parse_time(fixed.sealed_at, now),
-        gateway=root.gateway_key(),  # one key signs every package and manifest of the submission
-        signer=signer_key(job),
-    )
-    sealing = seal_all(root, record.id, job, sealed)
+    # encrypt while validating; a refused file's outputs are discarded unread when the block is left
+    with Preseal.start(root, record.id, job, _expected_base(root, job, record, marking, period)) as prepared:
+        report = _validate(root, job, period, now)
+        timing.lap("validate")
+        fixed = root.journal.sealing(
+            record.id,
+            officer=officer,
+            marking=marking.token,
+            period=str(period),
+            rows=report.rows,
+            sealed_at=now.isoformat(timespec="seconds"),
+        )
+        faults.reached("journal.sealing")
+        officer = fixed.officer or officer  # the officer these bytes were first authenticated for
+        # a redo after a crash keeps what the first attempt fixed, so package names and manifests match
+        marking = _fixed_marking(root, fixed.marking, marking)
+        period = Period.parse(fixed.period) if fixed.period else period
+        sealed = Sealed(
+            job.agency,
+            officer,
+            marking,
+            period,
+            report,
+            digest=fixed.sha256,
+            size=job.source.length or 0,
+            at=_parse_time(fixed.sealed_at, now),
+            gateway=root.gateway_key(),  # one key signs every package and manifest of the submission
+            signer=signer_key(job),
+        )
+        sealing = seal_all(root, record.id, job, sealed, prepared)
     timing.lap("seal")
     packages = list(sealing.packages)
     if sealing.deferred:  # the file stays in its outbox until every delivery is made
@@ -302,6 +313,16 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
     return Delivered(job.agency.id, job.pair.csv, record.id, officer, marking.token, report.rows, tuple(packages))
 
 
+def _expected_base(root: Root, job: Job, record: SubmissionRecord, marking: Marking, period: Period) -> str:
+    """The package name `journal.sealing` will fix, known before validation: what an earlier attempt
+    fixed (a redo, a partial submission going on), else this attempt's marking and period. Should it
+    differ after all, what was prepared for it is not used (`Preseal.payload`)."""
+    if record.status in (SEALING, PARTIAL):
+        marking = _fixed_marking(root, record.marking, marking)
+        period = Period.parse(record.period) if record.period else period
+    return package_base(marking, job.agency, period, record.id)
+
+
 def _submission_id(agency: str, digest: str) -> str:
     """Derived from the bytes, so every attempt at the same file finds the same journal entry and package names."""
     return hashlib.sha256(f"{agency}\0{digest}".encode()).hexdigest()[:20]
@@ -324,9 +345,9 @@ def _parse_time(text: str | None, default: datetime) -> datetime:
 
 def _validate(root: Root, job: Job, period: Period, now: datetime) -> Report:
     """Table 1 and the ownership matrix over a complete read of the one open file."""
-    reads = job.source.complete_reads
+    stream = job.source.stream()
     report = validate_stream(
-        job.source.stream(),
+        stream,
         job.source.length or 0,
         job.folder.path / job.shown,
         job.agency,
@@ -337,7 +358,7 @@ def _validate(root: Root, job: Job, period: Period, now: datetime) -> Report:
     )
     if not report.valid:
         raise Refused("validate", [f"{sum(report.counts.values())} row error(s) against Table 1"], report)
-    if job.source.complete_reads == reads:  # a valid report reads to the end; never seal what it did not see
+    if not OpenFile.read_through(stream):  # a valid report reads to the end; never seal what it did not see
         raise Refused("validate", ["the validator did not read the whole file: submit it again"])
     return report
 
