@@ -4,6 +4,8 @@ The CLI arms it from IOM_GATEWAY_UNSAFE_FAULT (read by config, audited and logge
 spec is a comma-separated list of `point[@n][:action]`: on the n-th time (default 1st) the code
 reaches `point`, do `action`: `kill` (default) sends this process SIGKILL, as a power cut would;
 `enospc` raises OSError(ENOSPC), as a full disk would. Unknown points are simply never reached.
+A fault fires in whichever process reaches its point; in a daemon's worker, `kill` takes the daemon
+down first (its other workers follow it), so a crash test still means "the gateway was killed at X".
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class _Fault:
 
 
 _armed: dict[str, _Fault] = {}
+_also_kill: list[int] = []  # a worker's daemon: killed with it
 
 
 def parse(spec: str) -> dict[str, tuple[int, str]]:
@@ -38,8 +41,10 @@ def parse(spec: str) -> dict[str, tuple[int, str]]:
     return faults
 
 
-def arm(spec: str) -> None:
-    """Arm the faults in `spec` for this process; raise ValueError if it is malformed."""
+def arm(spec: str, *, also_kill: int | None = None) -> None:
+    """Arm the faults in `spec` for this process (a `kill` also kills process `also_kill`, if given);
+    raise ValueError if it is malformed."""
+    _also_kill[:] = [] if also_kill is None else [also_kill]
     _armed.clear()
     _armed.update({point: _Fault(at, action) for point, (at, action) in parse(spec).items()})
 
@@ -62,4 +67,6 @@ def reached(point: str) -> None:
         return
     if fault.action == "enospc":
         raise OSError(errno.ENOSPC, f"No space left on device (injected at {point})")
+    for pid in _also_kill:
+        os.kill(pid, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -13,7 +13,10 @@ pipeline appends it to the audit log and then clears it, so a crash never loses 
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -85,9 +88,48 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+CLAIMS_FILE = "claims.lock"
+_claims_fd: dict[str, int] = {}  # one descriptor per process and file: closing any other would drop its locks
+
+
+def _claims(connection: sqlite3.Connection) -> int:
+    """This process's descriptor on the claims file beside the state database (opened once, kept open)."""
+    database = next(str(row[2]) for row in connection.execute("PRAGMA database_list") if row[1] == "main")
+    path = os.path.join(os.path.dirname(database), CLAIMS_FILE)
+    fd = _claims_fd.get(path)
+    if fd is None:
+        fd = _claims_fd[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return fd
+
+
+def _claim_byte(submission_id: str) -> int:
+    return int(hashlib.sha256(submission_id.encode()).hexdigest()[:15], 16)
+
+
 class Journal:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.db = connection
+        self._claimed: int | None = None  # the byte of the claims file this process holds, if any
+
+    def claim(self, submission_id: str) -> None:
+        """Hold the submission for this process, waiting while another process (a worker) holds it.
+
+        Two names with the same bytes are one submission: two workers taking them at once must not
+        both seal it. The claim is a POSIX record lock on one byte of `state/claims.lock`, which the
+        kernel drops when its process dies, so a killed worker never leaves a submission claimed.
+        A process holds one claim at a time: taking one releases the last.
+        """
+        fd = _claims(self.db)
+        self.unclaim()
+        byte = _claim_byte(submission_id)
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, byte)
+        self._claimed = byte
+
+    def unclaim(self) -> None:
+        """Release this process's claim (see `claim`), if it holds one."""
+        if self._claimed is not None:
+            fcntl.lockf(_claims(self.db), fcntl.LOCK_UN, 1, self._claimed)
+            self._claimed = None
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -133,8 +175,10 @@ class Journal:
 
         A finished submission keeps its state (a second copy is a duplicate); a rejected or
         abandoned one starts afresh; one in flight counts another attempt, so a file that kills
-        the gateway every time is recognised and quarantined instead of looping.
+        the gateway every time is recognised and quarantined instead of looping. Claims the
+        submission first (see `claim`): an attempt in another live process is waited for, never counted.
         """
+        self.claim(submission_id)
         now = _now()
         with self._transaction() as db:
             db.execute(
