@@ -146,6 +146,7 @@ class Pool:
         assert process.stdout is not None  # noqa: S101
         reader = threading.Thread(target=self._read, args=(process.pid, process.stdout), daemon=True)
         reader.start()
+        log.info("started worker pid=%d", process.pid)
         return worker
 
     def _read(self, pid: int, stream: IO[bytes]) -> None:
