@@ -41,6 +41,7 @@ from gateway.state.root import Root, flush_audit
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "daemon.lock"
+FAULT_COUNTS = "unsafe-fault-counts.json"
 MAX_FAILED_STARTS = 3  # workers dying before they are ready this often in a row: the daemon works alone
 ORPHAN_WAIT_SECONDS = 5.0  # a killed daemon's workers die with it (PR_SET_PDEATHSIG), a moment later
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -545,7 +546,10 @@ def arm_faults(root: Root) -> None:
     spec = unsafe_fault_injection()
     if spec is None:
         return
-    faults.arm(spec)
+    counts = root.path / "state" / FAULT_COUNTS
+    counts.unlink(missing_ok=True)  # each armed run counts afresh
+    os.environ[faults.COUNTS_ENV] = str(counts)  # the workers count in the same file
+    faults.arm(spec, counts=str(counts))
     log.warning("unsafe fault injection armed spec=%r: a test setting, never for real data", spec)
     root.audit.append("unsafe.fault_injection", actor="admin", spec=spec)
 

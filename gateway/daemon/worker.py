@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     spec = unsafe_fault_injection()
     if spec is not None:
-        faults.arm(spec, also_kill=args.parent)  # the daemon audited and logged it
+        # the daemon audited and logged it; hits are counted with the daemon's, in its file
+        faults.arm(spec, also_kill=args.parent, counts=os.environ.get(faults.COUNTS_ENV))
     answers.write(json.dumps({READY: os.getpid()}).encode() + b"\n")
     answers.flush()
     for line in sys.stdin.buffer:
