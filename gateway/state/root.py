@@ -191,27 +191,31 @@ FLUSH_LOCK = "audit-flush.lock"
 def flush_audit(root: Root, *, check_log: bool = False) -> int:
     """Append the audit events the journal staged; with `check_log`, skip those a crash already appended.
 
+    Only events durably staged are appended (`Journal.staged_audit(ready=True)`: a package.delivered
+    waits for its submission's end), all of them in one write with one fsync (`AuditLog.append_all`).
     Several processes (the daemon's workers) flush the one journal: each flush holds
     `state/audit-flush.lock` and reads what is staged under it, so no event is appended twice. The
-    lock file names the event being appended until the journal has let it go: a flusher that finds
-    a name there knows its predecessor died in between, and looks that one event up in the log.
+    lock file names the events being appended until the journal has let them go: a flusher that
+    finds names there knows its predecessor died in between, and looks those events up in the log.
     """
-    if not root.journal.staged_audit():  # the common case: nothing staged, no lock taken
+    if not root.journal.staged_audit(ready=True):  # the common case: nothing to append, no lock taken
         return 0
-    flushed = 0
     with _flushing(root.path / STATE / FLUSH_LOCK) as fd:
-        interrupted = os.pread(fd, 4096, 0).decode(errors="replace")
-        for staged in root.journal.staged_audit():
-            if (check_log or staged.ref == interrupted) and root.audit.find_ref(staged.ref) is not None:
-                root.journal.audit_appended(staged.ref)
-                continue
+        interrupted = set(os.pread(fd, 1 << 20, 0).decode(errors="replace").split("\n")) - {""}
+        staged = root.journal.staged_audit(ready=True)
+        there = {
+            s.ref for s in staged if (check_log or s.ref in interrupted) and root.audit.find_ref(s.ref) is not None
+        }
+        if there:
+            root.journal.audit_appended(*there)
+        todo = [s for s in staged if s.ref not in there]
+        if todo:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, staged.ref.encode(), 0)
-            root.audit.append(staged.event, actor=staged.actor, agency=staged.agency, ref=staged.ref, **staged.details)
-            root.journal.audit_appended(staged.ref)
-            flushed += 1
+            os.pwrite(fd, "\n".join(s.ref for s in todo).encode(), 0)
+            root.audit.append_all([(s.event, s.actor, s.agency, s.ref, s.details) for s in todo])
+            root.journal.audit_appended(*(s.ref for s in todo))
         os.ftruncate(fd, 0)
-    return flushed
+    return len(todo)
 
 
 @contextmanager
