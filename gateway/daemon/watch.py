@@ -360,6 +360,7 @@ class Daemon:
             if self._parallel:
                 continue
             outcome = process_pair(self.root, agency, folder, pair, now_utc())
+            self.root.journal.unclaim()  # a worker started by a reload may take the same bytes next
             kind = "none" if outcome is None else type(outcome).__name__
             soon = isinstance(outcome, Waiting) and outcome.soon
             retry = self._tally(kind, "" if outcome is None else outcome.summary, soon)
