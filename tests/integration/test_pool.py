@@ -3,6 +3,7 @@ file delivered exactly once per recipient, a killed worker or daemon costs nothi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.state.root import FLUSH_LOCK, Root, flush_audit
 from tests.integration.daemon_harness import (
     GOOD,
     ROUTE,
@@ -205,3 +207,31 @@ def test_workers_out_of_range_is_a_config_error_naming_the_setting(
     err = capsys.readouterr().err
     assert "daemon.workers must be a whole number from 1 to 64" in err
     assert "Traceback" not in err
+
+
+def _stage(root: Root, ref: str) -> None:
+    root.db.execute(
+        "INSERT INTO audit_outbox (ref, entry, created) VALUES (?, ?, '2026-10-01T00:00:00+00:00')",
+        (ref, json.dumps({"event": "test.staged", "actor": "gateway", "agency": None, "details": {"n": 1}})),
+    )
+
+
+def test_a_flusher_that_died_between_appending_and_clearing_is_not_appended_twice(root: Path) -> None:
+    with Root.open(root) as opened:
+        _stage(opened, "t:1")
+        opened.audit.append("test.staged", actor="gateway", ref="t:1", n=1)  # the dead flusher's append...
+        (root / "state" / FLUSH_LOCK).write_text("t:1")  # ... and the name it left in the lock file
+        _stage(opened, "t:2")
+        assert flush_audit(opened) == 1  # t:2 only
+        refs = [e.get("ref") for e in opened.audit.entries()]
+        assert refs.count("t:1") == 1 and refs.count("t:2") == 1
+        assert opened.journal.staged_audit() == []
+        assert (root / "state" / FLUSH_LOCK).read_text() == ""  # nothing in hand any more
+
+
+def test_without_the_name_in_the_lock_file_a_staged_event_is_appended(root: Path) -> None:
+    with Root.open(root) as opened:
+        _stage(opened, "t:3")
+        assert flush_audit(opened) == 1
+        assert flush_audit(opened) == 0
+        assert [e.get("ref") for e in opened.audit.entries()].count("t:3") == 1
