@@ -165,6 +165,7 @@ class Daemon:
     def __post_init__(self) -> None:
         self.settler = Settler(float(self.root.config.daemon.settle_seconds))
         self.pool = Pool(self.path, self.root.config.daemon.workers, self._wake.set, self.lock_fd)
+        self.root.journal.claiming = True  # a worker may hold a copy of the same bytes (see Journal.claim)
 
     def run(self) -> int:
         """Recover, then watch and process until stopped; return the exit status (0 after a clean stop)."""
@@ -414,6 +415,7 @@ class Daemon:
             return
         self.root.close()
         self.root = fresh
+        fresh.journal.claiming = True
         self.settler.settle = float(fresh.config.daemon.settle_seconds)
         self._dirty.update(fresh.config.agencies)
         # the workers finish the files in hand and make way for new ones that read the new gateway.toml

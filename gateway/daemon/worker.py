@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayError as exc:
         log.error("worker cannot open the root: %s", exc.message.replace("\n", " "))
         return 1
+    root.journal.claiming = True  # another worker may hold a copy of the same bytes
     spec = unsafe_fault_injection()
     if spec is not None:
         # the daemon audited and logged it; hits are counted with the daemon's, in its file
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         answer = take(root, json.loads(line))
         answers.write(json.dumps(answer).encode() + b"\n")
         answers.flush()
+    root.journal.unclaim()
     if "db" in root.__dict__:  # not root.close(): the daemon checkpoints the audit log as it stops
         root.db.close()
     return 0

@@ -132,6 +132,9 @@ class Journal:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.db = connection
         self._claimed: int | None = None  # the byte of the claims file this process holds, if any
+        # only the daemon and its workers claim (each lets go after every file); one-shot commands
+        # hold the run lock or touch no submission, and must never wait on a claim
+        self.claiming = False
 
     def claim(self, submission_id: str) -> None:
         """Hold the submission for this process, waiting while another process (a worker) holds it.
@@ -141,6 +144,8 @@ class Journal:
         kernel drops when its process dies, so a killed worker never leaves a submission claimed.
         A process holds one claim at a time: taking one releases the last.
         """
+        if not self.claiming:
+            return
         fd = _claims(self.db)
         self.unclaim()
         byte = _claim_byte(submission_id)
@@ -205,8 +210,8 @@ class Journal:
 
         A finished submission keeps its state (a second copy is a duplicate); a rejected or
         abandoned one starts afresh; one in flight counts another attempt, so a file that kills
-        the gateway every time is recognised and quarantined instead of looping. Claims the
-        submission first (see `claim`): an attempt in another live process is waited for, never counted.
+        the gateway every time is recognised and quarantined instead of looping. In the daemon, claims
+        the submission first (see `claim`): an attempt in another live process is waited for, never counted.
         """
         self.claim(submission_id)
         now = _now()

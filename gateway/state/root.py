@@ -158,6 +158,8 @@ class Root:
                     " gateway key signs again",
                     exc.message,
                 )
+        if "journal" in self.__dict__:
+            self.journal.unclaim()
         if "db" in self.__dict__:
             self.db.close()
 
