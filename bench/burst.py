@@ -107,6 +107,24 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def agent_cpu(root: Path) -> float:
+    """User + system seconds of the gpg-agent serving the root's own GnuPG home (it makes every signature)."""
+    home = str(root / "keys" / "gnupg").encode()
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            if not command[0].endswith(b"gpg-agent") or home not in command:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:13]) / CLK_TCK
+    return total
+
+
 def daemon_round(
     base: Path, workers: int, files: int, sample: house.Sample, route: Route, keep: bool
 ) -> tuple[float, float]:
@@ -122,19 +140,20 @@ def daemon_round(
         try:
             with house.running(root, root.parent / "burst.log", anomalies, f"workers={workers}") as daemon:
                 time.sleep(1.0)  # the workers' start-up is not the burst
-                cpu = tree_cpu(daemon.process.pid)
+                cpu, agent = tree_cpu(daemon.process.pid), agent_cpu(root)
                 start = time.perf_counter()
                 for drop in drops:
                     drop.rename_into(outbox)
                 done = house.delivered_everywhere(root, route.recipients, subs)
                 end = house.wait_until(lambda: done() and not house.outbox_csvs(root), 60 + files * 3, "the burst")
-                cpu = tree_cpu(daemon.process.pid) - cpu
+                cpu, agent = tree_cpu(daemon.process.pid) - cpu, agent_cpu(root) - agent
         finally:
             if env is not None:
                 os.environ["PYTHONDONTWRITEBYTECODE"] = env
         if anomalies:
             raise RuntimeError("; ".join(anomalies))
         seconds = end - start
+        print(f"  workers={workers} files={files}: {seconds:.1f} s, gpg-agent {agent / seconds:.2f} cores", flush=True)
         return files / seconds, cpu / seconds
 
 

@@ -235,3 +235,15 @@ def test_without_the_name_in_the_lock_file_a_staged_event_is_appended(root: Path
         assert flush_audit(opened) == 1
         assert flush_audit(opened) == 0
         assert [e.get("ref") for e in opened.audit.entries()].count("t:3") == 1
+
+
+@pytest.mark.slow
+def test_one_worker_means_the_daemon_takes_files_itself(root: Path) -> None:
+    _workers(root, 1)
+    daemon = Daemon(root).ready()
+    drop(root, "police", GOOD, GOOD.name, "police-do")
+    wait_until(lambda: delivered(root) and outbox_clear(root, "police"), 30, "the delivery")
+    assert daemon.stop() == 0
+    log = daemon.text()
+    assert "workers=1" in log and "started worker" not in log
+    assert re.search(r"logger=gateway.exchange.process event=processed agency=police", log)  # no worker= field
