@@ -79,6 +79,13 @@ class Packages:
 
 
 WATCHERS = ("inotify", "polling")
+MAX_WORKERS = 64
+
+
+def default_workers() -> int:
+    """The cores this process may use: one worker process each (validation and sealing are CPU-bound)."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()  # process_cpu_count: Python 3.13+
+    return max(1, min(MAX_WORKERS, count or 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,7 @@ class Daemon:
     rescan_seconds: int = 120  # a full scan catches what an inotify overflow lost
     checkpoint_minutes: int = 60  # the audit log gets a signed checkpoint at least this often...
     checkpoint_entries: int = 100  # ...and at least every this many entries
+    workers: int = field(default_factory=default_workers)  # processes that take ready files in parallel
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +441,16 @@ class _Checker:
         if watcher not in WATCHERS:
             self.problem("daemon.watcher", 'daemon.watcher must be "inotify" or "polling" (for network shares)')
             watcher = "inotify"
+        workers = rest.pop("workers", None)
+        if workers is None:
+            workers = default_workers()
+        elif isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+            self.problem(
+                "daemon.workers",
+                f"daemon.workers must be a whole number from 1 to {MAX_WORKERS} (the worker processes that take "
+                f"ready files in parallel), not {workers!r}: remove it for one per core ({default_workers()} here)",
+            )
+            workers = default_workers()
         numbers = self.dataclass_table(Daemon, rest, "daemon")
         return Daemon(
             watcher,
@@ -441,6 +459,7 @@ class _Checker:
             numbers.rescan_seconds,
             numbers.checkpoint_minutes,
             numbers.checkpoint_entries,
+            workers,
         )
 
     def access(self, table: dict[str, Any]) -> Access:

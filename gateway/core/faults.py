@@ -4,11 +4,17 @@ The CLI arms it from IOM_GATEWAY_UNSAFE_FAULT (read by config, audited and logge
 spec is a comma-separated list of `point[@n][:action]`: on the n-th time (default 1st) the code
 reaches `point`, do `action`: `kill` (default) sends this process SIGKILL, as a power cut would;
 `enospc` raises OSError(ENOSPC), as a full disk would. Unknown points are simply never reached.
+A fault fires in whichever process reaches its point; in a daemon's worker, `kill` takes the daemon
+down first (its other workers follow it), so a crash test still means "the gateway was killed at X".
+The daemon and its workers count the times a point is reached together (in the file COUNTS_ENV
+names), so `@n` means the n-th time the gateway reached it, whichever process did.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import json
 import os
 import re
 import signal
@@ -25,6 +31,9 @@ class _Fault:
 
 
 _armed: dict[str, _Fault] = {}
+_also_kill: list[int] = []  # a worker's daemon: killed with it
+_counts: list[str] = []  # the file the daemon and its workers count hits in
+COUNTS_ENV = "IOM_GATEWAY_UNSAFE_FAULT_COUNTS"
 
 
 def parse(spec: str) -> dict[str, tuple[int, str]]:
@@ -38,8 +47,12 @@ def parse(spec: str) -> dict[str, tuple[int, str]]:
     return faults
 
 
-def arm(spec: str) -> None:
-    """Arm the faults in `spec` for this process; raise ValueError if it is malformed."""
+def arm(spec: str, *, also_kill: int | None = None, counts: str | None = None) -> None:
+    """Arm the faults in `spec` for this process (a `kill` also kills process `also_kill`, if given;
+    hits are counted in the file `counts`, shared with other processes, if given); raise ValueError
+    if it is malformed."""
+    _also_kill[:] = [] if also_kill is None else [also_kill]
+    _counts[:] = [] if counts is None else [counts]
     _armed.clear()
     _armed.update({point: _Fault(at, action) for point, (at, action) in parse(spec).items()})
 
@@ -57,9 +70,27 @@ def reached(point: str) -> None:
     fault = _armed.get(point)
     if fault is None:
         return
-    fault.hits += 1
+    fault.hits = _shared_hit(_counts[0], point) if _counts else fault.hits + 1
     if fault.hits != fault.at:
         return
     if fault.action == "enospc":
         raise OSError(errno.ENOSPC, f"No space left on device (injected at {point})")
+    for pid in _also_kill:
+        os.kill(pid, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _shared_hit(path: str, point: str) -> int:
+    """Count one more hit of `point` in the shared counts file; return the count."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        text = os.pread(fd, 1 << 16, 0)
+        counts: dict[str, int] = json.loads(text) if text else {}
+        counts[point] = counts.get(point, 0) + 1
+        data = json.dumps(counts).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        return counts[point]
+    finally:
+        os.close(fd)

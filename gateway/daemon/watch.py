@@ -30,8 +30,9 @@ from gateway.adapters.fsio import Folder
 from gateway.core import faults
 from gateway.core.errors import GatewayError, InputFileError, UsageError
 from gateway.core.model import Agency
+from gateway.daemon.pool import Pool, Result, Task
 from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
-from gateway.exchange.intake import OUTBOX, open_outbox, scan_outbox
+from gateway.exchange.intake import OUTBOX, Pair, open_outbox, scan_outbox
 from gateway.exchange.outcome import Deferred, Outcome, Rejected, Waiting
 from gateway.exchange.process import now_utc, process_once, process_pair
 from gateway.exchange.receipts import take_receipts
@@ -40,6 +41,9 @@ from gateway.state.root import Root, flush_audit
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "daemon.lock"
+FAULT_COUNTS = "unsafe-fault-counts.json"
+MAX_FAILED_STARTS = 3  # workers dying before they are ready this often in a row: the daemon works alone
+ORPHAN_WAIT_SECONDS = 5.0  # a killed daemon's workers die with it (PR_SET_PDEATHSIG), a moment later
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HEARTBEAT_SECONDS = 30.0
 
@@ -197,9 +201,16 @@ class Daemon:
     _ignored: set[tuple[str, str, str]] = field(default_factory=set)
     _refused: set[str] = field(default_factory=set)
     _orphans: frozenset[Orphan] = frozenset()  # the orphaned folders with files last warned about
+    lock_fd: int | None = None  # the run lock (`exclusive`), which every worker inherits
+    pool: Pool = field(init=False)
+    _due: dict[str, float] = field(default_factory=dict)  # agency -> when to look again (a worker said wait)
+    _starved: set[str] = field(default_factory=set)  # agencies with ready files no worker was free for
+    _recovering: bool = False  # a worker died: drain the pool, then recover as at a restart
 
     def __post_init__(self) -> None:
         self.settler = Settler(float(self.root.config.daemon.settle_seconds))
+        self.pool = Pool(self.path, self.root.config.daemon.workers, self._wake.set, self.lock_fd)
+        self.root.journal.claiming = True  # a worker may hold a copy of the same bytes (see Journal.claim)
 
     def run(self) -> int:
         """Recover, then watch and process until stopped; return the exit status (0 after a clean stop)."""
@@ -214,19 +225,23 @@ class Daemon:
     def _serve(self) -> int:
         config = self.root.config.daemon
         log.info(
-            "starting root=%r watcher=%s settle=%ss pid=%d",
+            "starting root=%r watcher=%s settle=%ss workers=%d pid=%d",
             str(self.path),
             config.watcher,
             config.settle_seconds,
+            config.workers,
             os.getpid(),
         )
         _log_recovery(recover(self.root))
         self._sync_folders()
         run_id = self.root.journal.run_started("daemon", os.getpid())
+        if self._parallel:
+            self.pool.start()
         observer = self._observer()
         log.info("watching outboxes=%d", len(self.root.config.agencies))
         try:
             self._loop(run_id)
+            self.pool.close(self._report)  # the files in the workers' hands are finished first
         finally:
             _stop_quietly(observer)
         self._checkpoint()
@@ -257,7 +272,7 @@ class Daemon:
         self._wake.set()
 
     def _on_stop(self, number: int, _frame: FrameType | None) -> None:
-        log.info("stopping signal=%s: finishing the file in hand", signal.Signals(number).name)
+        log.info("stopping signal=%s: finishing the files in hand", signal.Signals(number).name)
         self._stop = True
         self._wake.set()
 
@@ -275,12 +290,18 @@ class Daemon:
             if self._reload:
                 self._reload = False
                 self._reload_config()
+                config = self.root.config.daemon
+            self._collect()
             now = time.monotonic()
             if now >= next_scan:
                 self._dirty.update(self.root.config.agencies)
                 self._warn_orphans()
                 next_scan = now + config.rescan_seconds
-            wait = min(self._pass(), next_scan - now)
+            for agency_id, due in list(self._due.items()):
+                if due <= now:
+                    self._dirty.add(agency_id)
+                    del self._due[agency_id]
+            wait = min(self._pass(), next_scan - now, *(due - now for due in self._due.values()))
             if now >= next_beat:
                 self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors)
                 next_beat = now + HEARTBEAT_SECONDS
@@ -289,6 +310,56 @@ class Daemon:
                     self._checkpoint()
                 next_checkpoint = now + config.checkpoint_minutes * 60
             wait = max(0.05, min(wait, next_beat - now, next_checkpoint - now))
+
+    @property
+    def _parallel(self) -> bool:
+        """Whether ready files go to the worker pool (else the daemon processes them itself, in turn)."""
+        return self.pool.size > 1 and self.pool.failed_starts < MAX_FAILED_STARTS
+
+    def _collect(self) -> None:
+        """Take in what the workers finished; after a worker died and the pool drained, recover."""
+        for result in self.pool.results():
+            self._report(result)
+        if self.pool.failed_starts == MAX_FAILED_STARTS:
+            log.error(
+                "workers failed to start %d times (see their errors above): the daemon processes files itself, "
+                "one at a time, until a reload (SIGHUP)",
+                MAX_FAILED_STARTS,
+            )
+            self.pool.failed_starts += 1
+        if self._recovering and self.pool.in_flight == 0:
+            self._recovering = False
+            _log_recovery(recover(self.root))  # what the dead worker left half-made is undone, as at a restart
+            self._dirty.update(self.root.config.agencies)
+            if self._parallel:
+                self.pool.start()
+
+    def _report(self, result: Result) -> None:
+        """Count and log a worker's answer; say when to look at its outbox again."""
+        agency = result.task.agency
+        if result.died is not None:
+            self.errors += 1
+            self._recovering = True
+            self._dirty.add(agency)
+        else:
+            retry = self._tally(result.kind, result.summary, result.soon)
+            if retry is None:
+                self._dirty.add(agency)  # the next ready file, or the one a duplicate name waited behind
+            else:
+                self._due[agency] = min(self._due.get(agency, float("inf")), time.monotonic() + retry)
+        self._dirty |= self._starved  # a worker is free again
+        self._starved.clear()
+
+    def _tally(self, kind: str, summary: str, soon: bool) -> float | None:
+        """Count and log one outcome (by its class name); return how soon to look again, if it waits."""
+        retry = None
+        if kind in ("Waiting", "Deferred"):
+            retry = 1.0 if kind == "Waiting" and soon else float(self.root.config.daemon.rescan_seconds)
+        if kind not in ("none", "Waiting"):
+            self.processed += 1
+            self.errors += kind in ("Rejected", "Deferred")
+            log.info("%s", summary.replace("  ", " "))
+        return retry
 
     def _pass(self) -> float:
         """Process every ready file of the outboxes with news; return how soon to look again."""
@@ -325,19 +396,24 @@ class Daemon:
         for pair in intake.pairs:
             if self._stop:
                 return pending
+            if self.pool.busy((agency.id, pair.csv)):
+                continue  # in a worker's hands: its answer wakes the loop
             delay, early, seen = self._settled(folder, pair.csv, pair.signature)
             if delay > 0 and not early:
                 pending = min(pending if pending is not None else delay, delay)
                 continue
+            if self._recovering or (self._parallel and not self._dispatch(agency, pair, early, seen)):
+                self._starved.add(agency.id)  # no worker free (or draining): looked at again when one is
+                continue
+            if self._parallel:
+                continue
             outcome = process_pair(self.root, agency, folder, pair, now_utc(), early=early, seen=seen)
-            if isinstance(outcome, Waiting | Deferred):
-                soon = isinstance(outcome, Waiting) and outcome.soon
-                retry = 1.0 if soon else float(self.root.config.daemon.rescan_seconds)
+            self.root.journal.unclaim()  # a worker started by a reload may take the same bytes next
+            kind = "none" if outcome is None else type(outcome).__name__
+            soon = isinstance(outcome, Waiting) and outcome.soon
+            retry = self._tally(kind, "" if outcome is None else outcome.summary, soon)
+            if retry is not None:
                 pending = min(pending if pending is not None else retry, retry)
-            if outcome is not None and not isinstance(outcome, Waiting):
-                self.processed += 1
-                self.errors += isinstance(outcome, Rejected | Deferred)
-                log.info("%s", outcome.summary.replace("  ", " "))
         for outcome in take_receipts(
             self.root, agency, folder, now_utc(), self.root.config.submissions.pairing_timeout_seconds
         ):
@@ -350,6 +426,10 @@ class Daemon:
         with self._lock:
             self.settler.forget(str(folder.path), present)
         return pending
+
+    def _dispatch(self, agency: Agency, pair: Pair, early: bool, seen: float | None) -> bool:
+        """Hand a ready pair to a free worker; False if none is free."""
+        return self.pool.submit(Task(agency.id, pair.csv, pair.signature, pair.age_seconds, early, seen))
 
     def _report_ignored(self, agency_id: str, ignored: tuple[tuple[str, str], ...]) -> None:
         """Log each file left alone once (not at every scan), and forget those that went away."""
@@ -386,9 +466,16 @@ class Daemon:
             return
         self.root.close()
         self.root = fresh
+        fresh.journal.claiming = True
         self.settler.settle = float(fresh.config.daemon.settle_seconds)
         self._dirty.update(fresh.config.agencies)
-        log.info("reloaded agencies=%d", len(fresh.config.agencies))
+        # the workers finish the files in hand and make way for new ones that read the new gateway.toml
+        self.pool.retire()
+        self.pool.size = fresh.config.daemon.workers
+        self.pool.failed_starts = 0
+        if self._parallel:
+            self.pool.start()
+        log.info("reloaded agencies=%d workers=%d", len(fresh.config.agencies), fresh.config.daemon.workers)
         self._sync_folders()
 
     def _sync_folders(self) -> None:
@@ -455,25 +542,57 @@ def _log_recovery(recovery: Recovery) -> None:
 
 
 @contextmanager
-def exclusive(path: Path) -> Iterator[None]:
-    """Hold the root's run lock: one daemon (or `run --once`) per root; raise GatewayError if taken."""
+def exclusive(path: Path) -> Iterator[int]:
+    """Hold the root's run lock: one daemon (or `run --once`) per root; raise GatewayError if taken.
+
+    Yields the lock's descriptor: the daemon's workers inherit it, so the lock is held while any of
+    them lives, and no new daemon can run beside an orphaned worker. A lock whose daemon is gone is
+    waited for a moment (its workers are being killed with it).
+    """
     state = path / "state"
     state.mkdir(mode=0o700, exist_ok=True)
     fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise GatewayError(
-                f"another `iom-gateway run` is already working on {str(path)!r} (pid {holder}): "
-                "stop it first, or let it do the work"
-            ) from None
+        deadline = time.monotonic() + ORPHAN_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                if _alive(holder) or time.monotonic() > deadline:
+                    raise GatewayError(_held(path, holder)) from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        yield fd
     finally:
         os.close(fd)
+
+
+def _alive(pid: str) -> bool:
+    """Whether process `pid` (as the lock file says it) exists; True when that cannot be told."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _held(path: Path, holder: str) -> str:
+    if _alive(holder):
+        return (
+            f"another `iom-gateway run` is already working on {str(path)!r} (pid {holder}): "
+            "stop it first, or let it do the work"
+        )
+    return (
+        f"the run lock of {str(path)!r} is still held, though its daemon (pid {holder}) is gone: one of its "
+        f"workers lives on; find it with `fuser -v {str(path / 'state' / LOCK_FILE)!r}`, stop it, then start again"
+    )
 
 
 def arm_faults(root: Root) -> None:
@@ -481,7 +600,10 @@ def arm_faults(root: Root) -> None:
     spec = unsafe_fault_injection()
     if spec is None:
         return
-    faults.arm(spec)
+    counts = root.path / "state" / FAULT_COUNTS
+    counts.unlink(missing_ok=True)  # each armed run counts afresh
+    os.environ[faults.COUNTS_ENV] = str(counts)  # the workers count in the same file
+    faults.arm(spec, counts=str(counts))
     log.warning("unsafe fault injection armed spec=%r: a test setting, never for real data", spec)
     root.audit.append("unsafe.fault_injection", actor="admin", spec=spec)
 
@@ -489,10 +611,10 @@ def arm_faults(root: Root) -> None:
 def serve(path: Path) -> int:
     """Run the daemon on the root at `path` until SIGTERM/SIGINT (it checkpoints the audit log as it stops)."""
     refuse_open_state(path)  # keys/ or state/ open beyond the gateway user: name the fix, start nothing
-    with exclusive(path):
+    with exclusive(path) as lock:
         root = Root.open(path)
         arm_faults(root)
-        return Daemon(path, root).run()
+        return Daemon(path, root, lock_fd=lock).run()
 
 
 def run_once(path: Path) -> list[Outcome]:

@@ -49,6 +49,8 @@ DELIVERED = "package.delivered"
 DELIVERY_EVENTS = frozenset({DELIVERED, "submission.delivered"})
 RESERVED = frozenset({"seq", "time", "event", "actor", "agency", "ref", "prev"})
 
+Staged = tuple[str, str, str | None, str | None, Mapping[str, Any]]
+"""One event for `append_all`: (event, actor, agency, ref, details)."""
 Sign = Callable[[bytes], bytes]
 """Make a signature of the bytes with the gateway key."""
 Check = Callable[[bytes, bytes], str | None]
@@ -164,6 +166,7 @@ class AuditLog:
         self.bounds = bounds
         self.signer = signer
         self.appended = False  # this object appended entries that no checkpoint covers yet
+        self._batch: list[tuple[int, str]] | None = None  # (seq, hash) written by `append_all`, not yet synced
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -180,6 +183,38 @@ class AuditLog:
         _check_details(details)
         with self._writing():
             return self._append_locked(event, actor, agency, ref, details)
+
+    def append_all(self, events: Sequence[Staged]) -> list[dict[str, Any]]:
+        """Record several events in order, as `append` would each, with one fsync and one head update.
+
+        One submission's events (a package.delivered per recipient, then submission.delivered) are
+        one durable point rather than one each: nothing between them needs the earlier ones on disk,
+        and a crash in between leaves them staged in the journal, which appends them again (the
+        lines that did reach the log are recognised by their `ref`). Raises as `append` does.
+        """
+        for _, _, _, _, details in events:
+            _check_details(details)
+        if not events:
+            return []
+        with self._writing():
+            written: list[tuple[int, str]] = []
+            self._batch = written
+            created = not self.path.exists()
+            try:
+                entries = [self._append_locked(e, actor, agency, ref, d) for e, actor, agency, ref, d in events]
+            finally:
+                self._batch = None
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                fsync_dir(self.folder)
+            for _ in written:
+                faults.reached("audit.append.written")
+            self._write_head(*written[-1])
+        return entries
 
     def checkpoint(self, sign: Sign, key: str) -> dict[str, Any] | None:
         """Append a signed `audit.checkpoint` covering the last entry, unless that entry is one; return it or None.
@@ -386,14 +421,18 @@ class AuditLog:
                 _write_all(fd, line[half:] + b"\n")
             else:
                 _write_all(fd, line + b"\n")
-            os.fsync(fd)
+            if self._batch is None:
+                os.fsync(fd)
         finally:
             os.close(fd)
+        self.appended = event not in SIGNED_POINTS
+        if self._batch is not None:  # `append_all` syncs and updates the head once, at its end
+            self._batch.append((seq + 1, line_hash(line)))
+            return entry
         if created:
             fsync_dir(self.folder)
         faults.reached("audit.append.written")
         self._write_head(seq + 1, line_hash(line))
-        self.appended = event not in SIGNED_POINTS
         return entry
 
     def _checkpoint_locked(self, sign: Sign, key: str) -> dict[str, Any] | None:

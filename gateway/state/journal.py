@@ -9,11 +9,35 @@ written before the side effect it announces ("record, then act"), so a restart k
 
 An audit event caused by a state change is staged in `audit_outbox` in the same transaction; the
 pipeline appends it to the audit log and then clears it, so a crash never loses or doubles it.
+
+Durability. Every commit survives the process being killed (SQLite's WAL is in the page cache at
+once). Against a power cut, a commit is durable only when the WAL is synced: the connection syncs
+it at every commit (synchronous=FULL), except for the commits of the hot path, which are "relaxed"
+(synchronous=NORMAL for that commit: `_transaction(durable=False)`): begin, sealing, delivery_done,
+done, release, audit_appended, heartbeats. A relaxed commit becomes durable with the next durable
+one (the WAL is one sequence: syncing it syncs everything before). The durable commits are exactly
+those that come before an act that must not outlive its record after a power cut:
+
+- delivery_sealing, before a package is linked into an inbox: a restart must know to withdraw it;
+- delivered, before the outbox copy is removed: after that, the journal is the only record;
+- rejecting, before the file is quarantined and removed; partial, abandoned, rejected and every
+  other commit that stages an audit event, before the event is appended to the (fsynced) audit log:
+  the log must never hold an event the journal could forget it staged, or it would be staged and
+  appended again. A package.delivered staged by the relaxed delivery_done is held back by
+  `staged_audit(ready=True)` until its submission leaves "sealing" (by one of the durable commits),
+  and then appended with the others in one write (`AuditLog.append_all`).
+
+What a power cut can lose is therefore only relaxed progress since the last durable commit: an
+attempt's count, a "done" after the outbox copy is gone (recovery redoes it), the removal of audit
+events already appended (recovery finds them in the log by ref), a heartbeat.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +52,7 @@ REJECTING, REJECTED, ABANDONED = "rejecting", "rejected", "abandoned"
 PARTIAL = "partial"  # some deliveries are deferred: the submission waits in its outbox
 IN_FLIGHT = (RECEIVED, SEALING, REJECTING)
 PURGED, ROLLED_BACK, DEFERRED = "purged", "rolled_back", "deferred"
+PACKAGE_DELIVERED = "package.delivered"  # the audit event delivery_done stages (relaxed)
 _COLUMNS = "id, agency, name, sha256, status, officer, marking, period, rows, reason, attempts, sealed_at, stage"
 
 
@@ -85,23 +110,75 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+CLAIMS_FILE = "claims.lock"
+_claims_fd: dict[str, int] = {}  # one descriptor per process and file: closing any other would drop its locks
+
+
+def _claims(connection: sqlite3.Connection) -> int:
+    """This process's descriptor on the claims file beside the state database (opened once, kept open)."""
+    database = next(str(row[2]) for row in connection.execute("PRAGMA database_list") if row[1] == "main")
+    path = os.path.join(os.path.dirname(database), CLAIMS_FILE)
+    fd = _claims_fd.get(path)
+    if fd is None:
+        fd = _claims_fd[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return fd
+
+
+def _claim_byte(submission_id: str) -> int:
+    return int(hashlib.sha256(submission_id.encode()).hexdigest()[:15], 16)
+
+
 class Journal:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.db = connection
+        self._claimed: int | None = None  # the byte of the claims file this process holds, if any
+        # only the daemon and its workers claim (each lets go after every file); one-shot commands
+        # hold the run lock or touch no submission, and must never wait on a claim
+        self.claiming = False
+
+    def claim(self, submission_id: str) -> None:
+        """Hold the submission for this process, waiting while another process (a worker) holds it.
+
+        Two names with the same bytes are one submission: two workers taking them at once must not
+        both seal it. The claim is a POSIX record lock on one byte of `state/claims.lock`, which the
+        kernel drops when its process dies, so a killed worker never leaves a submission claimed.
+        A process holds one claim at a time: taking one releases the last.
+        """
+        if not self.claiming:
+            return
+        fd = _claims(self.db)
+        self.unclaim()
+        byte = _claim_byte(submission_id)
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, byte)
+        self._claimed = byte
+
+    def unclaim(self) -> None:
+        """Release this process's claim (see `claim`), if it holds one."""
+        if self._claimed is not None:
+            fcntl.lockf(_claims(self.db), fcntl.LOCK_UN, 1, self._claimed)
+            self._claimed = None
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE transaction (read-then-write safe across processes); `durable=False`
+        commits it without syncing the WAL (see the module's "Durability")."""
         try:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                yield self.db
+            if not durable:
+                self.db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self.db:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    yield self.db
+            finally:
+                if not durable:
+                    self.db.execute("PRAGMA synchronous=FULL")
         except sqlite3.OperationalError as exc:
             raise StorageError(
                 f"the journal cannot be written ({exc}): free disk space in state/; nothing was lost"
             ) from exc
 
-    def _write(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Cursor:
-        with self._transaction() as db:
+    def _write(self, sql: str, parameters: tuple[Any, ...], *, durable: bool = True) -> sqlite3.Cursor:
+        with self._transaction(durable=durable) as db:
             return db.execute(sql, parameters)
 
     def _stage(self, ref: str, event: str, actor: str, agency: str | None, details: Mapping[str, Any]) -> None:
@@ -133,10 +210,12 @@ class Journal:
 
         A finished submission keeps its state (a second copy is a duplicate); a rejected or
         abandoned one starts afresh; one in flight counts another attempt, so a file that kills
-        the gateway every time is recognised and quarantined instead of looping.
+        the gateway every time is recognised and quarantined instead of looping. In the daemon, claims
+        the submission first (see `claim`): an attempt in another live process is waited for, never counted.
         """
+        self.claim(submission_id)
         now = _now()
-        with self._transaction() as db:
+        with self._transaction(durable=False) as db:
             db.execute(
                 "INSERT INTO submissions (id, agency, name, sha256, status, attempts, created, updated)"
                 " VALUES (?, ?, ?, ?, 'received', 1, ?, ?)"
@@ -154,8 +233,10 @@ class Journal:
     def sealing(
         self, submission_id: str, *, officer: str, marking: str, period: str, rows: int, sealed_at: str
     ) -> SubmissionRecord:
-        """Fix what the packages will say, before the first is written; keep what an earlier attempt fixed."""
-        with self._transaction() as db:
+        """Fix what the packages will say, before the first is written; keep what an earlier attempt fixed.
+
+        Relaxed: the first delivery_sealing, before any package is written, makes it durable."""
+        with self._transaction(durable=False) as db:
             db.execute(
                 "UPDATE submissions SET status = 'sealing', officer = ?, marking = ?, period = ?, rows = ?,"
                 " sealed_at = ?, updated = ? WHERE id = ? AND status = 'received'",
@@ -227,12 +308,15 @@ class Journal:
         self._write(
             "UPDATE submissions SET attempts = MAX(attempts - 1, 0) WHERE id = ? AND status IN ('received', 'sealing')",
             (submission_id,),
+            durable=False,
         )
 
     def done(self, submission_id: str) -> None:
+        """Close a delivered submission whose outbox copy is gone (relaxed: recovery would redo it)."""
         self._write(
             "UPDATE submissions SET status = 'done', updated = ? WHERE id = ? AND status = 'delivered'",
             (_now(), submission_id),
+            durable=False,
         )
 
     def rejecting(self, submission_id: str, stage: str, reason: str) -> bool:
@@ -353,9 +437,11 @@ class Journal:
         return [DeferredDelivery(*row) for row in rows]
 
     def delivery_done(self, submission_id: str, recipient: str, audit: tuple[str, Mapping[str, Any]]) -> None:
-        """The payload, manifest and signature are published: commit the delivery and stage its audit event."""
+        """The payload, manifest and signature are published: commit the delivery and stage its audit event.
+
+        Relaxed: lost to a power cut, the delivery is still "sealing" and the redo adopts what was published."""
         event, details = audit
-        with self._transaction() as db:
+        with self._transaction(durable=False) as db:
             db.execute(
                 "UPDATE deliveries SET status = 'delivered' WHERE submission = ? AND recipient = ?"
                 " AND status = 'sealing'",
@@ -403,17 +489,31 @@ class Journal:
 
     # ------------------------------------------------------------------------------- audit outbox
 
-    def staged_audit(self) -> list[StagedAudit]:
-        """Audit events recorded with a state change and not yet appended to the log, oldest first."""
+    def staged_audit(self, *, ready: bool = False) -> list[StagedAudit]:
+        """Audit events recorded with a state change and not yet appended to the log, oldest first.
+
+        With `ready`, only those durably staged (see "Durability"): a package.delivered waits while
+        its submission is still sealing, staged by a relaxed commit; it goes with the submission's end.
+        """
         rows = self.db.execute("SELECT ref, entry FROM audit_outbox ORDER BY created, rowid").fetchall()
         staged = []
+        sealing: dict[str, bool] = {}
         for ref, text in rows:
             entry = json.loads(text)
+            if ready and entry["event"] == PACKAGE_DELIVERED:
+                submission = str(ref).split(":", 1)[0]
+                if submission not in sealing:
+                    record = self.submission(submission)
+                    sealing[submission] = record is not None and record.status == SEALING
+                if sealing[submission]:
+                    continue
             staged.append(StagedAudit(ref, entry["event"], entry["actor"], entry["agency"], entry["details"]))
         return staged
 
-    def audit_appended(self, ref: str) -> None:
-        self._write("DELETE FROM audit_outbox WHERE ref = ?", (ref,))
+    def audit_appended(self, *refs: str) -> None:
+        """Let staged events go once they are on the audit log (relaxed: a lost removal is found by ref)."""
+        with self._transaction(durable=False) as db:
+            db.executemany("DELETE FROM audit_outbox WHERE ref = ?", [(ref,) for ref in refs])
 
     # ------------------------------------------------------------------------------- pulls, keys, runs
 
@@ -567,6 +667,7 @@ class Journal:
             "UPDATE runs SET heartbeat = ?, processed = ?, errors = ?, finished = CASE WHEN ? THEN ? ELSE finished END"
             " WHERE id = ?",
             (now, processed, errors, finished, now, run),
+            durable=False,
         )
 
     def delivery_of(self, package: str, recipient: str) -> tuple[DeliveryRecord, str] | None:
