@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     root.journal.unclaim()
     if "db" in root.__dict__:  # not root.close(): the daemon checkpoints the audit log as it stops
         root.db.close()
+    if "gateway.adapters.gpg" in sys.modules:
+        from gateway.adapters.gpg import stop_agents  # noqa: PLC0415 (loaded only if a gpg ran)
+
+        stop_agents()  # an agent this worker's gpg started (before the daemon's did) ends with it
     return 0
 
 
