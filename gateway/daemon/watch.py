@@ -398,12 +398,17 @@ class Daemon:
                 return pending
             if self.pool.busy((agency.id, pair.csv)):
                 continue  # in a worker's hands: its answer wakes the loop
+            if self._recovering or (self._parallel and self.pool.idle() is None):
+                # no worker free (or draining): looked at again when one is; not offered an early take
+                # now, which would spend it (a burst larger than the pool would then wait to settle)
+                self._starved.add(agency.id)
+                continue
             delay, early, seen = self._settled(folder, pair.csv, pair.signature)
             if delay > 0 and not early:
                 pending = min(pending if pending is not None else delay, delay)
                 continue
-            if self._recovering or (self._parallel and not self._dispatch(agency, pair, early, seen)):
-                self._starved.add(agency.id)  # no worker free (or draining): looked at again when one is
+            if self._parallel and not self._dispatch(agency, pair, early, seen):
+                self._starved.add(agency.id)  # it died meanwhile: looked at again when a worker is free
                 continue
             if self._parallel:
                 continue

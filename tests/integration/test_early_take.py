@@ -196,3 +196,28 @@ def test_the_polling_watcher_sees_no_closes_and_still_waits_for_the_settle_time(
         assert time.monotonic() - dropped >= settle, "delivered before settle_seconds elapsed"
         assert daemon.stop() == 0
         assert "event=waiting" not in daemon.text()  # no early take was tried
+
+
+def test_a_burst_larger_than_the_worker_pool_is_taken_early_file_by_file(root: Path) -> None:
+    # two workers and six files: four of them find every worker busy when they arrive; each must
+    # still be taken early as soon as a worker is free, not only once it has settled
+    toml = root / "gateway.toml"
+    toml.write_text(toml.read_text().replace("[vault]", "workers = 2\n\n[vault]", 1))
+    names = [f"police-burst{i}-2026-10.csv" for i in range(6)]
+    daemon = Daemon(root).ready()
+    dropped = time.monotonic()
+    for i, name in enumerate(names):
+        drop(root, "police", rows_1000(10 + i), name, "police-do")
+    wait_until(
+        lambda: all(len(packages(root, r)) == len(names) for r in ROUTE) and outbox_clear(root, "police"),
+        SETTLE - 5,
+        "six early deliveries",
+    )
+    assert time.monotonic() - dropped < SETTLE, "delivered before settle_seconds elapsed"
+    assert daemon.stop() == 0
+    log = daemon.text()
+    for name in names:
+        timing = re.search(rf"event=timing agency=police file='{name}' outcome=delivered settle_ms=(\d+)", log)
+        assert timing is not None, log
+        assert int(timing[1]) < SETTLE * 1000
+    assert events(root) == ["submission.delivered"] * len(names)
