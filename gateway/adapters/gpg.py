@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gateway.adapters.agent import EDDSA, RSA, Agent, AgentUnavailable, SigningKey
 from gateway.adapters.fsio import private_dirs
 from gateway.core.errors import CryptoError
 
@@ -190,6 +191,12 @@ class Keyring:
             raise CryptoError(f"gpg cannot run on keyring {str(self._home)!r} ({exc}): install GnuPG 2.2+") from None
         if self._home not in _AGENTS:  # the first Keyring of a home in this process tells whose agent it is
             _AGENTS[self._home] = not _agent_running(self._home)
+        # what gpg listed or exported, kept while the keyring's files are unchanged (see `_cached`)
+        self._cache: dict[tuple[object, ...], object] = {}
+        self._cache_state: tuple[int, ...] = ()
+        self._agent: Agent | None = None
+        self._agent_lock = threading.Lock()
+        self._cache_lock = threading.RLock()
 
     def stop_agent(self) -> None:
         """Stop the gpg-agent serving this home, before the home is deleted (a stale agent would
@@ -252,8 +259,9 @@ class Keyring:
 
         Raises CryptoError if the keyring has no such key.
         """
-        armored = self._gpg.export_keys(str(fingerprint), armor=True)
+        armored = self._cached(("export", fingerprint), lambda: self._gpg.export_keys(str(fingerprint), armor=True))
         if not isinstance(armored, str) or "BEGIN PGP PUBLIC KEY BLOCK" not in armored:
+            self._cache.pop(("export", fingerprint), None)
             raise CryptoError(_unknown_key(fingerprint))
         return armored
 
@@ -313,7 +321,62 @@ class Keyring:
         The purpose is a signed notation, so a signature made for one kind of document is never
         accepted for another (`verify_bytes(..., purpose=...)`). Raises CryptoError as sign_detached.
         """
-        return self.sign_detached((data,), signer, notations={PURPOSE_NOTATION: purpose.value})
+        notations = {PURPOSE_NOTATION: purpose.value}
+        key = self._cached(("signing-key", signer), lambda: self._agent_key(signer))
+        if isinstance(key, SigningKey):
+            with self._agent_lock:
+                if self._agent is None:
+                    socket_path = _agent_socket(self._home)
+                    self._agent = None if socket_path is None else Agent(socket_path)
+                if self._agent is not None:
+                    try:
+                        return self._agent.sign(data, key, notations)
+                    except AgentUnavailable:
+                        pass  # not running yet, or refused: gpg starts it, or says why
+        return self.sign_detached((data,), signer, notations=notations)
+
+    def _agent_key(self, signer: Fingerprint) -> SigningKey | None:
+        """`signer` as the agent can sign with it directly: a primary key that signs for itself and
+        has no signing subkey (which gpg would prefer), ed25519 or RSA, usable now. Otherwise None."""
+        for raw in self._gpg.list_keys(keys=[str(signer)]):
+            if raw.get("fingerprint") != str(signer):
+                continue
+            capabilities, grip = str(raw.get("cap") or ""), str(raw.get("keygrip") or "")
+            algorithm = {"22": EDDSA, "1": RSA}.get(str(raw.get("algo")))
+            if algorithm == EDDSA and raw.get("curve") != "ed25519":
+                algorithm = None
+            subkeys_sign = any("s" in str(sub[1] or "") for sub in raw.get("subkeys", []))
+            if "s" not in capabilities or "S" not in capabilities or subkeys_sign or algorithm is None:
+                return None
+            if not re.fullmatch(r"[0-9A-F]{40}", grip):
+                return None
+            expires = _epoch(raw.get("expires"))
+            until = None if expires is None else expires.timestamp()
+            return SigningKey(bytes.fromhex(str(signer)), grip, algorithm, until)
+        return None
+
+    def _cached(self, key: tuple[object, ...], make: Callable[[], object]) -> object:
+        """`make()`, remembered until the keyring's files change (an import, a revocation, a rotation,
+        a deleted secret key: each rewrites one of them). One stat per call instead of one gpg."""
+        with self._cache_lock:
+            state = self._keyring_state()
+            if state != self._cache_state:
+                self._cache.clear()
+                self._cache_state = state
+            if key not in self._cache:
+                self._cache[key] = make()
+            return self._cache[key]
+
+    def _keyring_state(self) -> tuple[int, ...]:
+        state: list[int] = []
+        for name in ("pubring.kbx", "pubring.gpg", "trustdb.gpg", "private-keys-v1.d"):
+            try:
+                info = os.stat(self._home / name)
+            except FileNotFoundError:
+                state += (0, 0, 0, 0)
+                continue
+            state += (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+        return tuple(state)
 
     def verify_detached(self, data: Iterable[bytes], signature: bytes) -> SignatureCheck:
         """Check a detached signature (binary, or armored) over the bytes `data` yields (fed on stdin).
@@ -455,14 +518,19 @@ class Keyring:
 
         Raises CryptoError naming the first key the keyring does not hold.
         """
-        found: dict[str, frozenset[str]] = {}
-        for raw in self._gpg.list_keys(keys=[str(f) for f in fingerprints]):
-            ids = {str(raw["keyid"]).upper(), *(str(sub[0]).upper() for sub in raw.get("subkeys", []))}
-            found[str(raw.get("fingerprint"))] = frozenset(ids)
+        found = self._cached(("key-ids", *sorted(map(str, fingerprints))), lambda: self._list_key_ids(fingerprints))
+        assert isinstance(found, dict)  # noqa: S101 (what _list_key_ids returns)
         for fingerprint in fingerprints:
             if str(fingerprint) not in found:
                 raise CryptoError(_unknown_key(fingerprint))
         return {f: found[str(f)] for f in fingerprints}
+
+    def _list_key_ids(self, fingerprints: Collection[Fingerprint]) -> dict[str, frozenset[str]]:
+        found: dict[str, frozenset[str]] = {}
+        for raw in self._gpg.list_keys(keys=[str(f) for f in fingerprints]):
+            ids = {str(raw["keyid"]).upper(), *(str(sub[0]).upper() for sub in raw.get("subkeys", []))}
+            found[str(raw.get("fingerprint"))] = frozenset(ids)
+        return found
 
     def _key_infos(self, patterns: list[str] | None) -> tuple[KeyInfo, ...]:
         secret = frozenset(str(key.get("fingerprint", "")) for key in self._gpg.list_keys(secret=True))
@@ -522,21 +590,32 @@ def _kill_agent(home: Path) -> None:
     )
 
 
+_SOCKETS: dict[Path, str | None] = {}  # home -> its agent's socket, as gpgconf names it
+
+
+def _agent_socket(home: Path) -> str | None:
+    """The path of the socket `home`'s gpg-agent listens on (None if gpgconf cannot say)."""
+    if home not in _SOCKETS:
+        listed = subprocess.run(
+            [GPGCONF_BINARY, "--homedir", str(home), "--list-dirs", "agent-socket"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+            env=ENVIRONMENT,
+        )
+        path = listed.stdout.decode("utf-8", "replace").strip()
+        _SOCKETS[home] = path.replace("%3a", ":") if listed.returncode == 0 and path else None
+    return _SOCKETS[home]
+
+
 def _agent_running(home: Path) -> bool:
     """Whether a gpg-agent already answers on `home`'s socket (so it is not ours to stop)."""
-    listed = subprocess.run(
-        [GPGCONF_BINARY, "--homedir", str(home), "--list-dirs", "agent-socket"],
-        capture_output=True,
-        timeout=30,
-        check=False,
-        env=ENVIRONMENT,
-    )
-    path = listed.stdout.decode("utf-8", "replace").strip()
-    if listed.returncode != 0 or not path:
+    path = _agent_socket(home)
+    if path is None:
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
-            probe.connect(path.replace("%3a", ":"))
+            probe.connect(path)
         except OSError:
             return False
     return True
