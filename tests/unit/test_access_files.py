@@ -101,6 +101,10 @@ def test_sshd_accepts_the_drop_in_in_a_config_like_debians(tmp_path: Path) -> No
     assert checked is not None
     assert checked.splitlines()[0] == f"Include {tmp_path}/sshd_config.d/other.conf {candidate}"
     (tmp_path / "check").write_text(checked)
+    # `sshd -t` wants its privilege-separation folder, which Debian makes at boot or when its unit
+    # starts; on a fresh machine (CI) no sshd has run yet, unless another test's harness made it
+    privsep = Path("/run/sshd")
+    privsep.mkdir(mode=0o755, exist_ok=True)
     done = subprocess.run(
         [tool("sshd"), "-t", "-f", str(tmp_path / "check")], capture_output=True, text=True, check=False
     )
