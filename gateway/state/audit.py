@@ -167,6 +167,9 @@ class AuditLog:
         self.signer = signer
         self.appended = False  # this object appended entries that no checkpoint covers yet
         self._batch: list[tuple[int, str]] | None = None  # (seq, hash) written by `append_all`, not yet synced
+        # the unsigned tail as last read: (seq, hash) of the newest line then, and the tail; the next
+        # read parses only the lines written since (by this process or another)
+        self._tail_memo: tuple[int, str, list[_Line]] | None = None
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -471,16 +474,28 @@ class AuditLog:
             )
 
     def _unsigned_tail(self, limit: int) -> list[_Line]:
-        """The entries after the newest checkpoint or genesis, oldest first: at most the last `limit`."""
-        tail: list[_Line] = []
+        """The entries after the newest checkpoint or genesis, oldest first: at most the last `limit`.
+
+        Reads back from the end only as far as the newest line of the last call, by this process or
+        another: a line with the same seq and hash has the same history before it (the chain)."""
+        memo = self._tail_memo
+        fresh: list[_Line] = []
+        earlier: list[_Line] = []
+        head: _Line | None = None  # the newest line of the log
         for raw in self._backwards():
             line = _parse(raw, None)
+            head = head or line
+            if memo is not None and (line.seq, line.hash) == memo[:2]:
+                earlier = memo[2]
+                break
             if line.entry.get("event") in SIGNED_POINTS:
                 break
-            tail.append(line)
-            if len(tail) >= limit:
+            fresh.append(line)
+            if len(fresh) >= limit:
                 break
-        tail.reverse()
+        fresh.reverse()
+        tail = (earlier + fresh)[-limit:]
+        self._tail_memo = None if head is None else (head.seq, head.hash, tail)
         return tail
 
     def _backwards(self) -> Iterator[bytes]:

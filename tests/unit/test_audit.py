@@ -618,6 +618,18 @@ def test_the_log_signs_a_checkpoint_before_an_entry_would_exceed_checkpoint_entr
     assert log.checkpoint(sign, KEY_ID) is not None and log.appended is False
 
 
+def test_two_writers_of_one_log_keep_the_bound_between_them(tmp_path: Path) -> None:
+    # each remembers the unsigned tail it last read (a worker process each, in the daemon): what the
+    # other wrote since must count, and so must the other's checkpoint
+    first, second = bounded(tmp_path, entries=3), bounded(tmp_path, entries=3)
+    first.genesis(sign, KEY_ID)
+    for turn in range(9):
+        (first if turn % 3 else second).append("test.event", actor="t", n=turn)
+    events = [e["event"] for e in first.entries()]
+    assert events == ["audit.genesis", *(["test.event"] * 3 + ["audit.checkpoint"]) * 2, *["test.event"] * 3]
+    assert first.verify(check).ok
+
+
 def test_the_log_signs_a_checkpoint_before_an_entry_would_span_more_than_checkpoint_minutes(
     tmp_path: Path, clock: Callable[[str], None]
 ) -> None:
