@@ -13,6 +13,7 @@ import grp
 import os
 import stat
 import struct
+import time
 from contextlib import suppress
 
 SHARED_FILE = 0o640  # a package, manifest, signature or report: the agency's group reads it
@@ -29,12 +30,36 @@ _USER_OBJ, _USER, _GROUP_OBJ, _GROUP, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x08, 0x
 _UNDEFINED = 0xFFFFFFFF
 
 
+GROUP_FILE = "/etc/group"
+GROUP_MEMO_SECONDS = 60.0
+_GROUPS: dict[str, tuple[int, float, tuple[int, int, int]]] = {}  # name -> gid, when, /etc/group then
+
+
 def group_id(name: str) -> int | None:
-    """The gid of the Unix group `name`, or None if the host has no such group."""
+    """The gid of the Unix group `name`, or None if the host has no such group.
+
+    A group found is remembered for a minute while /etc/group is unchanged (each package's files
+    ask, and the lookup reads the whole file); a group not found is looked up again every time.
+    """
+    now, state = time.monotonic(), _group_file_state()
+    known = _GROUPS.get(name)
+    if known is not None and known[2] == state and now - known[1] < GROUP_MEMO_SECONDS:
+        return known[0]
     try:
-        return grp.getgrnam(name).gr_gid
+        gid = grp.getgrnam(name).gr_gid
     except KeyError:
+        _GROUPS.pop(name, None)
         return None
+    _GROUPS[name] = (gid, now, state)
+    return gid
+
+
+def _group_file_state() -> tuple[int, int, int]:
+    try:
+        info = os.stat(GROUP_FILE)
+    except OSError:
+        return (0, 0, 0)
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def share_file(fd: int, gid: int | None) -> bool:

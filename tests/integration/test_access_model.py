@@ -7,6 +7,7 @@ Real groups (test-only names, removed after) and real processes of other users (
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.adapters.perms import ACL_DEFAULT, default_acl, encode_acl
+from gateway.adapters.perms import ACL_DEFAULT, default_acl, encode_acl, group_id
 from gateway.cli import main
 from gateway.core.model import Agency
 from gateway.exchange.folders import agency_folders
@@ -292,3 +293,18 @@ def test_a_group_that_is_not_a_unix_group_name_is_a_config_mistake(
     err = capsys.readouterr().err
     assert "gateway.toml' has 1 mistake(s)" in err and "Traceback" not in err
     assert re.search(r"line [0-9]+: agency 'police' group must be a Unix group name", err), err
+
+
+def test_a_group_looked_up_once_is_remembered_only_while_etc_group_is_unchanged() -> None:
+    # every package's files ask for their agency's gid: it is remembered, but a group removed or
+    # added on the host (groupdel, groupadd) is seen at the next look-up
+    name = f"iomt-{secrets.token_hex(3)}-memo"
+    assert group_id(name) is None
+    subprocess.run(["groupadd", name], check=True)
+    try:
+        made = group_id(name)
+        assert made is not None and made == grp.getgrnam(name).gr_gid
+        assert group_id(name) == made
+    finally:
+        subprocess.run(["groupdel", name], check=True)
+    assert group_id(name) is None
