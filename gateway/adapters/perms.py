@@ -32,24 +32,24 @@ _UNDEFINED = 0xFFFFFFFF
 
 GROUP_FILE = "/etc/group"
 GROUP_MEMO_SECONDS = 60.0
-_GROUPS: dict[str, tuple[int, float, tuple[int, int, int]]] = {}  # name -> gid, when, /etc/group then
+_GROUPS: dict[str, tuple[int | None, float, tuple[int, int, int]]] = {}  # name -> gid, when, /etc/group then
 
 
 def group_id(name: str) -> int | None:
     """The gid of the Unix group `name`, or None if the host has no such group.
 
-    A group found is remembered for a minute while /etc/group is unchanged (each package's files
-    ask, and the lookup reads the whole file); a group not found is looked up again every time.
+    The answer is remembered for up to a minute while /etc/group is unchanged (each package's files
+    ask, and the lookup parses the whole file): groupadd and groupdel are seen at once, a group
+    from a directory service (sssd, LDAP) within the minute.
     """
     now, state = time.monotonic(), _group_file_state()
     known = _GROUPS.get(name)
     if known is not None and known[2] == state and now - known[1] < GROUP_MEMO_SECONDS:
         return known[0]
     try:
-        gid = grp.getgrnam(name).gr_gid
+        gid: int | None = grp.getgrnam(name).gr_gid
     except KeyError:
-        _GROUPS.pop(name, None)
-        return None
+        gid = None
     _GROUPS[name] = (gid, now, state)
     return gid
 

@@ -300,6 +300,7 @@ def test_a_group_looked_up_once_is_remembered_only_while_etc_group_is_unchanged(
     # added on the host (groupdel, groupadd) is seen at the next look-up
     name = f"iomt-{secrets.token_hex(3)}-memo"
     assert group_id(name) is None
+    assert group_id(name) is None  # remembered as missing, too
     subprocess.run(["groupadd", name], check=True)
     try:
         made = group_id(name)
