@@ -199,6 +199,9 @@ def test_an_asc_with_text_around_its_armor_travels_as_a_clean_signature(routed_r
     police_do = gpg(home(routed_root, "police-do"), "--armor", "--export").stdout
     recipient_home = tmp_path / "recipient"
     recipient_home.mkdir(mode=0o700)
-    gpg(recipient_home, "--import", stdin=police_do)
-    result = gpg(recipient_home, "--verify", str(signature), str(tmp_path / "plain.csv"), check=False)
+    try:
+        gpg(recipient_home, "--import", stdin=police_do)
+        result = gpg(recipient_home, "--verify", str(signature), str(tmp_path / "plain.csv"), check=False)
+    finally:
+        stop_agent(recipient_home)  # the import started one: many left behind exhaust inotify instances
     assert result.returncode == 0, result.stderr.decode(errors="replace")
