@@ -50,6 +50,16 @@ def make_template(extra_toml: str = "") -> Path:
     return path
 
 
+def make_demo_template() -> Path:
+    """A demo root as `init --demo` makes it (every shipped route), where a CSV pairs with its
+    signature without waiting for one (`pairing_timeout_seconds = 0`): for `run --once` tests."""
+    path = short_dir() / "root"
+    init_root(path, demo=True)
+    toml = path / "gateway.toml"
+    toml.write_text(toml.read_text().replace("pairing_timeout_seconds = 300", "pairing_timeout_seconds = 0"))
+    return path
+
+
 def homes(root: Path) -> list[Path]:
     return [root / "keys" / "gnupg", *(root / "keys" / "demo-officers").iterdir()]
 

@@ -6,14 +6,12 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from gateway.admin.init import init_root
 from gateway.admin.keys import export_password
 from gateway.cli import main
 from gateway.state.registry import Officer, Role
@@ -26,33 +24,10 @@ GOOD = SAMPLES / "police-good-2026-10.csv"
 SURNAMES = [b"Ashcroft", b"O'Connell", b"Smith-Jones", b"Chaudhry", b"Adeyemi", b"Whitfield", b"Mistry", b"Byrne"]
 
 
-def _short_dir() -> Path:
-    # gpg-agent puts its sockets in the GnuPG home unless /run/user/<uid> exists, and a Unix
-    # socket path may not exceed 108 bytes: pytest's own temp paths are too deep for that.
-    return Path(tempfile.mkdtemp(prefix="iom", dir="/tmp"))
-
-
-@pytest.fixture(scope="module")
-def template() -> Iterator[Path]:
-    """One demo root per module (13 keys); each test works on a copy of it."""
-    path = _short_dir() / "root"
-    init_root(path, demo=True)
-    toml = path / "gateway.toml"
-    toml.write_text(toml.read_text().replace("pairing_timeout_seconds = 300", "pairing_timeout_seconds = 0"))
-    yield path
-    for home in [path / "keys" / "gnupg", *(path / "keys" / "demo-officers").iterdir()]:
-        stop_agent(home)
-    shutil.rmtree(path.parent)
-
-
 @pytest.fixture
-def root(template: Path) -> Iterator[Path]:
-    path = _short_dir() / "r"
-    shutil.copytree(template, path, symlinks=True, ignore=shutil.ignore_patterns("S.gpg-agent*"))
-    yield path
-    for home in [path / "keys" / "gnupg", *(path / "keys" / "demo-officers").iterdir(), path / "other"]:
-        stop_agent(home)
-    shutil.rmtree(path.parent)
+def root(demo_root: Path) -> Iterator[Path]:
+    yield demo_root
+    stop_agent(demo_root / "other")  # a GnuPG home some tests make inside the root
 
 
 def _cli(root: Path, *args: str) -> int:

@@ -5,50 +5,29 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.adapters.aeszip import read_aes_zip, write_aes_zips
-from gateway.admin.init import init_root
 from gateway.cli import main
 from gateway.core.errors import CryptoError, InputFileError
 from gateway.core.secret import Secret
 from gateway.state.root import Root
 from tests.conftest import REPO
-from tests.integration.gpg_helpers import gpg, stop_agent
+from tests.integration.gpg_helpers import gpg
 
 GOOD = REPO / "samples" / "police-good-2026-10.csv"
 GPG_AGENCIES = ("council", "probation", "yos")
 ZIP_AGENCIES = ("housing", "treatment")
 
 
-@pytest.fixture(scope="module")
-def template() -> Iterator[Path]:
-    """One demo root per module (13 keys); each test works on a copy of it."""
-    path = Path(tempfile.mkdtemp(prefix="iom", dir="/tmp")) / "root"  # gpg-agent socket paths must stay short
-    init_root(path, demo=True)
-    toml = path / "gateway.toml"
-    toml.write_text(toml.read_text().replace("pairing_timeout_seconds = 300", "pairing_timeout_seconds = 0"))
-    yield path
-    for home in [path / "keys" / "gnupg", *(path / "keys" / "demo-officers").iterdir()]:
-        stop_agent(home)
-    shutil.rmtree(path.parent)
-
-
 @pytest.fixture
-def root(template: Path) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="iom", dir="/tmp")) / "r"
-    shutil.copytree(template, path, symlinks=True, ignore=shutil.ignore_patterns("S.gpg-agent*"))
-    yield path
-    for home in [path / "keys" / "gnupg", *(path / "keys" / "demo-officers").iterdir()]:
-        stop_agent(home)
-    shutil.rmtree(path.parent)
+def root(demo_root: Path) -> Path:
+    return demo_root
 
 
 def _drop(root: Path, agency: str, data: bytes, name: str, signer: str) -> Path:
