@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import _common  # noqa: E402
 from gateway.admin.init import init_root  # noqa: E402
 from gateway.exchange.outcome import Delivered  # noqa: E402
 from gateway.exchange.process import check_file, process_once  # noqa: E402
@@ -58,6 +60,7 @@ SIGNER = "police-do"
 PERIOD = "2026-10"
 MARKER = b"Attends weekly appointments"  # a free-text cell of the sample's first data row, varied per file
 POLL = 0.005  # seconds between looks at the inboxes
+wait_until = partial(_common.wait_until, step=POLL)
 MAX_FILE_BYTES = 256 * 1024 * 1024  # the default [limits] max_file_bytes
 PROBLEMS = ("Traceback", "level=ERROR", "level=CRITICAL", "outcome=rejected", "outcome=duplicate", "outcome=deferred")
 
@@ -288,17 +291,6 @@ def running(root: Path, log: Path, anomalies: list[str], label: str) -> Iterator
             hits = [line for line in text.splitlines() if needle in line]
             if hits:
                 anomalies.append(f"{label}: {len(hits)} log line(s) with {needle!r}, e.g. {hits[0][:300]}")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, step: float = POLL) -> float:
-    """Poll `condition` every `step` s; return the perf_counter time it first held."""
-    deadline = time.perf_counter() + timeout
-    while True:
-        if condition():
-            return time.perf_counter()
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
 
 
 def signed_manifests(inbox: Path) -> set[str]:

@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -32,19 +31,27 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import _common  # noqa: E402
+from bench._common import platform_line, render_table  # noqa: E402
+
 GPG = "/usr/bin/gpg"
 GPGCONF = "/usr/bin/gpgconf"
 SAMPLE = ROOT / "samples" / "police-good-2026-10.csv"
 SENDER, SIGNER, PERIOD = "police", "police-do", "2026-10"
 MARKER = "Attends weekly appointments"  # a free-text cell of the sample, varied per file
 POLL = 0.002  # seconds between looks at the inboxes
+wait_until = partial(_common.wait_until, step=POLL)
 STAGES = ("settle", "verify", "validate", "seal", "deliver")
 PROBLEMS = ("Traceback", "level=ERROR", "level=CRITICAL", "outcome=rejected", "outcome=duplicate", "outcome=deferred")
 INIT = (
@@ -160,17 +167,6 @@ def running(side: Side) -> Iterator[None]:
             process.wait()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, step: float = POLL) -> float:
-    """Poll `condition` every `step` s; return the perf_counter time it first held."""
-    deadline = time.perf_counter() + timeout
-    while True:
-        if condition():
-            return time.perf_counter()
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-
-
 # ---------------------------------------------------------------- drops
 @dataclass(frozen=True)
 class Drop:
@@ -258,23 +254,6 @@ def p95(values: Sequence[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
-def machine() -> str:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpg = subprocess.run([GPG, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()
-    return (
-        f"nproc {cpus}, Python {platform.python_version()}, {platform.system()} {platform.release()} "
-        f"{platform.machine()}, {gpg[0] if gpg else 'gpg ?'}"
-    )
-
-
-def table(rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
 def render(sides: Sequence[Side], args: argparse.Namespace, settle: str) -> str:
     ours, before = sides[0], sides[1] if len(sides) > 1 else None
     head = ["drop-to-inbox", ours.label] + ([before.label, "ratio (before / ours)"] if before else [])
@@ -284,7 +263,7 @@ def render(sides: Sequence[Side], args: argparse.Namespace, settle: str) -> str:
         if before:
             row += [f"{pick(before.seconds):.3f} s", f"{pick(before.seconds) / pick(ours.seconds):.1f}x"]
         rows.append(row)
-    out = [table(rows, args.markdown), ""]
+    out = [render_table(rows, args.markdown), ""]
     if ours.splits:
         split = [["stage (ours, from `event=timing`)", "median ms", "p95 ms", "share of p50 latency"]]
         p50 = statistics.median(ours.seconds) * 1000
@@ -293,7 +272,7 @@ def render(sides: Sequence[Side], args: argparse.Namespace, settle: str) -> str:
             median = statistics.median(values)
             share = f"{median / p50:.0%}" if stage != "deliver" else "after: not in the latency"
             split.append([stage, f"{median:.0f}", f"{p95(values):.0f}", share])
-        out += [table(split, args.markdown), ""]
+        out += [render_table(split, args.markdown), ""]
     if before:
         processing = [s - float(settle) for s in before.seconds]
         out.append(
@@ -345,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"kept {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    print(f"\n{machine()}")
+    print(f"\n{platform_line()}")
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {args.drops} drops each of {args.rows} rows, route "
         f"{SENDER} -> {', '.join(route)}, inotify, settle_seconds = {settle}; 1-minute load average "

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._common import platform_line, render_table  # noqa: E402
 from bench.validate import generate_csv  # noqa: E402
 from gateway.admin.init import init_root  # noqa: E402
 from gateway.core.model import Delivery  # noqa: E402
@@ -210,21 +210,8 @@ def uptime() -> str:
 
 
 def machine_info() -> str:
-    cpus = len(os.sched_getaffinity(0))
-    gpg_version = subprocess.run([GPG, "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
     seven = subprocess.run([SEVEN_ZIP], capture_output=True, text=True, check=False).stdout.strip().split("\n")[0]
-    return (
-        f"nproc {cpus}, Python {platform.python_version()}, {platform.system()} {platform.release()} "
-        f"{platform.machine()}, {gpg_version}, {seven[:60]}"
-    )
-
-
-def render(rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return f"{platform_line()}, {seven[:60]}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -301,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     print()
-    print(render(table, args.markdown))
+    print(render_table(table, args.markdown, right=True))
     print(f"\nmedian of {args.repeat}, alternating; {machine_info()}")
     print(f"load: {uptime()}")
     return 0
