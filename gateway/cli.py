@@ -423,6 +423,16 @@ def _admin_commands(commands: Any) -> None:
     ssh_key.add_argument("file", type=Path, metavar="KEY.pub", help="their SSH public key file")
     ssh_key.add_argument("--json", action="store_true", help="print the officer as one JSON object")
     ssh_key.set_defaults(handler=_officers_ssh_key)
+    password = officers.add_parser(
+        "set-password",
+        help="set the password an officer logs in to the SMTP intake with",
+        description="Make the password in F (a 0600 file holding only it) the one O logs in to the SMTP intake "
+        "with. It must meet the partnership's password policy; only its scrypt hash is kept, and it is never "
+        "printed or logged. Setting it again replaces it.",
+    )
+    password.add_argument("officer", metavar="O", help="the officer's id")
+    password.add_argument("--password-file", required=True, type=Path, metavar="F", help="a 0600 file holding it")
+    password.set_defaults(handler=_officers_set_password)
     _officers_export_command(officers)
 
     keys = commands.add_parser(
@@ -494,6 +504,21 @@ def _demo(args: argparse.Namespace) -> int:
     if surprises:
         print(f"iom-gateway: the demo did not go as expected ({surprises} surprise(s))", file=sys.stderr)
         return EXIT_REFUSED
+    return EXIT_OK
+
+
+def _smtp(args: argparse.Namespace) -> int:
+    from gateway.daemon.smtp import serve
+
+    _structured_logging()
+    return serve(resolve_root(args.root))
+
+
+def _officers_set_password(args: argparse.Namespace) -> int:
+    from gateway.admin.officers import set_password
+
+    officer = set_password(_open(args), args.officer, args.password_file)
+    print(f"{officer.id} now logs in to the SMTP intake with the password in {str(args.password_file)!r}")
     return EXIT_OK
 
 
@@ -950,6 +975,16 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _check_command(commands: Any) -> None:
+    smtp = commands.add_parser(
+        "smtp",
+        help="the SMTP intake: officers send their file by e-mail ([smtp.intake] in gateway.toml)",
+        description="Take submissions by e-mail until stopped (SIGTERM, Ctrl-C): STARTTLS only, AUTH as a "
+        "registered officer with the password `officers set-password` set, mail only from their registered "
+        "address and only to [smtp.intake] address, the CSV and its detached signature attached. Each accepted "
+        "message is in the agency's outbox before the server answers 250; the daemon then takes it as any drop.",
+    )
+    smtp.set_defaults(handler=_smtp)
+
     check = commands.add_parser(
         "check",
         help="check gateway.toml, schemas, ownership matrix, officers, keys and folders together; start nothing",

@@ -128,6 +128,23 @@ class Access:
     log_socket: Path = Path("/dev/log")  # syslog's socket, which a chrooted internal-sftp logs to
 
 
+SMTP_EMAIL = re.compile(r"[^@\s<>()\[\],;:\\\"]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+SMTP_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpIntake:
+    """`[smtp.intake]`: where officers send their monthly file by e-mail (`iom-gateway smtp`)."""
+
+    host: str  # what `listen = "HOST:PORT"` names
+    port: int
+    address: str  # the one address it accepts mail for
+    tls_cert: Path  # PEM certificate chain (relative paths are under the root)
+    tls_key: Path  # its PEM private key, 0600
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A checked gateway.toml: build it with `Config.load`."""
@@ -149,6 +166,7 @@ class Config:
     daemon: Daemon = field(default_factory=Daemon)
     retention: Retention = field(default_factory=Retention)
     access: Access = field(default_factory=Access)
+    smtp_intake: SmtpIntake | None = None  # no [smtp.intake] section: no e-mail intake
 
     def agency(self, agency_id: str) -> Agency:
         """The agency called `agency_id`; raise UsageError listing the partnership's agencies."""
@@ -293,6 +311,7 @@ class _Checker:
             "daemon",
             "retention",
             "access",
+            "smtp",
         }
         for section in sorted(set(data) - known):
             self.problem(section, f"unknown section [{section}]: remove it or check its spelling")
@@ -338,6 +357,7 @@ class _Checker:
             daemon=self.daemon(self.table(data, "daemon")),
             retention=self.dataclass_table(Retention, self.table(data, "retention"), "retention"),
             access=self.access(self.table(data, "access")),
+            smtp_intake=self.smtp(root, self.table(data, "smtp")),
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -489,6 +509,52 @@ class _Checker:
                 value = str(getattr(defaults, name))
             folders[name] = Path(os.path.normpath(value))
         return Access(prefix, **folders)
+
+    def smtp(self, root: Path, table: dict[str, Any]) -> SmtpIntake | None:
+        for key in sorted(set(table) - {"intake"}):
+            self.problem(f"smtp.{key}", f"unknown section [smtp.{key}]: known is [smtp.intake]")
+        if "intake" not in table:
+            return None
+        intake = self.table(table, "intake")
+        known = ("listen", "address", "tls_cert", "tls_key", "max_message_bytes")
+        for key in sorted(set(intake) - set(known)):
+            listed = ", ".join(known)
+            self.problem(f"smtp.intake.{key}", f"unknown setting {key!r} in [smtp.intake]: known are {listed}")
+        listen = intake.get("listen")
+        host, _, port_text = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
+        port = int(port_text) if port_text.isdigit() else 0
+        if not SMTP_HOST.fullmatch(host) or not 1 <= port <= 65535:
+            self.problem(
+                "smtp.intake.listen",
+                'smtp.intake.listen must be "HOST:PORT", e.g. listen = "0.0.0.0:587" (submission) or "[::]:587"',
+            )
+        address = intake.get("address")
+        if not isinstance(address, str) or not SMTP_EMAIL.fullmatch(address):
+            self.problem(
+                "smtp.intake.address",
+                "smtp.intake.address must be the one address the gateway takes mail for, "
+                'e.g. address = "iom@gateway.example.org"',
+            )
+            address = ""
+        files: dict[str, Path] = {}
+        for name in ("tls_cert", "tls_key"):
+            value = intake.get(name)
+            if not isinstance(value, str) or not value:
+                self.problem(
+                    f"smtp.intake.{name}",
+                    f"smtp.intake.{name} must name a PEM file (the intake speaks only TLS): e.g. {name} = "
+                    f'"/etc/iom-gateway/smtp.{"crt" if name == "tls_cert" else "key"}"',
+                )
+                value = "."
+            files[name] = root / value
+        limit = intake.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1024 <= limit <= 1 << 31:
+            self.problem(
+                "smtp.intake.max_message_bytes",
+                "smtp.intake.max_message_bytes must be a whole number from 1024 to 2 GiB",
+            )
+            limit = DEFAULT_MAX_MESSAGE_BYTES
+        return SmtpIntake(host.strip("[]"), port, address.lower(), files["tls_cert"], files["tls_key"], limit)
 
     def vault_file(self, root: Path, table: dict[str, Any]) -> Path | None:
         for key in sorted(set(table) - {"passphrase_file"}):

@@ -97,6 +97,11 @@ _MIGRATIONS = (
             package TEXT NOT NULL, agency TEXT NOT NULL, fingerprint TEXT NOT NULL, officer TEXT,
             received TEXT NOT NULL, recorded TEXT NOT NULL, PRIMARY KEY (package, agency, fingerprint))""",
     ),
+    # 8: the password each officer logs in to the SMTP intake with, as an scrypt hash (never the password)
+    (
+        """CREATE TABLE officer_logins (
+            officer TEXT PRIMARY KEY REFERENCES officers (id), hash TEXT NOT NULL, changed TEXT NOT NULL)""",
+    ),
 )
 
 

@@ -5,6 +5,9 @@ Pure: no I/O. A password is a `Secret` throughout, and no message ever contains 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 import string
 from dataclasses import dataclass
@@ -94,3 +97,44 @@ def generate(length: int = 32) -> Secret:
         candidate = "".join(secrets.choice(ALPHABET) for _ in range(length))
         if _has_every_class(candidate):
             return Secret(candidate)
+
+
+# --- officers' login passwords (the SMTP intake): stored only as scrypt hashes -----------------------
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1  # 32 MiB and ~0.1 s a check: slow for a guesser, fine for a login
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
+_SCHEME = "scrypt"
+
+
+def hash_login(password: Secret) -> str:
+    """`scrypt$N$r$p$salt$hash` (base64) of `password` with a fresh 16-byte salt: what the register keeps."""
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return "$".join((_SCHEME, str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)))
+
+
+def login_matches(password: Secret, stored: str | None) -> bool:
+    """Whether `password` is the one hashed in `stored`, compared in constant time. With no hash
+    (an officer without a password, or no such officer) a hash is still computed, so the time taken
+    does not tell which logins exist."""
+    parts = (stored or "").split("$")
+    try:
+        scheme, n, r, p, salt, digest = parts
+        cost = (int(n), int(r), int(p))
+        expected, salt_bytes = base64.b64decode(digest, validate=True), base64.b64decode(salt, validate=True)
+    except (ValueError, TypeError):
+        _scrypt(password, b"\0" * 16, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        return False
+    if scheme != _SCHEME or not (2 <= cost[0] <= 2**20 and 1 <= cost[1] <= 64 and 1 <= cost[2] <= 16):
+        _scrypt(password, b"\0" * 16, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        return False
+    return hmac.compare_digest(_scrypt(password, salt_bytes, *cost), expected)
+
+
+def _scrypt(password: Secret, salt: bytes, n: int, r: int, p: int) -> bytes:
+    maxmem = max(_SCRYPT_MAXMEM, 256 * n * r * p)
+    return hashlib.scrypt(password.reveal().encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

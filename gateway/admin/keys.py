@@ -12,7 +12,7 @@ from gateway.adapters.fsio import open_regular
 from gateway.adapters.gpg import Fingerprint
 from gateway.adapters.passwords import PasswordPolicy
 from gateway.adapters.passwords import check as check_password
-from gateway.core.errors import PolicyError, UsageError
+from gateway.core.errors import InputFileError, PolicyError, UsageError
 from gateway.core.model import Delivery
 from gateway.core.secret import Secret
 from gateway.state.root import Root
@@ -84,16 +84,31 @@ def export_officers(root: Root, agency_id: str | None) -> Exported:
     return Exported(armored, tuple((o.fingerprint, f"{o.id} ({o.role.value} of {o.agency})") for o in active))
 
 
+def read_password_file(source: Path) -> Secret:
+    """The password in `source`, a 0600 file holding only it (a trailing newline dropped).
+
+    Raises PolicyError for a file others may read, InputFileError for one that is not a short
+    UTF-8 text, UsageError (from open_regular) for one that is missing or not a regular file.
+    """
+    stream, _ = open_regular(source)
+    with stream:
+        if os.fstat(stream.fileno()).st_mode & 0o077:
+            raise PolicyError(f"{str(source)!r} is readable by others: chmod 600 it (it holds a password)")
+        raw = stream.read(4097)
+    if len(raw) > 4096:
+        raise InputFileError(f"{str(source)!r} is longer than a password: give a file holding only the password")
+    try:
+        return Secret(raw.decode("utf-8").strip())
+    except UnicodeDecodeError:
+        raise InputFileError(f"{str(source)!r} is not UTF-8 text: give a file holding only the password") from None
+
+
 def import_password(root: Root, agency_id: str, source: Path) -> str:
     """Make the password in `source` (a 0600 file) the agency's current one, if it meets the policy."""
     agency = root.config.agency(agency_id)
     if agency.delivery is not Delivery.AES_ZIP:
         raise UsageError(f"{agency_id} takes OpenPGP delivery and has no password")
-    stream, _ = open_regular(source)
-    with stream:
-        if os.fstat(stream.fileno()).st_mode & 0o077:
-            raise PolicyError(f"{str(source)!r} is readable by others: chmod 600 it (it holds a password)")
-        password = Secret(stream.read(4096).decode("utf-8").strip())
+    password = read_password_file(source)
     check_password(password, PasswordPolicy(min_length=root.config.passwords.min_length))
     with root.changing_vault() as vault:
         record = vault.add(agency_id, password, datetime.now(UTC))

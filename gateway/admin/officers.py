@@ -9,6 +9,9 @@ from pathlib import Path
 
 from gateway.adapters.fsio import open_regular
 from gateway.adapters.gpg import Fingerprint
+from gateway.adapters.passwords import PasswordPolicy, hash_login
+from gateway.adapters.passwords import check as check_password
+from gateway.admin.keys import read_password_file
 from gateway.core.errors import InputFileError, PolicyError
 from gateway.core.sshkey import MAX_SSH_KEY_BYTES, SshKey, parse_ssh_key
 from gateway.state.registry import Officer, Role, slug
@@ -131,6 +134,19 @@ def rekey_officer(root: Root, officer_id: str, key: Path, *, grace_days: int = 0
         old=old,
         grace_days=grace_days,
     )
+    return officer
+
+
+def set_password(root: Root, officer_id: str, source: Path) -> Officer:
+    """Make the password in `source` (a 0600 file) the one `officer_id` logs in to the SMTP intake
+    with, if it meets the partnership's policy. Only its scrypt hash is kept; never printed or logged."""
+    officer = root.registry.get(officer_id)
+    if not officer.active:
+        raise PolicyError(f"{officer_id} is revoked: only an active officer logs in; nothing changed")
+    password = read_password_file(source)
+    check_password(password, PasswordPolicy(min_length=root.config.passwords.min_length))
+    root.registry.set_login(officer.id, hash_login(password))
+    root.audit.append("officer.password_set", actor="admin", agency=officer.agency, officer=officer.id)
     return officer
 
 

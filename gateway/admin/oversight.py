@@ -120,6 +120,9 @@ def _witness(path: Path, name: str, check: Callable[[bytes, bytes], str | None])
 AUDIT_EVENTS = frozenset(
     {
         "access.account.fixed",
+        "officer.password_set",
+        "smtp.locked_out",
+        "submission.mailed",
         "access.account.locked",
         "access.account.made",
         "access.chroot.made",

@@ -195,6 +195,22 @@ class Registry:
                 raise PolicyError(f"SSH key {fingerprint} is already registered: nothing changed") from None
         return self.get(officer_id)
 
+    def set_login(self, officer_id: str, hashed: str) -> None:
+        """Keep `hashed` (an scrypt hash, `passwords.hash_login`) as the officer's login password."""
+        self.get(officer_id)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "INSERT INTO officer_logins (officer, hash, changed) VALUES (?, ?, ?)"
+                " ON CONFLICT (officer) DO UPDATE SET hash = excluded.hash, changed = excluded.changed",
+                (officer_id, hashed, _now()),
+            )
+
+    def login_hash(self, officer_id: str) -> str | None:
+        """The officer's login password hash, or None (no such officer, or none set)."""
+        row = self.db.execute("SELECT hash FROM officer_logins WHERE officer = ?", (officer_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def _refuse_shared_ssh_key(self, officer_id: str, fingerprint: str | None) -> None:
         # said here, by name; the partial unique index is the backstop a race would hit
         if fingerprint is None:

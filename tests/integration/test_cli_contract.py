@@ -43,6 +43,7 @@ NEEDS = {
     ("officers", "revoke"): ["police-do", "--yes"],
     ("officers", "rekey"): ["police-do", "--key", "/nowhere/k.asc", "--yes"],
     ("officers", "ssh-key"): ["police-do", "/nowhere/k.pub"],
+    ("officers", "set-password"): ["police-do", "--password-file", "/nowhere/p"],
     ("keys", "rotate"): ["--gateway", "--yes"],
     ("keys", "export"): ["--gateway"],
     ("keys", "import"): ["--agency", "housing", "--password-file", "/nowhere/p"],

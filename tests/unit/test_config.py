@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,35 @@ def test_vault_passphrase_comes_from_env_then_systemd_credential_then_a_private_
     monkeypatch.setenv("IOM_GATEWAY_VAULT_PASSPHRASE", "from-the-environment")
     assert config.vault_passphrase().reveal() == "from-the-environment"
     assert "from" not in repr(config.vault_passphrase())
+
+
+def test_the_smtp_intake_is_off_without_its_section_and_every_setting_is_checked(tmp_path: Path) -> None:
+    text = (REPO / "gateway.toml").read_text(encoding="utf-8")
+    assert _load(REPO).smtp_intake is None
+    good = text + (
+        '\n[smtp.intake]\nlisten = "[::]:587"\naddress = "IOM@Gateway.Example.org"\n'
+        'tls_cert = "keys/smtp.crt"\ntls_key = "/etc/iom/smtp.key"\n'
+    )
+    intake = _load(make_root(tmp_path / "good", toml=good)).smtp_intake
+    assert intake is not None
+    assert (intake.host, intake.port, intake.address) == ("::", 587, "iom@gateway.example.org")
+    assert intake.tls_cert == tmp_path / "good" / "keys" / "smtp.crt" and intake.tls_key == Path("/etc/iom/smtp.key")
+    assert intake.max_message_bytes == 64 * 1024 * 1024
+    bad = text + (
+        '\n[smtp.relay]\nhost = "x"\n\n[smtp.intake]\nlisten = "587"\naddress = "not an address"\n'
+        "max_message_bytes = 10\nsize = 1\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        _load(make_root(tmp_path / "bad", toml=bad))
+    message = caught.value.message
+    for expected in (
+        "unknown section [smtp.relay]",
+        'smtp.intake.listen must be "HOST:PORT"',
+        "smtp.intake.address must be the one address",
+        "smtp.intake.tls_cert must name a PEM file",
+        "smtp.intake.tls_key must name a PEM file",
+        "smtp.intake.max_message_bytes must be a whole number from 1024",
+        "unknown setting 'size' in [smtp.intake]",
+    ):
+        assert expected in message, message
+    assert re.search(r"line \d+: smtp\.intake\.listen", message), message

@@ -1,0 +1,220 @@
+"""`iom-gateway smtp`: the SMTP intake, where registered officers send their monthly file by e-mail.
+
+An aiosmtpd server on `[smtp.intake] listen`, speaking only TLS: before STARTTLS it answers
+nothing but EHLO, NOOP, QUIT and STARTTLS (`require_starttls`), and it offers AUTH (PLAIN,
+LOGIN) only after it (`auth_require_tls`); MAIL before AUTH is refused (`auth_required`). The
+login is the officer id and the password the admin set with `officers set-password` (an scrypt
+hash in the register, compared in constant time). Five failed logins within 15 minutes lock that
+officer, and that client address, out for 15 minutes, each lock an audit event.
+
+MAIL FROM must be the authenticated officer's registered address and RCPT TO the intake's own
+`address`: the gateway relays to nobody. A message over `max_message_bytes` is refused while it
+arrives (552). Each accepted message goes to exchange/mailin.py, which answers 250 only once the
+CSV and its signature are on disk in the agency's outbox (so an accepted message is never lost),
+or a 5xx with the reason and the fix, having written nothing.
+
+Everything runs on one event loop in this process: a session's checks (scrypt, gpg's verify)
+hold the others for their ~0.1 s, which an agency's monthly files never notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.adapters.config import SmtpIntake
+from gateway.adapters.passwords import login_matches
+from gateway.core.errors import ConfigError, GatewayError, UsageError
+from gateway.core.secret import Secret
+from gateway.exchange.mailin import Refusal, read_message, same_address, take_mailed
+from gateway.state.registry import Officer
+from gateway.state.root import Root
+
+log = logging.getLogger(__name__)
+FAILURES_BEFORE_LOCK = 5
+FAILURE_WINDOW_SECONDS = 15 * 60
+LOCK_SECONDS = 15 * 60
+IDENT = "iom-gateway SMTP intake"
+
+
+@dataclass
+class Lockouts:
+    """Failed logins per officer and per client address; five in the window lock it for a while."""
+
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, list[float]] = field(default_factory=dict)
+    _locked: dict[str, float] = field(default_factory=dict)
+
+    def locked(self, *keys: str) -> bool:
+        now = self.clock()
+        return any(self._locked.get(key, 0.0) > now for key in keys)
+
+    def failed(self, *keys: str) -> list[str]:
+        """Count a failure for each key; return those it locks now."""
+        now, locked = self.clock(), []
+        for key in keys:
+            recent = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW_SECONDS] + [now]
+            self._failures[key] = recent
+            if len(recent) >= FAILURES_BEFORE_LOCK and self._locked.get(key, 0.0) <= now:
+                self._locked[key] = now + LOCK_SECONDS
+                self._failures[key] = []
+                locked.append(key)
+        return locked
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+class Intake:
+    """aiosmtpd's authenticator and handler for one root."""
+
+    def __init__(self, root: Root, settings: SmtpIntake, lockouts: Lockouts | None = None) -> None:
+        self.root = root
+        self.settings = settings
+        self.lockouts = lockouts or Lockouts()
+
+    # ------------------------------------------------------------------- AUTH (an authenticator)
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword  # noqa: PLC0415 (only the intake needs aiosmtpd)
+
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace")
+        client = f"client:{session.peer[0] if session.peer else '?'}"
+        who = f"officer:{login}"
+        if self.lockouts.locked(who, client):
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="535 5.7.8 too many failed logins: locked out for 15 minutes; ask the gateway's admin "
+                "if you have forgotten your password",
+            )
+        officer = self._officer(login)
+        password = Secret(auth_data.password.decode("utf-8", "replace"))
+        stored = self.root.registry.login_hash(officer.id) if officer is not None else None
+        if login_matches(password, stored) and officer is not None and officer.active:
+            self.lockouts.succeeded(who)
+            log.info("smtp login officer=%s", officer.id)
+            return AuthResult(success=True, auth_data=officer)
+        for key in self.lockouts.failed(who, client):
+            kind, _, value = key.partition(":")
+            details: dict[str, Any] = {kind: value, "failures": FAILURES_BEFORE_LOCK, "minutes": LOCK_SECONDS // 60}
+            agency = officer.agency if officer is not None and kind == "officer" else None
+            self.root.audit.append("smtp.locked_out", actor="gateway", agency=agency, **details)
+            log.warning("smtp locked out %s=%s for %d minutes", kind, value, LOCK_SECONDS // 60)
+        log.info("smtp failed login client=%s", client.partition(":")[2])
+        return AuthResult(success=False, handled=False)
+
+    def _officer(self, login: str) -> Officer | None:
+        try:
+            return self.root.registry.get(login)
+        except GatewayError:
+            return None
+
+    # ------------------------------------------------------------------- the transaction (a handler)
+
+    async def handle_MAIL(  # aiosmtpd's hook names
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        officer: Officer = session.auth_data
+        if not same_address(address, officer.email):
+            return f"553 5.7.1 you ({officer.id}) may send only from your registered address <{officer.email}>"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
+        if not same_address(address, self.settings.address):
+            return f"550 5.7.1 relaying denied: this gateway takes mail only for <{self.settings.address}>"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        officer: Officer = session.auth_data
+        raw = envelope.original_content or envelope.content or b""
+        try:
+            name = take_mailed(self.root, officer, read_message(bytes(raw), officer))
+        except Refusal as refusal:
+            log.info("smtp refused officer=%s reply=%r", officer.id, refusal.reply[:3])
+            return refusal.reply
+        log.info("smtp accepted officer=%s agency=%s", officer.id, officer.agency)
+        return f"250 2.0.0 {name.rsplit('/', 1)[-1]} is in {officer.agency}'s outbox: the gateway checks it now"
+
+
+def tls_context(settings: SmtpIntake) -> ssl.SSLContext:
+    """The server's TLS context (TLS 1.2 or later) from the PEM files; ConfigError naming the fix."""
+    for path in (settings.tls_cert, settings.tls_key):
+        if not path.is_file():
+            raise ConfigError(f"[smtp.intake] names {str(path)!r}, which is not a file: give the PEM file's path")
+    if settings.tls_key.stat().st_mode & 0o077:
+        raise ConfigError(f"{str(settings.tls_key)!r} is readable by others: chmod 600 it (it is a private key)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"the [smtp.intake] certificate and key do not load ({exc}): give a PEM certificate chain and its key"
+        ) from None
+    return context
+
+
+def serve(path: Path) -> int:
+    """Run the intake of the root at `path` until SIGTERM or SIGINT; return the exit status."""
+    from aiosmtpd.smtp import SMTP  # noqa: PLC0415
+
+    root = Root.open(path)
+    settings = root.config.smtp_intake
+    if settings is None:
+        raise UsageError(
+            "gateway.toml has no [smtp.intake] section: add one (listen, address, tls_cert, tls_key) to take mail"
+        )
+    context = tls_context(settings)
+    logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's own session log: peers, commands
+    intake = Intake(root, settings)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    def session() -> SMTP:
+        return SMTP(
+            intake,
+            hostname=settings.address.rpartition("@")[2],
+            ident=IDENT,
+            tls_context=context,
+            require_starttls=True,
+            auth_required=True,
+            auth_require_tls=True,
+            authenticator=intake,
+            data_size_limit=settings.max_message_bytes,
+            loop=loop,
+        )
+
+    try:
+        server = loop.run_until_complete(loop.create_server(session, host=settings.host, port=settings.port))
+    except OSError as exc:
+        raise UsageError(
+            f"the intake cannot listen on {settings.host}:{settings.port} ({exc.strerror}): "
+            "choose a free port in [smtp.intake] listen, or stop what holds it"
+        ) from None
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, loop.stop)
+    bound = server.sockets[0].getsockname()
+    log.info("smtp listening host=%s port=%d address=%s pid=%d", bound[0], bound[1], settings.address, os.getpid())
+    try:
+        loop.run_forever()
+    finally:
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+        root.close()
+    log.info("smtp stopped")
+    return 0

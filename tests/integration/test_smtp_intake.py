@@ -1,0 +1,341 @@
+"""The SMTP intake (`iom-gateway smtp`) as a real process, driven by the standard library's smtplib over
+STARTTLS with a throw-away certificate: a registered officer's signed file by e-mail ends in the
+recipients' inboxes; every refusal is a 5xx with a reason, and writes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import smtplib
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.integration.daemon_harness import (
+    GOOD,
+    ROUTE,
+    audit_entries,
+    cli,
+    copy_of,
+    home,
+    packages,
+    wait_until,
+)
+from tests.integration.gpg_helpers import gpg
+from tests.integration.sshd_harness import free_port
+
+ADDRESS = "iom@gateway.test"
+PASSWORD = "Correct-Horse-42-Battery"
+SURNAMES = [b"Ashcroft", b"O'Connell", b"Smith-Jones", b"Chaudhry", b"Adeyemi", b"Whitfield", b"Mistry", b"Byrne"]
+MAX_MESSAGE_BYTES = 200_000
+
+
+@dataclass
+class Intake:
+    root: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    context: ssl.SSLContext
+
+    def client(self, officer: str | None = "police-do", password: str = PASSWORD) -> smtplib.SMTP:
+        """A client connected, in TLS, and (unless `officer` is None) logged in."""
+        client = smtplib.SMTP("127.0.0.1", self.port, timeout=30)
+        client.ehlo("client.test")
+        client.starttls(context=self.context)
+        client.ehlo("client.test")
+        if officer is not None:
+            client.login(officer, password)
+        return client
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, made here (never committed)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert, private = folder / "smtp.crt", folder / "smtp.key"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    private.chmod(0o600)
+    return cert, private
+
+
+def _password_file(root: Path, password: str) -> Path:
+    path = root / "pw.txt"
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def intake(routed_template: Path) -> Iterator[Intake]:
+    with copy_of(routed_template) as root:
+        cert, _ = _certificate(root / "keys")
+        port = free_port()
+        with (root / "gateway.toml").open("a") as toml:
+            toml.write(
+                f'\n[smtp.intake]\nlisten = "127.0.0.1:{port}"\naddress = "{ADDRESS}"\n'
+                f'tls_cert = "keys/smtp.crt"\ntls_key = "keys/smtp.key"\nmax_message_bytes = {MAX_MESSAGE_BYTES}\n'
+            )
+        for officer in ("police-do", "police-pdo", "probation-do"):
+            assert (
+                cli(root, "officers", "set-password", officer, "--password-file", str(_password_file(root, PASSWORD)))
+                == 0
+            )
+        log = root.parent / "smtp.log"
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "--root", str(root), "smtp"], stderr=sink, stdout=sink, env=env
+            )
+        context = ssl.create_default_context(cafile=str(cert))
+        served = Intake(root, port, process, log, context)
+        try:
+            wait_until(lambda: "event=smtp listening" in served.text() or process.poll() is not None, 30, "listening")
+            assert process.poll() is None, served.text()
+            yield served
+        finally:
+            process.terminate()
+            assert process.wait(timeout=30) == 0, served.text()
+        assert "Traceback" not in served.text()
+        for surname in SURNAMES:
+            assert surname.decode() not in served.text()
+
+
+def signature(root: Path, officer: str, data: bytes) -> bytes:
+    staging = root / "sign"
+    staging.mkdir(exist_ok=True)
+    (staging / "f.csv").write_bytes(data)
+    gpg(home(root, officer), "--yes", "--output", str(staging / "f.csv.sig"), "--detach-sign", str(staging / "f.csv"))
+    return (staging / "f.csv.sig").read_bytes()
+
+
+def message(
+    root: Path,
+    *,
+    sender: str = "police-do@demo.invalid",
+    signer: str | None = "police-do",
+    name: str = "police-mailed-2026-10.csv",
+    csvs: int = 1,
+    data: bytes | None = None,
+    signed: bytes | None = None,
+) -> EmailMessage:
+    """A message from `sender` with `csvs` copies of `data` and `signer`'s signature over `signed` (`data`)."""
+    data = GOOD.read_bytes() if data is None else data
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = ADDRESS
+    mail["Subject"] = "IOM monthly return"
+    mail.set_content("The month's file and its signature.")
+    for n in range(csvs):
+        mail.add_attachment(
+            data, maintype="application", subtype="octet-stream", filename=name if n == 0 else f"b{name}"
+        )
+    if signer is not None:
+        mail.add_attachment(
+            signature(root, signer, data if signed is None else signed),
+            maintype="application",
+            subtype="pgp-signature",
+            filename=name + ".sig",
+        )
+    return mail
+
+
+def outbox(root: Path) -> list[str]:
+    folder = root / "outbox" / "police"
+    return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+
+def send(intake: Intake, mail: EmailMessage | bytes, *, officer: str = "police-do") -> tuple[int, str]:
+    """The server's answer to the whole message (its code and text)."""
+    with intake.client(officer) as client:
+        sender = f"{officer}@demo.invalid"
+        try:
+            wire = mail if isinstance(mail, bytes) else mail.as_bytes(policy=policy.SMTP)
+            refused = client.sendmail(sender, [ADDRESS], wire)
+        except smtplib.SMTPDataError as error:
+            return error.smtp_code, error.smtp_error.decode()
+        except smtplib.SMTPSenderRefused as error:
+            return error.smtp_code, error.smtp_error.decode()
+        assert refused == {}
+        return 250, ""
+
+
+def test_a_signed_file_mailed_by_its_officer_is_in_the_outbox_before_250_and_then_delivered(intake: Intake) -> None:
+    with intake.client() as client:
+        client.mail("police-do@demo.invalid")
+        client.rcpt(ADDRESS)
+        code, reply = client.data(message(intake.root).as_bytes(policy=policy.SMTP))
+        assert code == 250, reply
+        # the answer came after both files were on disk
+        assert outbox(intake.root) == ["police-mailed-2026-10.csv", "police-mailed-2026-10.csv.sig"]
+        assert b"is in police's outbox" in reply
+    assert (intake.root / "outbox" / "police" / "police-mailed-2026-10.csv").read_bytes() == GOOD.read_bytes()
+    assert cli(intake.root, "run", "--once") == 0
+    for recipient in ROUTE:
+        assert len(packages(intake.root, recipient)) == 1
+    assert outbox(intake.root) == []
+    events = [e for e in audit_entries(intake.root) if e["event"] == "submission.mailed"]
+    assert len(events) == 1 and events[0]["actor"] == "police-do" and events[0]["agency"] == "police"
+
+
+def test_auth_is_offered_only_after_starttls_and_refused_before_it(intake: Intake) -> None:
+    with smtplib.SMTP("127.0.0.1", intake.port, timeout=30) as client:
+        client.ehlo("client.test")
+        assert not client.has_extn("auth") and client.has_extn("starttls")
+        code, reply = client.docmd("AUTH", "PLAIN AHBvbGljZS1kbwBDb3JyZWN0LUhvcnNlLTQyLUJhdHRlcnk=")
+        assert code >= 500, reply
+        code, reply = client.docmd("MAIL", "FROM:<police-do@demo.invalid>")
+        assert code >= 500, reply
+        client.starttls(context=intake.context)
+        client.ehlo("client.test")
+        assert client.has_extn("auth")
+        code, reply = client.docmd("MAIL", "FROM:<police-do@demo.invalid>")
+        assert code == 530, reply  # in TLS, but not logged in
+    assert outbox(intake.root) == []
+
+
+def test_a_bad_password_is_refused_and_five_lock_the_officer_and_the_client_out(intake: Intake) -> None:
+    for _ in range(5):
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            intake.client("police-do", "Wrong-Password-99")
+        assert refused.value.smtp_code == 535
+    with pytest.raises(smtplib.SMTPAuthenticationError) as locked:
+        intake.client("police-do", PASSWORD)  # the right password, too late
+    assert locked.value.smtp_code == 535 and b"locked out" in locked.value.smtp_error
+    with pytest.raises(smtplib.SMTPAuthenticationError) as client_locked:
+        intake.client("probation-do", PASSWORD)  # another officer from the same client address
+    assert b"locked out" in client_locked.value.smtp_error
+    events = [e for e in audit_entries(intake.root) if e["event"] == "smtp.locked_out"]
+    assert sorted(str(e.get("officer") or e.get("client")) for e in events) == ["127.0.0.1", "police-do"]
+    text = intake.text()
+    assert "Wrong-Password-99" not in text and PASSWORD not in text
+    assert PASSWORD.encode() not in (intake.root / "state" / "gateway.db").read_bytes()
+
+
+def test_an_officer_with_no_password_and_an_unknown_login_are_refused(intake: Intake) -> None:
+    for login in ("council-do", "nobody-here"):
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            intake.client(login, PASSWORD)
+        assert refused.value.smtp_code == 535
+
+
+def test_the_envelope_must_be_the_officer_to_the_gateway_and_nobody_else(intake: Intake) -> None:
+    with intake.client() as client:
+        code, reply = client.mail("someone-else@demo.invalid")
+        assert code == 553 and b"registered address" in reply
+        code, _ = client.mail("police-do@demo.invalid")
+        assert code == 250
+        code, reply = client.rcpt("victim@elsewhere.example")
+        assert code == 550 and b"relaying denied" in reply
+    assert outbox(intake.root) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "says"),
+    [
+        ("from-header", 550, "From: is not your registered address"),
+        ("no-attachment", 554, "no attachment"),
+        ("two-csvs", 554, "2 CSVs"),
+        ("no-signature", 554, "no signature"),
+        ("other-officer", 554, "signed by another officer"),
+        ("other-agency", 554, "signed by another agency's officer"),
+        ("tampered", 554, "signature is not good"),
+        ("malformed", 554, "malformed"),
+        ("too-big", 552, ""),
+        ("path-name", 554, "not a plain file name"),
+        ("pgp-mime", 554, "PGP/MIME"),
+    ],
+)
+def test_each_bad_message_gets_a_5xx_with_its_reason_and_writes_nothing(
+    intake: Intake, case: str, code: int, says: str
+) -> None:
+    root = intake.root
+    mail: EmailMessage | bytes
+    if case == "from-header":
+        mail = message(root, sender="Police DO <someone-else@demo.invalid>")
+    elif case == "no-attachment":
+        mail = message(root, signer=None, csvs=0)
+    elif case == "two-csvs":
+        mail = message(root, csvs=2)
+    elif case == "no-signature":
+        mail = message(root, signer=None)
+    elif case == "other-officer":
+        mail = message(root, signer="police-pdo")
+    elif case == "other-agency":
+        mail = message(root, signer="probation-do")
+    elif case == "tampered":
+        mail = message(root, signed=GOOD.read_bytes() + b"\r\n")
+    elif case == "malformed":
+        boundary = b"=====b"
+        mail = (
+            b"From: police-do@demo.invalid\r\nTo: " + ADDRESS.encode() + b"\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="'
+            + boundary
+            + b'"\r\n\r\n--'
+            + boundary
+            + b"\r\nContent-Type: text/plain\r\n\r\nno closing boundary, no attachment\r\n"
+        )
+    elif case == "too-big":
+        mail = message(root, data=GOOD.read_bytes() * (MAX_MESSAGE_BYTES // len(GOOD.read_bytes()) + 2))
+    elif case == "path-name":
+        mail = message(root, name="../../state/x.csv")
+    else:
+        mail = message(root)
+        mail.set_type("multipart/signed")
+        mail.set_param("protocol", "application/pgp-signature")
+    got, reply = send(intake, mail)
+    assert got == code, reply
+    assert says in reply
+    assert outbox(root) == []
+    assert not any(e["event"] == "submission.mailed" for e in audit_entries(root))
+
+
+def test_set_password_refuses_a_weak_password_a_readable_file_and_a_revoked_officer(intake: Intake) -> None:
+    root = intake.root
+    weak = _password_file(root, "short")
+    assert cli(root, "officers", "set-password", "police-do", "--password-file", str(weak)) == 1
+    readable = _password_file(root, PASSWORD)
+    readable.chmod(0o644)
+    assert cli(root, "officers", "set-password", "police-do", "--password-file", str(readable)) == 1
+    assert cli(root, "officers", "set-password", "police-do", "--password-file", str(root / "missing")) == 2
+    assert cli(root, "officers", "set-password", "no-such-officer", "--password-file", str(weak)) == 2
+    assert cli(root, "officers", "revoke", "police-pdo") == 0
+    good = _password_file(root, PASSWORD)
+    assert cli(root, "officers", "set-password", "police-pdo", "--password-file", str(good)) == 1
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        intake.client("police-pdo", PASSWORD)  # revoked: its old password opens nothing
+    with intake.client():  # the refusals changed nothing for police-do
+        pass
