@@ -33,6 +33,7 @@ UNZIP = shutil.which("unzip")
 CANNOT_OPEN = "the password does not open this package: ask your agency's PDO for the current password"
 UTF8_ENV = {**os.environ, "LC_ALL": "C.UTF-8"}  # so p7zip writes non-ASCII names as UTF-8
 
+
 def _csv(rows: int) -> bytes:
     names = ["Siobhán", "Zoë", "Łukasz", "Nguyễn", "Ann"]
     lines = [f'{names[i % 5]},Lee-O\'Brien,M,01/01/1990,BH11AA,"Note {i}, «quoted»"\r\n' for i in range(rows)]
