@@ -19,11 +19,14 @@ hold the others for their ~0.1 s, which an agency's monthly files never notice.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import signal
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +41,7 @@ from gateway.exchange.mailin import Refusal, read_message, same_address, take_ma
 from gateway.state.registry import Officer
 from gateway.state.root import Root
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gateway.daemon.smtp")  # the same name when run as `python -m`
 FAILURES_BEFORE_LOCK = 5
 FAILURE_WINDOW_SECONDS = 15 * 60
 LOCK_SECONDS = 15 * 60
@@ -168,8 +171,8 @@ def tls_context(settings: SmtpIntake) -> ssl.SSLContext:
     return context
 
 
-def serve(path: Path) -> int:
-    """Run the intake of the root at `path` until SIGTERM or SIGINT; return the exit status."""
+def serve(path: Path, *, stop_on: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> int:
+    """Run the intake of the root at `path` until one of `stop_on` arrives; return the exit status."""
     from aiosmtpd.smtp import SMTP  # noqa: PLC0415
 
     root = Root.open(path)
@@ -205,7 +208,7 @@ def serve(path: Path) -> int:
             f"the intake cannot listen on {settings.host}:{settings.port} ({exc.strerror}): "
             "choose a free port in [smtp.intake] listen, or stop what holds it"
         ) from None
-    for number in (signal.SIGTERM, signal.SIGINT):
+    for number in stop_on:
         loop.add_signal_handler(number, loop.stop)
     bound = server.sockets[0].getsockname()
     log.info("smtp listening host=%s port=%d address=%s pid=%d", bound[0], bound[1], settings.address, os.getpid())
@@ -218,3 +221,78 @@ def serve(path: Path) -> int:
         root.close()
     log.info("smtp stopped")
     return 0
+
+
+# --------------------------------------------------------------------- as a process of the daemon
+
+RESTART_SECONDS = 5.0
+STOP_WAIT_SECONDS = 30.0
+
+
+@dataclass
+class Companion:
+    """The intake as a child process of `iom-gateway run` (when gateway.toml has [smtp.intake]).
+
+    A process of its own, so nothing a message does to the parser can touch the daemon; it dies
+    with the daemon (PR_SET_PDEATHSIG), is stopped with it, and is started again, after a pause,
+    if it ever exits: an intake that dies is an outcome for the messages in hand, never the daemon's.
+    """
+
+    path: Path
+    process: subprocess.Popen[bytes] | None = None
+    due: float = 0.0  # when to (re)start it
+    starts: int = 0
+
+    def tend(self, wanted: bool, now: float) -> None:
+        """Start the intake if `wanted` and not running (or stop it if not wanted); log an exit."""
+        if not wanted:
+            self.stop()
+            return
+        if self.process is not None and self.process.poll() is not None:
+            log.error(
+                "smtp intake exited status=%s: started again in %ds", self.process.returncode, int(RESTART_SECONDS)
+            )
+            self.process, self.due = None, now + RESTART_SECONDS
+        if self.process is None and now >= self.due:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.daemon.smtp", "--root", str(self.path), "--parent", str(os.getpid())],
+                stdin=subprocess.DEVNULL,
+            )
+            self.starts += 1
+            log.info("started smtp intake pid=%d", self.process.pid)
+
+    def stop(self) -> None:
+        """Stop the intake (SIGTERM: it finishes the message in hand) and wait for it."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gateway.daemon.smtp --root DIR --parent PID`: the intake as the daemon's child."""
+    from gateway.daemon.worker import child_logging, die_with_parent  # noqa: PLC0415 (the child's set-up only)
+
+    parser = argparse.ArgumentParser(prog="gateway.daemon.smtp", description="The SMTP intake of `iom-gateway run`.")
+    parser.add_argument("--root", required=True, help="the gateway root the daemon serves")
+    parser.add_argument("--parent", required=True, type=int, help="the daemon's pid: this process dies with it")
+    args = parser.parse_args(argv)
+    if not die_with_parent(args.parent):
+        return 1
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the daemon's to act on: it restarts this process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the group: the daemon sends SIGTERM
+    child_logging()
+    try:
+        return serve(Path(args.root), stop_on=(signal.SIGTERM,))
+    except GatewayError as exc:
+        log.error("smtp intake cannot start: %s", exc.message.replace("\n", " "))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,6 +31,7 @@ from gateway.core import faults
 from gateway.core.errors import GatewayError, InputFileError, UsageError
 from gateway.core.model import Agency
 from gateway.daemon.pool import Pool, Result, Task
+from gateway.daemon.smtp import Companion
 from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
 from gateway.exchange.intake import OUTBOX, Pair, open_outbox, scan_outbox
 from gateway.exchange.outcome import Deferred, Outcome, Rejected, Waiting
@@ -46,6 +47,7 @@ MAX_FAILED_STARTS = 3  # workers dying before they are ready this often in a row
 ORPHAN_WAIT_SECONDS = 5.0  # a killed daemon's workers die with it (PR_SET_PDEATHSIG), a moment later
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HEARTBEAT_SECONDS = 30.0
+INTAKE_LOOK_SECONDS = 5.0  # how soon an SMTP intake that exited is noticed (it starts again after RESTART_SECONDS)
 
 
 # ----------------------------------------------------------------------------------------- settle
@@ -203,6 +205,7 @@ class Daemon:
     _orphans: frozenset[Orphan] = frozenset()  # the orphaned folders with files last warned about
     lock_fd: int | None = None  # the run lock (`exclusive`), which every worker inherits
     pool: Pool = field(init=False)
+    intake: Companion = field(init=False)
     _due: dict[str, float] = field(default_factory=dict)  # agency -> when to look again (a worker said wait)
     _starved: set[str] = field(default_factory=set)  # agencies with ready files no worker was free for
     _recovering: bool = False  # a worker died: drain the pool, then recover as at a restart
@@ -210,6 +213,7 @@ class Daemon:
     def __post_init__(self) -> None:
         self.settler = Settler(float(self.root.config.daemon.settle_seconds))
         self.pool = Pool(self.path, self.root.config.daemon.workers, self._wake.set, self.lock_fd)
+        self.intake = Companion(self.path)
         self.root.journal.claiming = True  # a worker may hold a copy of the same bytes (see Journal.claim)
 
     def run(self) -> int:
@@ -237,12 +241,14 @@ class Daemon:
         run_id = self.root.journal.run_started("daemon", os.getpid())
         if self._parallel:
             self.pool.start()
+        self.intake.tend(self.root.config.smtp_intake is not None, time.monotonic())
         observer = self._observer()
         log.info("watching outboxes=%d", len(self.root.config.agencies))
         try:
             self._loop(run_id)
             self.pool.close(self._report)  # the files in the workers' hands are finished first
         finally:
+            self.intake.stop()
             _stop_quietly(observer)
         self._checkpoint()
         self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors, finished=True)
@@ -293,6 +299,7 @@ class Daemon:
                 config = self.root.config.daemon
             self._collect()
             now = time.monotonic()
+            self.intake.tend(self.root.config.smtp_intake is not None, now)
             if now >= next_scan:
                 self._dirty.update(self.root.config.agencies)
                 self._warn_orphans()
@@ -310,6 +317,8 @@ class Daemon:
                     self._checkpoint()
                 next_checkpoint = now + config.checkpoint_minutes * 60
             wait = max(0.05, min(wait, next_beat - now, next_checkpoint - now))
+            if self.intake.process is not None or self.root.config.smtp_intake is not None:
+                wait = min(wait, INTAKE_LOOK_SECONDS)  # an intake that exited is started again soon
 
     @property
     def _parallel(self) -> bool:
@@ -476,6 +485,7 @@ class Daemon:
         self._dirty.update(fresh.config.agencies)
         # the workers finish the files in hand and make way for new ones that read the new gateway.toml
         self.pool.retire()
+        self.intake.stop()  # started again at once, reading the new [smtp.intake]
         self.pool.size = fresh.config.daemon.workers
         self.pool.failed_starts = 0
         if self._parallel:

@@ -50,7 +50,7 @@ class _UtcFormatter(logging.Formatter):
     converter = time.gmtime  # type: ignore[assignment]  # typeshed's signature is narrower than the runtime's
 
 
-def _logging() -> None:
+def child_logging() -> None:
     """The daemon's key=value lines on the daemon's stderr (journald), with this worker's pid."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     # answers go out on a private copy of stdout; anything else written to fd 1 lands in the log
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    _logging()
+    child_logging()
     try:
         root = Root.open(Path(args.root))
     except GatewayError as exc:

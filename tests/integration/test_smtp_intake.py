@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
+import signal
 import smtplib
 import ssl
 import subprocess
@@ -26,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from tests.integration.daemon_harness import (
     GOOD,
     ROUTE,
+    Daemon,
     audit_entries,
     cli,
     copy_of,
@@ -99,28 +102,31 @@ def _password_file(root: Path, password: str) -> Path:
     return path
 
 
+def _configure(root: Path) -> tuple[int, ssl.SSLContext]:
+    """[smtp.intake] on a free port with a fresh certificate, and passwords for three officers."""
+    _certificate(root / "keys")
+    port = free_port()
+    with (root / "gateway.toml").open("a") as toml:
+        toml.write(
+            f'\n[smtp.intake]\nlisten = "127.0.0.1:{port}"\naddress = "{ADDRESS}"\n'
+            f'tls_cert = "keys/smtp.crt"\ntls_key = "keys/smtp.key"\nmax_message_bytes = {MAX_MESSAGE_BYTES}\n'
+        )
+    for officer in ("police-do", "police-pdo", "probation-do"):
+        secret = str(_password_file(root, PASSWORD))
+        assert cli(root, "officers", "set-password", officer, "--password-file", secret) == 0
+    return port, ssl.create_default_context(cafile=str(root / "keys" / "smtp.crt"))
+
+
 @pytest.fixture
 def intake(routed_template: Path) -> Iterator[Intake]:
     with copy_of(routed_template) as root:
-        cert, _ = _certificate(root / "keys")
-        port = free_port()
-        with (root / "gateway.toml").open("a") as toml:
-            toml.write(
-                f'\n[smtp.intake]\nlisten = "127.0.0.1:{port}"\naddress = "{ADDRESS}"\n'
-                f'tls_cert = "keys/smtp.crt"\ntls_key = "keys/smtp.key"\nmax_message_bytes = {MAX_MESSAGE_BYTES}\n'
-            )
-        for officer in ("police-do", "police-pdo", "probation-do"):
-            assert (
-                cli(root, "officers", "set-password", officer, "--password-file", str(_password_file(root, PASSWORD)))
-                == 0
-            )
+        port, context = _configure(root)
         log = root.parent / "smtp.log"
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         with log.open("wb") as sink:
             process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "--root", str(root), "smtp"], stderr=sink, stdout=sink, env=env
             )
-        context = ssl.create_default_context(cafile=str(cert))
         served = Intake(root, port, process, log, context)
         try:
             wait_until(lambda: "event=smtp listening" in served.text() or process.poll() is not None, 30, "listening")
@@ -339,3 +345,31 @@ def test_set_password_refuses_a_weak_password_a_readable_file_and_a_revoked_offi
         intake.client("police-pdo", PASSWORD)  # revoked: its old password opens nothing
     with intake.client():  # the refusals changed nothing for police-do
         pass
+
+
+def _listening_pids(text: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"event=smtp listening .* pid=([0-9]+)", text)]
+
+
+def test_the_daemon_runs_the_intake_restarts_it_when_it_dies_and_stops_it_with_itself(routed_root: Path) -> None:
+    port, context = _configure(routed_root)
+    daemon = Daemon(routed_root).ready()
+    wait_until(lambda: len(_listening_pids(daemon.text())) == 1, 30, "the intake listening")
+    served = Intake(routed_root, port, daemon.process, daemon.log, context)
+    assert send(served, message(routed_root, name="police-first-2026-10.csv"))[0] == 250
+    wait_until(lambda: all(len(packages(routed_root, r)) == 1 for r in ROUTE), 30, "the first delivery")
+    (first,) = _listening_pids(daemon.text())
+    os.kill(first, signal.SIGKILL)  # an intake that dies is the intake's outcome, never the daemon's
+    wait_until(lambda: len(_listening_pids(daemon.text())) == 2, 60, "the intake started again")
+    assert daemon.process.poll() is None
+    other = GOOD.read_bytes().replace(b"Attends weekly appointments", b"Attends weekly appointments (2)", 1)
+    assert other != GOOD.read_bytes()
+    assert send(served, message(routed_root, name="police-second-2026-10.csv", data=other))[0] == 250
+    wait_until(lambda: all(len(packages(routed_root, r)) == 2 for r in ROUTE), 30, "the second delivery")
+    assert daemon.stop() == 0
+    assert "event=smtp intake exited status=-9" in daemon.text()
+    for pid in _listening_pids(daemon.text()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with pytest.raises(OSError):
+        smtplib.SMTP("127.0.0.1", port, timeout=5)
