@@ -21,6 +21,7 @@ from gateway.admin.oversight import KeyWarning, key_warnings
 from gateway.core.errors import ConfigError, GatewayError, SchemaError, UsageError
 from gateway.core.model import Agency, Delivery
 from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
+from gateway.exchange.mailin import tls_context
 from gateway.state.root import GNUPG_HOME, KEYS, VAULT_FILE, Root
 from gateway.validate import Standard, load_standard
 
@@ -104,6 +105,11 @@ def check_root(path: Path, now: datetime) -> Checked:
             found.not_checked.append("folders, officers and keys: gateway.toml must load first")
         return Checked(str(path), problems=tuple(found.problems), not_checked=tuple(found.not_checked))
     _ownership(config, standard, found)
+    if config.smtp_intake is not None:
+        try:
+            tls_context(config.smtp_intake)
+        except ConfigError as exc:
+            found.problems.append(exc.message)
     states = agency_folders(path, config.agencies, create=False)
     missing = tuple(s.folder for s in states if s.state == "missing")
     for state in states:

@@ -24,7 +24,6 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -35,9 +34,9 @@ from typing import Any
 
 from gateway.adapters.config import SmtpIntake
 from gateway.adapters.passwords import login_matches
-from gateway.core.errors import ConfigError, GatewayError, UsageError
+from gateway.core.errors import GatewayError, UsageError
 from gateway.core.secret import Secret
-from gateway.exchange.mailin import Refusal, read_message, same_address, take_mailed
+from gateway.exchange.mailin import Refusal, read_message, same_address, take_mailed, tls_context
 from gateway.state.registry import Officer
 from gateway.state.root import Root
 
@@ -151,24 +150,6 @@ class Intake:
             return refusal.reply
         log.info("smtp accepted officer=%s agency=%s", officer.id, officer.agency)
         return f"250 2.0.0 {name.rsplit('/', 1)[-1]} is in {officer.agency}'s outbox: the gateway checks it now"
-
-
-def tls_context(settings: SmtpIntake) -> ssl.SSLContext:
-    """The server's TLS context (TLS 1.2 or later) from the PEM files; ConfigError naming the fix."""
-    for path in (settings.tls_cert, settings.tls_key):
-        if not path.is_file():
-            raise ConfigError(f"[smtp.intake] names {str(path)!r}, which is not a file: give the PEM file's path")
-    if settings.tls_key.stat().st_mode & 0o077:
-        raise ConfigError(f"{str(settings.tls_key)!r} is readable by others: chmod 600 it (it is a private key)")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(
-            f"the [smtp.intake] certificate and key do not load ({exc}): give a PEM certificate chain and its key"
-        ) from None
-    return context
 
 
 def serve(path: Path, *, stop_on: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> int:

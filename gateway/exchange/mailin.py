@@ -15,6 +15,7 @@ and a sentence a mail client shows) and no file written.
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -22,7 +23,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 
-from gateway.core.errors import GatewayError
+from gateway.adapters.config import SmtpIntake
+from gateway.core.errors import ConfigError, GatewayError
 from gateway.exchange.intake import open_outbox
 from gateway.state.registry import Officer
 from gateway.state.root import Root
@@ -184,3 +186,21 @@ def _shown(name: str) -> str:
     """A hostile name as a mail client may show it: printable, quoted, cut short."""
     printable = "".join(c if c.isprintable() else "?" for c in name)
     return repr(printable[:80] + ("..." if len(printable) > 80 else ""))
+
+
+def tls_context(settings: SmtpIntake) -> ssl.SSLContext:
+    """The server's TLS context (TLS 1.2 or later) from the PEM files; ConfigError naming the fix."""
+    for path in (settings.tls_cert, settings.tls_key):
+        if not path.is_file():
+            raise ConfigError(f"[smtp.intake] names {str(path)!r}, which is not a file: give the PEM file's path")
+    if settings.tls_key.stat().st_mode & 0o077:
+        raise ConfigError(f"{str(settings.tls_key)!r} is readable by others: chmod 600 it (it is a private key)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"the [smtp.intake] certificate and key do not load ({exc}): give a PEM certificate chain and its key"
+        ) from None
+    return context

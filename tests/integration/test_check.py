@@ -143,6 +143,33 @@ def _config_error(root: Path) -> str:
     return "limits.max_rows must be a whole number above 0"
 
 
+def _smtp_intake(root: Path, *, key_mode: int) -> None:
+    (root / "keys" / "smtp.key").write_text("not a key")
+    (root / "keys" / "smtp.key").chmod(key_mode)
+    with (root / "gateway.toml").open("a") as toml:
+        toml.write(
+            '\n[smtp.intake]\nlisten = "127.0.0.1:2587"\naddress = "iom@gateway.test"\n'
+            'tls_cert = "keys/smtp.crt"\ntls_key = "keys/smtp.key"\n'
+        )
+
+
+def _smtp_certificate_missing(root: Path) -> str:
+    _smtp_intake(root, key_mode=0o600)
+    return f"[smtp.intake] names {str(root / 'keys' / 'smtp.crt')!r}, which is not a file"
+
+
+def _smtp_key_readable(root: Path) -> str:
+    _smtp_intake(root, key_mode=0o644)
+    (root / "keys" / "smtp.crt").write_text("not a certificate")
+    return f"{str(root / 'keys' / 'smtp.key')!r} is readable by others"
+
+
+def _smtp_files_that_do_not_load(root: Path) -> str:
+    _smtp_intake(root, key_mode=0o600)
+    (root / "keys" / "smtp.crt").write_text("not a certificate")
+    return "the [smtp.intake] certificate and key do not load"
+
+
 @pytest.mark.parametrize(
     ("spoil", "fix"),
     [
@@ -155,6 +182,9 @@ def _config_error(root: Path) -> str:
         (_ownership_that_strands_an_agency, "add 'council' to ownership.forename in gateway.toml"),
         (_broken_schema, "restore it from the release"),
         (_config_error, "line "),
+        (_smtp_certificate_missing, "give the PEM file's path"),
+        (_smtp_key_readable, "chmod 600 it"),
+        (_smtp_files_that_do_not_load, "give a PEM certificate chain and its key"),
     ],
     ids=lambda value: getattr(value, "__name__", "fix").strip("_"),
 )
