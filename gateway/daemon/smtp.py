@@ -44,6 +44,7 @@ log = logging.getLogger("gateway.daemon.smtp")  # the same name when run as `pyt
 FAILURES_BEFORE_LOCK = 5
 FAILURE_WINDOW_SECONDS = 15 * 60
 LOCK_SECONDS = 15 * 60
+PRUNE_ABOVE = 10_000  # remembered logins and addresses before the stale ones are dropped
 IDENT = "iom-gateway SMTP intake"
 
 
@@ -62,6 +63,8 @@ class Lockouts:
     def failed(self, *keys: str) -> list[str]:
         """Count a failure for each key; return those it locks now."""
         now, locked = self.clock(), []
+        if len(self._failures) + len(self._locked) > PRUNE_ABOVE:
+            self._prune(now)  # a guesser trying many logins must not grow this without bound
         for key in keys:
             recent = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW_SECONDS] + [now]
             self._failures[key] = recent
@@ -73,6 +76,15 @@ class Lockouts:
 
     def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)
+
+    @property
+    def tracked(self) -> int:
+        """How many logins and addresses are remembered (failures in the window, or locked)."""
+        return len(self._failures.keys() | self._locked.keys())
+
+    def _prune(self, now: float) -> None:
+        self._failures = {k: v for k, v in self._failures.items() if v and now - v[-1] < FAILURE_WINDOW_SECONDS}
+        self._locked = {k: until for k, until in self._locked.items() if until > now}
 
 
 class Intake:
