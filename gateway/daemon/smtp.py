@@ -19,7 +19,6 @@ hold the others for their ~0.1 s, which an agency's monthly files never notice.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -269,19 +268,16 @@ class Companion:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m gateway.daemon.smtp --root DIR --parent PID`: the intake as the daemon's child."""
-    from gateway.daemon.worker import child_logging, die_with_parent  # noqa: PLC0415 (the child's set-up only)
+    from gateway.daemon.worker import child_logging, child_of_daemon  # noqa: PLC0415 (the child's set-up only)
 
-    parser = argparse.ArgumentParser(prog="gateway.daemon.smtp", description="The SMTP intake of `iom-gateway run`.")
-    parser.add_argument("--root", required=True, help="the gateway root the daemon serves")
-    parser.add_argument("--parent", required=True, type=int, help="the daemon's pid: this process dies with it")
-    args = parser.parse_args(argv)
-    if not die_with_parent(args.parent):
+    path = child_of_daemon("gateway.daemon.smtp", "The SMTP intake of `iom-gateway run`.", argv)
+    if path is None:
         return 1
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the daemon's to act on: it restarts this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the group: the daemon sends SIGTERM
     child_logging()
     try:
-        return serve(Path(args.root), stop_on=(signal.SIGTERM,))
+        return serve(path, stop_on=(signal.SIGTERM,))
     except GatewayError as exc:
         log.error("smtp intake cannot start: %s", exc.message.replace("\n", " "))
         return 1

@@ -90,13 +90,20 @@ def take(root: Root, task: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve the daemon's tasks until EOF on stdin; return the exit status."""
-    parser = argparse.ArgumentParser(prog="gateway.daemon.worker", description="A worker of `iom-gateway run`.")
+def child_of_daemon(prog: str, description: str, argv: list[str] | None) -> Path | None:
+    """Parse a daemon child's `--root DIR --parent PID` and tie this process's life to the parent's;
+    return the root, or None if the daemon is gone already (the child should exit)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--root", required=True, help="the gateway root the daemon serves")
     parser.add_argument("--parent", required=True, type=int, help="the daemon's pid: this process dies with it")
     args = parser.parse_args(argv)
-    if not die_with_parent(args.parent):
+    return Path(args.root) if die_with_parent(args.parent) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the daemon's tasks until EOF on stdin; return the exit status."""
+    path = child_of_daemon("gateway.daemon.worker", "A worker of `iom-gateway run`.", argv)
+    if path is None:
         return 1
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     child_logging()
     try:
-        root = Root.open(Path(args.root))
+        root = Root.open(path)
     except GatewayError as exc:
         log.error("worker cannot open the root: %s", exc.message.replace("\n", " "))
         return 1
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = unsafe_fault_injection()
     if spec is not None:
         # the daemon audited and logged it; hits are counted with the daemon's, in its file
-        faults.arm(spec, also_kill=args.parent, counts=os.environ.get(faults.COUNTS_ENV))
+        faults.arm(spec, also_kill=os.getppid(), counts=os.environ.get(faults.COUNTS_ENV))  # the daemon
     answers.write(json.dumps({READY: os.getpid()}).encode() + b"\n")
     answers.flush()
     for line in sys.stdin.buffer:
