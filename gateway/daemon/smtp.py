@@ -159,6 +159,12 @@ class Intake:
         except Refusal as refusal:
             log.info("smtp refused officer=%s reply=%r", officer.id, refusal.reply[:3])
             return refusal.reply
+        except Exception as exc:  # hostile bytes must be an outcome for this message alone
+            log.error("smtp could not read a message officer=%s error=%s", officer.id, type(exc).__name__)
+            return (
+                "554 5.3.0 the gateway could not read this message (its admin can see why in the log): "
+                "send an ordinary message with the CSV and its signature attached"
+            )
         log.info("smtp accepted officer=%s agency=%s", officer.id, officer.agency)
         return f"250 2.0.0 {name.rsplit('/', 1)[-1]} is in {officer.agency}'s outbox: the gateway checks it now"
 

@@ -65,8 +65,12 @@ def read_message(raw: bytes, officer: Officer) -> MailedPair:
             f"552 5.3.4 the message's headers are over {MAX_HEADER_BYTES // 1024} KB or never end: "
             "send an ordinary message with the CSV and its signature attached"
         )
-    message = BytesParser(policy=policy.default).parsebytes(raw)
-    if message.defects or any(part.defects for part in message.walk()):
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        malformed = bool(message.defects) or any(part.defects for part in message.walk())
+    except (RecursionError, ValueError, LookupError, TypeError):  # nested past the stack, or undecodable
+        malformed = True
+    if malformed:
         raise Refusal("554 5.6.0 the message's MIME structure is malformed: send it again from an ordinary mail client")
     _check_from(message, officer)
     if message.get_content_type() == "multipart/signed":

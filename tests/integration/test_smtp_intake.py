@@ -280,6 +280,7 @@ def test_the_envelope_must_be_the_officer_to_the_gateway_and_nobody_else(intake:
         ("other-agency", 554, "signed by another agency's officer"),
         ("tampered", 554, "signature is not good"),
         ("malformed", 554, "malformed"),
+        ("nested-deep", 554, "malformed"),
         ("too-big", 552, ""),
         ("path-name", 554, "not a plain file name"),
         ("pgp-mime", 554, "PGP/MIME"),
@@ -314,6 +315,10 @@ def test_each_bad_message_gets_a_5xx_with_its_reason_and_writes_nothing(
             + boundary
             + b"\r\nContent-Type: text/plain\r\n\r\nno closing boundary, no attachment\r\n"
         )
+    elif case == "nested-deep":  # deeper than Python's recursion limit: the parser cannot follow it
+        level = b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n'
+        nested = b"".join(level % (i, i) for i in range(3000))
+        mail = b"From: police-do@demo.invalid\r\nTo: " + ADDRESS.encode() + b"\r\nMIME-Version: 1.0\r\n" + nested
     elif case == "too-big":
         mail = message(root, data=GOOD.read_bytes() * (MAX_MESSAGE_BYTES // len(GOOD.read_bytes()) + 2))
     elif case == "path-name":
