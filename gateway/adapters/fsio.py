@@ -411,9 +411,12 @@ class Folder:
                 os.unlink(temp, dir_fd=self.fd)
 
     @contextmanager
-    def new_file(self, name: str, mode: int = 0o600, *, group: int | None = None) -> Iterator[BinaryIO]:
+    def new_file(
+        self, name: str, mode: int = 0o600, *, group: int | None = None, sync_folder: bool = True
+    ) -> Iterator[BinaryIO]:
         """Yield a private temp file beside `name`; on success fsync it and rename it over `name`. With
-        `group`, it gets that group and 0640 by its descriptor before the rename shows it (or stays private)."""
+        `group`, it gets that group and 0640 by its descriptor before the rename shows it (or stays private).
+        With `sync_folder=False` the rename is durable only once the caller syncs the folder (`sync`)."""
         with self.temp_file(name, mode) as (temp, handle):
             yield handle
             handle.flush()
@@ -421,11 +424,14 @@ class Folder:
                 share_file(handle.fileno(), group)
             os.fsync(handle.fileno())
             os.rename(temp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-            os.fsync(self.fd)
+            if sync_folder:
+                os.fsync(self.fd)
 
-    def write(self, name: str, data: bytes, mode: int = 0o600, *, group: int | None = None) -> None:
+    def write(
+        self, name: str, data: bytes, mode: int = 0o600, *, group: int | None = None, sync_folder: bool = True
+    ) -> None:
         """Write `data` as `name` atomically and durably (readable by `group` too, as `new_file`)."""
-        with self.new_file(name, mode, group=group) as handle:
+        with self.new_file(name, mode, group=group, sync_folder=sync_folder) as handle:
             handle.write(data)
 
     def sync(self) -> None:

@@ -9,6 +9,7 @@ inbox folder, or of a temp file, is not followed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -117,15 +118,25 @@ class PackageStore:
                 created.sha256 = copy.sha256
             folder.sync()
 
-    def put(self, agency: str, name: str, data: bytes) -> None:
-        """Publish `data` as `name` create-once (an existing file of that name is kept)."""
-        with self.create_once(agency, name) as created:
-            created.file.write(data)
+    def publish_signed(self, agency: str, name: str, document: bytes, signature_name: str, signature: bytes) -> None:
+        """Write `document` as `name`, replacing what is there (unsigned it is worth nothing), then its
+        signature as `signature_name` in place of any other, with one sync of the folder for both.
 
-    def replace(self, agency: str, name: str, data: bytes) -> None:
-        """Write `data` as `name`, replacing what is there (only for files nobody can trust unsigned)."""
+        Either may be missing after a crash before the sync; the caller's retry writes both again.
+        A signature another process published meanwhile for the same document is kept.
+        """
+        group = self.group(agency)
         with self.open(agency) as folder:
-            folder.write(name, data, group=self.group(agency))
+            folder.write(name, document, group=group, sync_folder=False)
+            folder.remove(signature_name)  # one left by a crash, over other bytes
+            with folder.temp_file(signature_name) as (temp, handle):
+                handle.write(signature)
+                handle.flush()
+                share_file(handle.fileno(), group)
+                os.fsync(handle.fileno())
+                with contextlib.suppress(FileExistsError):  # made meanwhile by another worker: kept
+                    os.link(temp, signature_name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
+            folder.sync()
 
     def read(self, agency: str, name: str, limit: int) -> bytes | None:
         """The bytes of `name` (None if missing, a link, or larger than `limit`), read through one descriptor."""

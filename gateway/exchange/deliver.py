@@ -587,11 +587,8 @@ def _publish_manifest(root: Root, agency: str, base: str, document: bytes, gatew
         check = root.keyring.verify_bytes(there, signature, purpose=Purpose.MANIFEST)
         if check.valid and str(check.fingerprint) in {key for key, *_ in root.journal.gateway_keys()}:
             return
-    root.store.replace(agency, name, document)
-    if signature is not None:
-        with root.store.open(agency) as folder:
-            folder.remove(signature_name)
-    root.store.put(agency, signature_name, root.keyring.sign_bytes(document, gateway, purpose=Purpose.MANIFEST))
+    signed = root.keyring.sign_bytes(document, gateway, purpose=Purpose.MANIFEST)
+    root.store.publish_signed(agency, name, document, signature_name, signed)
 
 
 def finish(root: Root, record: SubmissionRecord, job: Job) -> None:
