@@ -120,6 +120,8 @@ class Intake:
             return AuthResult(success=True, auth_data=officer)
         for key in self.lockouts.failed(who, client):
             kind, _, value = key.partition(":")
+            if kind == "officer" and officer is None:
+                value = "(not an officer id)"  # the login is the caller's text: never recorded as given
             details: dict[str, Any] = {kind: value, "failures": FAILURES_BEFORE_LOCK, "minutes": LOCK_SECONDS // 60}
             agency = officer.agency if officer is not None and kind == "officer" else None
             self.root.audit.append("smtp.locked_out", actor="gateway", agency=agency, **details)

@@ -255,7 +255,17 @@ def test_an_officer_with_no_password_and_an_unknown_login_are_refused(intake: In
     for login in ("council-do", "nobody-here"):
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
             intake.client(login, PASSWORD)
-        assert refused.value.smtp_code == 535
+        assert refused.value.smtp_code == 535 and b"locked" not in refused.value.smtp_error
+
+
+def test_a_guessed_login_is_locked_out_but_never_written_down_as_typed(intake: Intake) -> None:
+    for _ in range(5):
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            intake.client("Ashcroft 01/01/1990", PASSWORD)
+    events = [e for e in audit_entries(intake.root) if e["event"] == "smtp.locked_out"]
+    assert sorted(str(e.get("officer") or e.get("client")) for e in events) == ["(not an officer id)", "127.0.0.1"]
+    assert "Ashcroft" not in (intake.root / "state" / "audit.jsonl").read_text()
+    assert "Ashcroft" not in intake.text()
 
 
 def test_the_envelope_must_be_the_officer_to_the_gateway_and_nobody_else(intake: Intake) -> None:
