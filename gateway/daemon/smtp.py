@@ -225,7 +225,9 @@ def serve(path: Path, *, stop_on: tuple[signal.Signals, ...] = (signal.SIGTERM, 
 
 # --------------------------------------------------------------------- as a process of the daemon
 
-RESTART_SECONDS = 5.0
+RESTART_SECONDS = 5.0  # the first pause before an intake that exited is started again
+MAX_RESTART_SECONDS = 300.0  # the longest, for one that cannot start at all (a broken certificate)
+HEALTHY_SECONDS = 60.0  # an intake that served this long before it exited starts again after the first pause
 STOP_WAIT_SECONDS = 30.0
 
 
@@ -236,12 +238,14 @@ class Companion:
     A process of its own, so nothing a message does to the parser can touch the daemon; it dies
     with the daemon (PR_SET_PDEATHSIG), is stopped with it, and is started again, after a pause,
     if it ever exits: an intake that dies is an outcome for the messages in hand, never the daemon's.
+    The pause doubles (5 s up to 5 minutes) while it keeps exiting within a minute of its start.
     """
 
     path: Path
     process: subprocess.Popen[bytes] | None = None
     due: float = 0.0  # when to (re)start it
-    starts: int = 0
+    started: float = 0.0  # when the running one was started
+    pause: float = RESTART_SECONDS  # before the next start: doubles while it keeps dying young
 
     def tend(self, wanted: bool, now: float) -> None:
         """Start the intake if `wanted` and not running (or stop it if not wanted); log an exit."""
@@ -249,16 +253,21 @@ class Companion:
             self.stop()
             return
         if self.process is not None and self.process.poll() is not None:
+            if now - self.started >= HEALTHY_SECONDS:
+                self.pause = RESTART_SECONDS  # it had been serving: a fresh failure
             log.error(
-                "smtp intake exited status=%s: started again in %ds", self.process.returncode, int(RESTART_SECONDS)
+                "smtp intake exited status=%s: started again in %ds (the daemon goes on delivering)",
+                self.process.returncode,
+                int(self.pause),
             )
-            self.process, self.due = None, now + RESTART_SECONDS
+            self.process, self.due = None, now + self.pause
+            self.pause = min(self.pause * 2, MAX_RESTART_SECONDS)
         if self.process is None and now >= self.due:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.daemon.smtp", "--root", str(self.path), "--parent", str(os.getpid())],
                 stdin=subprocess.DEVNULL,
             )
-            self.starts += 1
+            self.started = now
             log.info("started smtp intake pid=%d", self.process.pid)
 
     def stop(self) -> None:

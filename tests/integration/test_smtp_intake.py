@@ -32,6 +32,7 @@ from tests.integration.daemon_harness import (
     audit_entries,
     cli,
     copy_of,
+    drop,
     home,
     packages,
     wait_until,
@@ -388,3 +389,17 @@ def test_the_daemon_runs_the_intake_restarts_it_when_it_dies_and_stops_it_with_i
             os.kill(pid, 0)
     with pytest.raises(OSError):
         smtplib.SMTP("127.0.0.1", port, timeout=5)
+
+
+def test_an_intake_that_cannot_start_never_stops_the_daemon_and_is_retried_ever_more_slowly(routed_root: Path) -> None:
+    _configure(routed_root)
+    (routed_root / "keys" / "smtp.crt").write_text("not a certificate")
+    daemon = Daemon(routed_root).ready()
+    drop(routed_root, "police", GOOD, "police-while-broken-2026-10.csv", "police-do")
+    wait_until(lambda: all(len(packages(routed_root, r)) == 1 for r in ROUTE), 30, "a delivery meanwhile")
+    daemon.wait_log("started again in 10s")  # the second failure waits twice as long as the first
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0
+    text = daemon.text()
+    assert "the [smtp.intake] certificate and key do not load" in text
+    assert "started again in 5s" in text and "Traceback" not in text
