@@ -348,7 +348,7 @@ class Keyring:
             subkeys_sign = any("s" in str(sub[1] or "") for sub in raw.get("subkeys", []))
             if "s" not in capabilities or "S" not in capabilities or subkeys_sign or algorithm is None:
                 return None
-            if not re.fullmatch(r"[0-9A-F]{40}", grip):
+            if not _HEX40.fullmatch(grip):
                 return None
             expires = _epoch(raw.get("expires"))
             until = None if expires is None else expires.timestamp()

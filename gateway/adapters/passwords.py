@@ -117,15 +117,14 @@ def login_matches(password: Secret, stored: str | None) -> bool:
     """Whether `password` is the one hashed in `stored`, compared in constant time. With no hash
     (an officer without a password, or no such officer) a hash is still computed, so the time taken
     does not tell which logins exist."""
-    parts = (stored or "").split("$")
     try:
-        scheme, n, r, p, salt, digest = parts
+        scheme, n, r, p, salt, digest = (stored or "").split("$")
         cost = (int(n), int(r), int(p))
         expected, salt_bytes = base64.b64decode(digest, validate=True), base64.b64decode(salt, validate=True)
+        usable = scheme == _SCHEME and 2 <= cost[0] <= 2**20 and 1 <= cost[1] <= 64 and 1 <= cost[2] <= 16
     except (ValueError, TypeError):
-        _scrypt(password, b"\0" * 16, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-        return False
-    if scheme != _SCHEME or not (2 <= cost[0] <= 2**20 and 1 <= cost[1] <= 64 and 1 <= cost[2] <= 16):
+        usable = False
+    if not usable:
         _scrypt(password, b"\0" * 16, SCRYPT_N, SCRYPT_R, SCRYPT_P)
         return False
     return hmac.compare_digest(_scrypt(password, salt_bytes, *cost), expected)

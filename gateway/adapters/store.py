@@ -9,7 +9,6 @@ inbox folder, or of a temp file, is not followed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
@@ -125,18 +124,11 @@ class PackageStore:
         Either may be missing after a crash before the sync; the caller's retry writes both again.
         A signature another process published meanwhile for the same document is kept.
         """
-        group = self.group(agency)
         with self.open(agency) as folder:
-            folder.write(name, document, group=group, sync_folder=False)
+            folder.write(name, document, group=self.group(agency), sync_folder=False)
             folder.remove(signature_name)  # one left by a crash, over other bytes
-            with folder.temp_file(signature_name) as (temp, handle):
-                handle.write(signature)
-                handle.flush()
-                share_file(handle.fileno(), group)
-                os.fsync(handle.fileno())
-                with contextlib.suppress(FileExistsError):  # made meanwhile by another worker: kept
-                    os.link(temp, signature_name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
-            folder.sync()
+        with self.create_once(agency, signature_name) as created:  # its folder sync covers both names
+            created.file.write(signature)
 
     def read(self, agency: str, name: str, limit: int) -> bytes | None:
         """The bytes of `name` (None if missing, a link, or larger than `limit`), read through one descriptor."""
