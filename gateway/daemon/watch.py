@@ -241,7 +241,6 @@ class Daemon:
         run_id = self.root.journal.run_started("daemon", os.getpid())
         if self._parallel:
             self.pool.start()
-        self.intake.tend(self.root.config.smtp_intake is not None, time.monotonic())
         observer = self._observer()
         log.info("watching outboxes=%d", len(self.root.config.agencies))
         try:
@@ -317,7 +316,7 @@ class Daemon:
                     self._checkpoint()
                 next_checkpoint = now + config.checkpoint_minutes * 60
             wait = max(0.05, min(wait, next_beat - now, next_checkpoint - now))
-            if self.intake.process is not None or self.root.config.smtp_intake is not None:
+            if self.root.config.smtp_intake is not None:
                 wait = min(wait, INTAKE_LOOK_SECONDS)  # an intake that exited is started again soon
 
     @property
