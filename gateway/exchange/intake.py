@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.adapters.fsio import Folder, OpenFile, shown
 from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, SignatureCheck
-from gateway.core.errors import InputFileError, UsageError
+from gateway.core.errors import InputFileError, PolicyError, UsageError
 from gateway.core.manifest import binary_signature
 from gateway.core.model import Agency
 from gateway.core.model import period_in as period_in  # noqa: PLC0414 (re-exported: it was defined here)
@@ -51,6 +52,25 @@ def open_outbox(root: Path, agency: str, *, create: bool = False) -> Folder:
     """The agency's outbox folder (with `create`, made 0700 if missing); raise UsageError if it is
     missing, InputFileError if it, or outbox/, is a link or not a folder (it is never followed)."""
     return Folder.open(root, OUTBOX, agency, create=create)
+
+
+def drop_pair(
+    root: Path, agency: str, name: str, signature_suffix: str, signature: bytes, data: Iterable[bytes]
+) -> Path:
+    """Put a CSV (the bytes `data` yields) and its detached signature into `agency`'s outbox, the
+    signature first, each by temp file, fsync and rename: the gateway never sees a CSV without its
+    signature, or half of either. Returns the CSV's path; raises PolicyError if either name is
+    already waiting there (nothing written then)."""
+    with open_outbox(root, agency, create=True) as outbox:
+        if outbox.identity(name) is not None or outbox.identity(name + signature_suffix) is not None:
+            raise PolicyError(
+                f"{shown(name)!r} is already waiting in {agency}'s outbox: wait for the gateway, or rename the file"
+            )
+        outbox.write(name + signature_suffix, signature)
+        with outbox.new_file(name) as copy:
+            for chunk in data:
+                copy.write(chunk)
+    return root / OUTBOX / agency / name
 
 
 def _in_progress(name: str) -> bool:

@@ -24,8 +24,9 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 from gateway.adapters.config import SmtpIntake
-from gateway.core.errors import ConfigError, GatewayError
-from gateway.exchange.intake import open_outbox
+from gateway.adapters.fsio import shown
+from gateway.core.errors import ConfigError, GatewayError, PolicyError
+from gateway.exchange.intake import drop_pair
 from gateway.state.registry import Officer
 from gateway.state.root import Root
 
@@ -49,7 +50,7 @@ class MailedPair:
 
     csv_name: str
     csv: bytes
-    signature_name: str
+    signature_suffix: str  # .sig (binary) or .asc (armored), as attached
     signature: bytes
 
 
@@ -123,7 +124,7 @@ def read_message(raw: bytes, officer: Officer) -> MailedPair:
     if not isinstance(csv, bytes) or not isinstance(signature, bytes) or not csv or not signature:
         raise Refusal("554 5.6.0 an attachment is empty or cannot be decoded: attach the files again")
     suffix = ".asc" if signature_name.lower().endswith(".asc") else ".sig"
-    return MailedPair(csv_name, csv, csv_name + suffix, signature)
+    return MailedPair(csv_name, csv, suffix, signature)
 
 
 def take_mailed(root: Root, officer: Officer, pair: MailedPair) -> str:
@@ -145,14 +146,9 @@ def take_mailed(root: Root, officer: Officer, pair: MailedPair) -> str:
             "sign it with your own registered key and send it from your own login"
         )
     try:
-        with open_outbox(root.path, officer.agency, create=True) as outbox:
-            if outbox.identity(pair.csv_name) is not None or outbox.identity(pair.signature_name) is not None:
-                raise Refusal(
-                    f"550 5.7.0 {_shown(pair.csv_name)} is already waiting in {officer.agency}'s outbox: "
-                    "wait for the gateway's answer, or rename the file"
-                )
-            outbox.write(pair.signature_name, pair.signature)
-            outbox.write(pair.csv_name, pair.csv)
+        drop_pair(root.path, officer.agency, pair.csv_name, pair.signature_suffix, pair.signature, (pair.csv,))
+    except PolicyError as exc:
+        raise Refusal(f"550 5.7.0 {exc.message}") from None
     except GatewayError as exc:
         raise Refusal(f"451 4.3.0 the gateway cannot take the file now ({exc.message}): try again later") from None
     root.audit.append("submission.mailed", actor=officer.id, agency=officer.agency, bytes=len(pair.csv))
@@ -187,9 +183,8 @@ def _header_end(raw: bytes) -> int | None:
 
 
 def _shown(name: str) -> str:
-    """A hostile name as a mail client may show it: printable, quoted, cut short."""
-    printable = "".join(c if c.isprintable() else "?" for c in name)
-    return repr(printable[:80] + ("..." if len(printable) > 80 else ""))
+    """A hostile name as a mail client may show it: escaped (`fsio.shown`), quoted, cut short."""
+    return repr(shown(name[:80]) + ("..." if len(name) > 80 else ""))
 
 
 def tls_context(settings: SmtpIntake) -> ssl.SSLContext:

@@ -10,7 +10,7 @@ from gateway.adapters.fsio import open_once
 from gateway.adapters.gpg import MARKING_NOTATION, PERIOD_NOTATION, Fingerprint, Keyring
 from gateway.core.errors import PolicyError, UsageError
 from gateway.core.marking import MARKING_SEPARATOR, Level
-from gateway.exchange.intake import OUTBOX, open_outbox, period_of
+from gateway.exchange.intake import drop_pair, period_of
 from gateway.state.root import Root
 from gateway.validate import Report, validate_stream
 
@@ -50,14 +50,6 @@ def submit(
         notations = {MARKING_NOTATION: level.name, PERIOD_NOTATION: str(period)}
         signer = Fingerprint.parse(officer.fingerprint)
         signature = Keyring(home).sign_detached(source.chunks(), signer, notations=notations)
-        with open_outbox(root.path, agency.id, create=True) as outbox:
-            if outbox.identity(base) is not None or outbox.identity(base + ".sig") is not None:
-                raise PolicyError(
-                    f"{base!r} is already waiting in {agency.id}'s outbox: wait for the gateway, or rename the file"
-                )
-            outbox.write(base + ".sig", signature)
-            with outbox.new_file(base) as copy:
-                for chunk in source.chunks():
-                    copy.write(chunk)
+        dropped = drop_pair(root.path, agency.id, base, ".sig", signature, source.chunks())
     root.audit.append("submission.submitted", actor=officer.id, agency=agency.id, rows=report.rows)
-    return report, root.path / OUTBOX / agency.id / base
+    return report, dropped

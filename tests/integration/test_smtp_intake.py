@@ -403,3 +403,11 @@ def test_an_intake_that_cannot_start_never_stops_the_daemon_and_is_retried_ever_
     text = daemon.text()
     assert "the [smtp.intake] certificate and key do not load" in text
     assert "started again in 5s" in text and "Traceback" not in text
+
+
+def test_a_name_already_waiting_in_the_outbox_is_refused_and_the_waiting_file_kept(intake: Intake) -> None:
+    assert send(intake, message(intake.root))[0] == 250
+    other = GOOD.read_bytes().replace(b"Attends weekly appointments", b"Attends weekly appointments (3)", 1)
+    code, reply = send(intake, message(intake.root, data=other))
+    assert code == 550 and "is already waiting in police's outbox" in reply
+    assert (intake.root / "outbox" / "police" / "police-mailed-2026-10.csv").read_bytes() == GOOD.read_bytes()
