@@ -54,7 +54,9 @@ def new_officer(
     gpg's default algorithm preferences (e.g. "AES SHA256 ZLIB", so AES-256 is not what it would pick).
     """
     home.mkdir(mode=0o700, parents=True)
-    clock: tuple[str, ...] = ("--faked-system-time", faked_time) if faked_time else ()
+    # each gpg starts its faked clock afresh: a key made in a slow second looks "in the future" to the
+    # next command, which would refuse to add a subkey to it ("Time conflict") on a loaded machine
+    clock: tuple[str, ...] = ("--faked-system-time", faked_time, "--ignore-time-conflict") if faked_time else ()
     clock = (*clock, "--default-preference-list", preferences) if preferences else clock
     nopass = ("--passphrase", "", "--pinentry-mode", "loopback")
     gpg(home, *clock, *nopass, "--quick-gen-key", f"{name} <{email}>", "ed25519", "sign,cert", expire)
