@@ -444,6 +444,15 @@ def _admin_commands(commands: Any) -> None:
     imported.add_argument("--agency", required=True, metavar="A", help="the AES-ZIP agency's id in gateway.toml")
     imported.add_argument("--password-file", required=True, type=Path, metavar="F", help="a 0600 file holding it")
     imported.set_defaults(handler=_keys_import)
+    _keys_relay_command(keys)
+
+
+def _keys_relay_command(keys: Any) -> None:
+    relay = keys.add_parser(
+        "relay-password", help="store the [smtp.relay] login's password in the vault (it never goes in gateway.toml)"
+    )
+    relay.add_argument("--password-file", required=True, type=Path, metavar="F", help="a 0600 file holding it")
+    relay.set_defaults(handler=_keys_relay_password)
 
 
 def _keys_export_command(keys: Any) -> None:
@@ -734,6 +743,14 @@ def _keys_import(args: argparse.Namespace) -> int:
 
     record = import_password(_open(args), args.agency, args.password_file)
     print(f"{args.agency} now uses password {record}; older packages keep theirs")
+    return EXIT_OK
+
+
+def _keys_relay_password(args: argparse.Namespace) -> int:
+    from gateway.admin.keys import set_relay_password
+
+    user = set_relay_password(_open(args), args.password_file)
+    print(f"the relay login {user!r} now uses the password in {str(args.password_file)!r} (kept in the vault)")
     return EXIT_OK
 
 

@@ -145,6 +145,40 @@ class SmtpIntake:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
+RELAY_TLS = ("starttls", "implicit")
+DEFAULT_RELAY_MAX_BYTES = 25 * 1024 * 1024  # what most mail systems take in one message
+NOTICE_KINDS = ("landed", "rejected", "late", "key_expiry", "relay_gave_up")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpRelay:
+    """`[smtp.relay]`: the mail server the gateway sends packages and notices through (always over TLS)."""
+
+    host: str
+    port: int
+    tls: str  # "starttls" (port 587) or "implicit" (port 465)
+    sender: str  # the From: of everything the gateway sends
+    ca_file: Path | None = None  # the CAs the server's certificate is checked against; None: the system's
+    user: str = ""  # the login; its password is in the vault (`keys relay-password`); "": no AUTH
+    max_message_bytes: int = DEFAULT_RELAY_MAX_BYTES  # a package larger than this is not mailed (the inbox has it)
+    give_up_hours: int = 24  # how long a message is retried before the admins are told it was not sent
+
+
+@dataclass(frozen=True, slots=True)
+class Notices:
+    """`[smtp.notices]`: which notices (messages carrying no personal data) are sent, and the admins' addresses."""
+
+    admins: tuple[str, ...] = ()
+    landed: bool = True  # to a recipient agency's officers: new packages to fetch
+    rejected: bool = True  # to the sending officer: a file was rejected (counts and where the report is)
+    late: bool = True  # to the admins: an agency has not sent this month's file by the due day
+    key_expiry: bool = True  # to the admins: a key expires within the warning period
+    relay_gave_up: bool = True  # to the admins: a message could not be sent
+
+    def wanted(self, kind: str) -> bool:
+        return bool(getattr(self, kind))
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A checked gateway.toml: build it with `Config.load`."""
@@ -167,6 +201,8 @@ class Config:
     retention: Retention = field(default_factory=Retention)
     access: Access = field(default_factory=Access)
     smtp_intake: SmtpIntake | None = None  # no [smtp.intake] section: no e-mail intake
+    smtp_relay: SmtpRelay | None = None  # no [smtp.relay] section: nothing is sent by e-mail
+    notices: Notices = field(default_factory=Notices)
 
     def agency(self, agency_id: str) -> Agency:
         """The agency called `agency_id`; raise UsageError listing the partnership's agencies."""
@@ -358,6 +394,8 @@ class _Checker:
             retention=self.dataclass_table(Retention, self.table(data, "retention"), "retention"),
             access=self.access(self.table(data, "access")),
             smtp_intake=self.smtp(root, self.table(data, "smtp")),
+            smtp_relay=self.relay(root, self.table(data, "smtp")),
+            notices=self.notices(self.table(data, "smtp")),
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -398,7 +436,7 @@ class _Checker:
             if not isinstance(entry, dict):
                 self.problem(where, f"agencies.{agency_id} must be a table [agencies.{agency_id}]")
                 continue
-            for key in sorted(set(entry) - {"name", "kind", "delivery", "route", "group"}):
+            for key in sorted(set(entry) - {"name", "kind", "delivery", "route", "group", "email"}):
                 self.problem(f"{where}.{key}", f"unknown setting {key!r} for agency {agency_id!r}")
             name, kind = entry.get("name"), entry.get("kind")
             if not isinstance(name, str) or not name.strip():
@@ -421,8 +459,12 @@ class _Checker:
                     f"31 lower-case letters, digits, '_' or '-'), e.g. group = \"iom-{agency_id}\"",
                 )
                 group = f"iom-{agency_id}"
+            email = entry.get("email", False)
+            if not isinstance(email, bool):
+                self.problem(f"{where}.email", f"agency {agency_id!r} email must be true or false")
+                email = False
             if isinstance(name, str) and isinstance(kind, str):
-                agencies[agency_id] = Agency(agency_id, name, kind, Delivery(delivery), tuple(route), group)
+                agencies[agency_id] = Agency(agency_id, name, kind, Delivery(delivery), tuple(route), group, email)
         for agency in agencies.values():
             for target in agency.route:
                 if target not in agencies or target == agency.id:
@@ -511,8 +553,10 @@ class _Checker:
         return Access(prefix, **folders)
 
     def smtp(self, root: Path, table: dict[str, Any]) -> SmtpIntake | None:
-        for key in sorted(set(table) - {"intake"}):
-            self.problem(f"smtp.{key}", f"unknown section [smtp.{key}]: known is [smtp.intake]")
+        for key in sorted(set(table) - {"intake", "relay", "notices"}):
+            self.problem(
+                f"smtp.{key}", f"unknown section [smtp.{key}]: known are [smtp.intake], [smtp.relay], [smtp.notices]"
+            )
         if "intake" not in table:
             return None
         intake = self.table(table, "intake")
@@ -555,6 +599,89 @@ class _Checker:
             )
             limit = DEFAULT_MAX_MESSAGE_BYTES
         return SmtpIntake(host.strip("[]"), port, address.lower(), files["tls_cert"], files["tls_key"], limit)
+
+    def relay(self, root: Path, table: dict[str, Any]) -> SmtpRelay | None:
+        if "relay" not in table:
+            return None
+        relay = self.table(table, "relay")
+        known = ("host", "port", "tls", "ca_file", "sender", "user", "max_message_bytes", "give_up_hours")
+        for key in sorted(set(relay) - set(known)):
+            listed = ", ".join(known)
+            self.problem(f"smtp.relay.{key}", f"unknown setting {key!r} in [smtp.relay]: known are {listed}")
+        host = relay.get("host")
+        if not isinstance(host, str) or not SMTP_HOST.fullmatch(host):
+            self.problem(
+                "smtp.relay.host", 'smtp.relay.host must be the mail server\'s name, e.g. host = "smtp.example.org"'
+            )
+            host = ""
+        tls = relay.get("tls", "starttls")
+        if tls not in RELAY_TLS:
+            self.problem(
+                "smtp.relay.tls",
+                'smtp.relay.tls must be "starttls" (port 587) or "implicit" (port 465): '
+                "the gateway never sends in clear",
+            )
+            tls = "starttls"
+        port = relay.get("port", 465 if tls == "implicit" else 587)
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            self.problem("smtp.relay.port", "smtp.relay.port must be a port number, e.g. port = 587")
+            port = 587
+        sender = relay.get("sender")
+        if not isinstance(sender, str) or not SMTP_EMAIL.fullmatch(sender):
+            self.problem(
+                "smtp.relay.sender",
+                'smtp.relay.sender must be the address the gateway sends from, e.g. sender = "iom@gateway.example.org"',
+            )
+            sender = ""
+        ca_file = relay.get("ca_file")
+        if ca_file is not None and (not isinstance(ca_file, str) or not ca_file):
+            self.problem("smtp.relay.ca_file", "smtp.relay.ca_file must name a PEM file of CA certificates")
+            ca_file = None
+        user = relay.get("user", "")
+        if not isinstance(user, str) or any(c.isspace() for c in user):
+            self.problem("smtp.relay.user", "smtp.relay.user must be the relay login, without spaces")
+            user = ""
+        numbers = {"max_message_bytes": (DEFAULT_RELAY_MAX_BYTES, 1024, 1 << 31), "give_up_hours": (24, 1, 24 * 14)}
+        values: dict[str, int] = {}
+        for key, (default, low, high) in numbers.items():
+            value = relay.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                self.problem(f"smtp.relay.{key}", f"smtp.relay.{key} must be a whole number from {low} to {high}")
+                value = default
+            values[key] = value
+        return SmtpRelay(
+            host.strip("[]"),
+            port,
+            tls,
+            sender,
+            None if ca_file is None else root / ca_file,
+            user,
+            values["max_message_bytes"],
+            values["give_up_hours"],
+        )
+
+    def notices(self, table: dict[str, Any]) -> Notices:
+        notices = self.table(table, "notices")
+        if notices and "relay" not in table:
+            self.problem("smtp.notices", "[smtp.notices] needs an [smtp.relay] to send them through: add one")
+        for key in sorted(set(notices) - {"admins", *NOTICE_KINDS}):
+            listed = ", ".join(("admins", *NOTICE_KINDS))
+            self.problem(f"smtp.notices.{key}", f"unknown setting {key!r} in [smtp.notices]: known are {listed}")
+        admins = notices.get("admins", [])
+        if not isinstance(admins, list) or not all(isinstance(a, str) and SMTP_EMAIL.fullmatch(a) for a in admins):
+            self.problem(
+                "smtp.notices.admins",
+                'smtp.notices.admins must be a list of addresses, e.g. admins = ["iom-admin@council.example.org"]',
+            )
+            admins = []
+        switches: dict[str, bool] = {}
+        for kind in NOTICE_KINDS:
+            value = notices.get(kind, True)
+            if not isinstance(value, bool):
+                self.problem(f"smtp.notices.{kind}", f"smtp.notices.{kind} must be true or false")
+                value = True
+            switches[kind] = value
+        return Notices(tuple(admins), **switches)
 
     def vault_file(self, root: Path, table: dict[str, Any]) -> Path | None:
         for key in sorted(set(table) - {"passphrase_file"}):

@@ -102,6 +102,16 @@ _MIGRATIONS = (
         """CREATE TABLE officer_logins (
             officer TEXT PRIMARY KEY REFERENCES officers (id), hash TEXT NOT NULL, changed TEXT NOT NULL)""",
     ),
+    # 9: messages to send through [smtp.relay] (packages by e-mail, notices), queued with the state change
+    # that causes them, each sent exactly once: queued -> sent, or gave_up
+    (
+        """CREATE TABLE mail_out (
+            id TEXT PRIMARY KEY, kind TEXT NOT NULL, address TEXT NOT NULL, officer TEXT, agency TEXT,
+            package TEXT, sender TEXT, period TEXT, subject TEXT NOT NULL, body TEXT NOT NULL,
+            attachment TEXT, status TEXT NOT NULL DEFAULT 'queued', attempts INTEGER NOT NULL DEFAULT 0,
+            created TEXT NOT NULL, due TEXT NOT NULL, sent TEXT, error TEXT)""",
+        "CREATE INDEX mail_out_by_status ON mail_out (status, due)",
+    ),
 )
 
 

@@ -138,6 +138,11 @@ class PackageStore:
         except (OSError, GatewayError):
             return None
 
+    def size(self, agency: str, name: str) -> int:
+        """The size of the published file `name`; OSError or GatewayError if it is not there."""
+        with self.open(agency) as folder, folder.open_file(name) as file:
+            return file.size
+
     def sha256(self, agency: str, name: str) -> str:
         """The SHA-256 of the published file `name`, read through one descriptor."""
         with self.open(agency) as folder, folder.open_file(name) as file:

@@ -151,24 +151,39 @@ def _record_from_json(item: dict[str, Any]) -> tuple[PasswordRecord, Secret]:
     return record, Secret(_field(item, "password", str))
 
 
-def _parse_records(path: Path, plaintext: bytes) -> tuple[tuple[PasswordRecord, Secret], ...]:
+def _parse_records(path: Path, plaintext: bytes) -> tuple[tuple[tuple[PasswordRecord, Secret], ...], dict[str, Secret]]:
     try:
-        items = _field(json.loads(plaintext), "records", list)
-        return tuple(_record_from_json(item) for item in items)
-    except (ValueError, KeyError, TypeError):
+        document = json.loads(plaintext)
+        items = _field(document, "records", list)
+        credentials = document.get("credentials", {})  # absent in a vault no credential was ever put in
+        if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
+            raise ValueError("credentials")
+        return tuple(_record_from_json(item) for item in items), {k: Secret(v) for k, v in credentials.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise _not_a_vault(path, "its records are malformed") from None
+
+
+RELAY_CREDENTIAL = "smtp.relay"  # the [smtp.relay] login's password (`keys relay-password`)
 
 
 class Vault:
     """An open vault: the derived key and the records in memory, every change saved at once."""
 
-    __slots__ = ("_entries", "_kdf", "_key", "_path")
+    __slots__ = ("_credentials", "_entries", "_kdf", "_key", "_path")
 
-    def __init__(self, path: Path, kdf: _Kdf, key: bytes, entries: tuple[tuple[PasswordRecord, Secret], ...]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        kdf: _Kdf,
+        key: bytes,
+        entries: tuple[tuple[PasswordRecord, Secret], ...],
+        credentials: dict[str, Secret] | None = None,
+    ) -> None:
         self._path = path
         self._kdf = kdf
         self._key = key
         self._entries = entries
+        self._credentials = dict(credentials or {})
 
     def __repr__(self) -> str:
         return f"Vault({str(self._path)!r}, {len(self._entries)} records)"
@@ -212,7 +227,7 @@ class Vault:
             plaintext = AESGCM(key).decrypt(nonce, ciphertext, kdf.associated_data())
         except InvalidTag:
             raise VaultError(_WILL_NOT_OPEN) from None
-        return cls(path, kdf, key, _parse_records(path, plaintext))
+        return cls(path, kdf, key, *_parse_records(path, plaintext))
 
     def rekey(self, passphrase: Secret) -> None:
         """Re-encrypt the vault under `passphrase` (fresh salt) in one atomic replace: a crash leaves
@@ -228,9 +243,15 @@ class Vault:
             self._kdf, self._key = old_kdf, old_key
             raise
 
-    def _save(self, entries: tuple[tuple[PasswordRecord, Secret], ...]) -> None:
+    def _save(
+        self, entries: tuple[tuple[PasswordRecord, Secret], ...], credentials: dict[str, Secret] | None = None
+    ) -> None:
         records = [_record_to_json(record, password) for record, password in entries]
-        plaintext = json.dumps({"records": records}, sort_keys=True).encode()
+        document: dict[str, Any] = {"records": records}
+        kept = self._credentials if credentials is None else credentials
+        if kept:
+            document["credentials"] = {name: secret.reveal() for name, secret in kept.items()}
+        plaintext = json.dumps(document, sort_keys=True).encode()
         nonce = secrets.token_bytes(_NONCE)
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415 (see _Kdf.derive)
 
@@ -298,6 +319,18 @@ class Vault:
             f"no password with id {record_id!r} in the vault: it was purged, or the package is from "
             "another gateway; ask its admin to send it again"
         )
+
+    def set_credential(self, name: str, secret: Secret) -> None:
+        """Store `secret` as the credential `name` (replacing any before) and save at once."""
+        if not secret:
+            raise ValueError("set_credential() needs a non-empty secret")
+        credentials = {**self._credentials, name: secret}
+        self._save(self._entries, credentials)
+        self._credentials = credentials
+
+    def credential(self, name: str) -> Secret | None:
+        """The credential `name`, or None if none was stored."""
+        return self._credentials.get(name)
 
     def records(self) -> tuple[PasswordRecord, ...]:
         """Every record, oldest first, without the passwords."""

@@ -17,10 +17,10 @@ from pathlib import Path
 from gateway.adapters.config import CONFIG_NAME, VAULT_ENV, Config
 from gateway.adapters.db import DATABASE, STATE
 from gateway.adapters.vault import CURRENT, Vault
-from gateway.admin.oversight import KeyWarning, key_warnings
 from gateway.core.errors import ConfigError, GatewayError, SchemaError, UsageError
 from gateway.core.model import Agency, Delivery
 from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
+from gateway.exchange.health import KeyWarning, key_warnings
 from gateway.exchange.mailin import tls_context
 from gateway.state.root import GNUPG_HOME, KEYS, VAULT_FILE, Root
 from gateway.validate import Standard, load_standard

@@ -12,6 +12,7 @@ from gateway.adapters.fsio import open_regular
 from gateway.adapters.gpg import Fingerprint
 from gateway.adapters.passwords import PasswordPolicy
 from gateway.adapters.passwords import check as check_password
+from gateway.adapters.vault import RELAY_CREDENTIAL
 from gateway.core.errors import InputFileError, PolicyError, UsageError
 from gateway.core.model import Delivery
 from gateway.core.secret import Secret
@@ -101,6 +102,20 @@ def read_password_file(source: Path) -> Secret:
         return Secret(raw.decode("utf-8").strip())
     except UnicodeDecodeError:
         raise InputFileError(f"{str(source)!r} is not UTF-8 text: give a file holding only the password") from None
+
+
+def set_relay_password(root: Root, source: Path) -> str:
+    """Keep the password in `source` (a 0600 file) in the vault as the [smtp.relay] login's; return the login."""
+    relay = root.config.smtp_relay
+    if relay is None or not relay.user:
+        raise UsageError('gateway.toml has no [smtp.relay] user: add the relay\'s login there (user = "...") first')
+    password = read_password_file(source)
+    if not password:
+        raise InputFileError(f"{str(source)!r} is empty: give a file holding the relay password")
+    with root.changing_vault() as vault:
+        vault.set_credential(RELAY_CREDENTIAL, password)
+    root.audit.append("relay.password_set", actor="admin", user=relay.user)
+    return relay.user
 
 
 def import_password(root: Root, agency_id: str, source: Path) -> str:

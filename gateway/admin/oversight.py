@@ -13,20 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from gateway.adapters.fsio import Folder, shown
-from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Fingerprint, Purpose
+from gateway.adapters.gpg import MAX_SIGNATURE_BYTES, Purpose
 from gateway.adapters.store import INBOX
-from gateway.core.errors import CryptoError, GatewayError, UsageError
+from gateway.core.errors import GatewayError, UsageError
 from gateway.core.manifest import MAX_MANIFEST_BYTES
 from gateway.core.model import Period
 from gateway.exchange.folders import orphaned_folders
+from gateway.exchange.health import KeyWarning, key_warnings, late_agencies
 from gateway.exchange.intake import open_outbox, scan_outbox
 from gateway.state.audit import Verdict, Witness
 from gateway.state.disclosure import register, to_json, write_csv, write_html
-from gateway.state.journal import ABANDONED, DELIVERED, DONE, IN_FLIGHT, REJECTED
+from gateway.state.journal import ABANDONED, IN_FLIGHT, REJECTED
 from gateway.state.journal import DeferredDelivery as JournalDeferred
 from gateway.state.root import Root
 
-EXPIRY_WARNING = timedelta(days=30)
 MANIFEST_SUFFIX = ".manifest.json"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -138,6 +138,8 @@ AUDIT_EVENTS = frozenset(
         "delivery.deferred",
         "gateway.key.created",
         "gateway.key.rotated",
+        "mail.gave_up",
+        "mail.sent",
         "officer.added",
         "officer.password_set",
         "officer.reencrypted",
@@ -154,6 +156,7 @@ AUDIT_EVENTS = frozenset(
         "password.rotated",
         "password.shown",
         "receipt.refused",
+        "relay.password_set",
         "retention.purged",
         "smtp.locked_out",
         "submission.abandoned",
@@ -204,14 +207,6 @@ def disclosure_report(root: Root, month: Period, form: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- status
-
-
-@dataclass(frozen=True, slots=True)
-class KeyWarning:
-    owner: str
-    fingerprint: str
-    expires: str | None
-    problem: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,9 +339,7 @@ def status(root: Root, now: datetime) -> Status:
     unpulled = {a: root.journal.unpulled(a) for a in root.config.agencies}
     since = now - timedelta(hours=24)
     errors = {s: len(root.audit.select(since, f"submission.{s}")) for s in (REJECTED, ABANDONED)}
-    submitted = root.journal.agencies_with(str(period), (DELIVERED, DONE))
     due = root.config.submissions.due_day
-    late = sorted(a for a in root.config.agencies if a not in submitted) if now.day > due else []
     return Status(
         now=now.isoformat(timespec="seconds"),
         outbox_waiting=counts,
@@ -354,8 +347,8 @@ def status(root: Root, now: datetime) -> Status:
         in_flight=root.journal.in_flight(),
         last_run=root.journal.last_run(),
         errors_24h=errors,
-        keys=_key_warnings(root, now),
-        late=late,
+        keys=key_warnings(root, now),
+        late=late_agencies(root, now),
         period=str(period),
         due_day=due,
         waiting=waiting,
@@ -444,29 +437,3 @@ def _still_there(root: Root, agency: str, name: str, sha256: str) -> bool:
 def _orphaned(root: Root) -> list[OrphanedFolder]:
     """Folders in outbox/ and inbox/ that are no agency of gateway.toml, with how many files wait in each."""
     return [OrphanedFolder(o.folder, o.files) for o in orphaned_folders(root.path, root.config.agencies)]
-
-
-def key_warnings(root: Root, now: datetime) -> list[KeyWarning]:
-    """The current gateway key and active officers' keys that are missing, revoked, expired or expire within 30 days."""
-    return _key_warnings(root, now)
-
-
-def _key_warnings(root: Root, now: datetime) -> list[KeyWarning]:
-    owners = [("gateway", fpr) for fpr, _, _, state in root.journal.gateway_keys() if state == "current"]
-    owners += [(f"officer {o.id} ({o.agency})", o.fingerprint) for o in root.registry.all() if o.active]
-    warnings = []
-    for owner, fingerprint in owners:
-        try:
-            info = root.keyring.key(Fingerprint.parse(fingerprint))
-        except CryptoError:
-            warnings.append(KeyWarning(owner, fingerprint, None, "key missing from the keyring: import it again"))
-            continue
-        expires = info.expires.isoformat(timespec="seconds") if info.expires else None
-        if info.revoked:
-            warnings.append(KeyWarning(owner, fingerprint, expires, "key revoked: replace it"))
-        elif info.expires is not None and info.expires <= now:
-            warnings.append(KeyWarning(owner, fingerprint, expires, "key expired: replace it"))
-        elif info.expires is not None and info.expires - now <= EXPIRY_WARNING:
-            days = (info.expires - now).days
-            warnings.append(KeyWarning(owner, fingerprint, expires, f"key expires in {days} day(s): renew it now"))
-    return warnings

@@ -38,6 +38,15 @@ def armor_signature(signature: bytes) -> str:
     return "\n".join(["-----BEGIN PGP SIGNATURE-----", "", *lines, f"={checksum}", "-----END PGP SIGNATURE-----", ""])
 
 
+def armor_message(message: bytes) -> bytes:
+    """ASCII armor (RFC 4880 6.2), CRLF lines, for a binary OpenPGP message: what PGP/MIME's second part carries."""
+    body = base64.b64encode(message).decode("ascii")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    checksum = base64.b64encode(_crc24(message).to_bytes(3, "big")).decode("ascii")
+    text = "\r\n".join(["-----BEGIN PGP MESSAGE-----", "", *lines, f"={checksum}", "-----END PGP MESSAGE-----", ""])
+    return text.encode("ascii")
+
+
 _BEGIN, _END = b"-----BEGIN PGP SIGNATURE-----", b"-----END PGP SIGNATURE-----"
 
 

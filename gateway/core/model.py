@@ -75,6 +75,7 @@ class Agency:
     delivery: Delivery = Delivery.GPG
     route: tuple[str, ...] = ()
     group: str = ""  # its Unix group ([agencies.X] group); "" means the default, iom-<id>
+    email: bool = False  # its packages also go by e-mail to each active officer ([agencies.X] email)
 
     @property
     def unix_group(self) -> str:

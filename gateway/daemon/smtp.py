@@ -242,6 +242,8 @@ class Companion:
     """
 
     path: Path
+    module: str = "gateway.daemon.smtp"  # or gateway.daemon.relay: the same life, another process
+    what: str = "smtp intake"
     process: subprocess.Popen[bytes] | None = None
     due: float = 0.0  # when to (re)start it
     started: float = 0.0  # when the running one was started
@@ -256,7 +258,8 @@ class Companion:
             if now - self.started >= HEALTHY_SECONDS:
                 self.pause = RESTART_SECONDS  # it had been serving: a fresh failure
             log.error(
-                "smtp intake exited status=%s: started again in %ds (the daemon goes on delivering)",
+                "%s exited status=%s: started again in %ds (the daemon goes on delivering)",
+                self.what,
                 self.process.returncode,
                 int(self.pause),
             )
@@ -264,11 +267,11 @@ class Companion:
             self.pause = min(self.pause * 2, MAX_RESTART_SECONDS)
         if self.process is None and now >= self.due:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.daemon.smtp", "--root", str(self.path), "--parent", str(os.getpid())],
+                [sys.executable, "-m", self.module, "--root", str(self.path), "--parent", str(os.getpid())],
                 stdin=subprocess.DEVNULL,
             )
             self.started = now
-            log.info("started smtp intake pid=%d", self.process.pid)
+            log.info("started %s pid=%d", self.what, self.process.pid)
 
     def stop(self) -> None:
         """Stop the intake (SIGTERM: it finishes the message in hand) and wait for it."""

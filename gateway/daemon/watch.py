@@ -206,6 +206,7 @@ class Daemon:
     lock_fd: int | None = None  # the run lock (`exclusive`), which every worker inherits
     pool: Pool = field(init=False)
     intake: Companion = field(init=False)
+    relay: Companion = field(init=False)
     _due: dict[str, float] = field(default_factory=dict)  # agency -> when to look again (a worker said wait)
     _starved: set[str] = field(default_factory=set)  # agencies with ready files no worker was free for
     _recovering: bool = False  # a worker died: drain the pool, then recover as at a restart
@@ -214,6 +215,7 @@ class Daemon:
         self.settler = Settler(float(self.root.config.daemon.settle_seconds))
         self.pool = Pool(self.path, self.root.config.daemon.workers, self._wake.set, self.lock_fd)
         self.intake = Companion(self.path)
+        self.relay = Companion(self.path, "gateway.daemon.relay", "mail relay")
         self.root.journal.claiming = True  # a worker may hold a copy of the same bytes (see Journal.claim)
 
     def run(self) -> int:
@@ -248,6 +250,7 @@ class Daemon:
             self.pool.close(self._report)  # the files in the workers' hands are finished first
         finally:
             self.intake.stop()
+            self.relay.stop()
             _stop_quietly(observer)
         self._checkpoint()
         self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors, finished=True)
@@ -299,6 +302,7 @@ class Daemon:
             self._collect()
             now = time.monotonic()
             self.intake.tend(self.root.config.smtp_intake is not None, now)
+            self.relay.tend(self.root.config.smtp_relay is not None, now)
             if now >= next_scan:
                 self._dirty.update(self.root.config.agencies)
                 self._warn_orphans()
@@ -316,7 +320,7 @@ class Daemon:
                     self._checkpoint()
                 next_checkpoint = now + config.checkpoint_minutes * 60
             wait = max(0.05, min(wait, next_beat - now, next_checkpoint - now))
-            if self.root.config.smtp_intake is not None:
+            if self.root.config.smtp_intake is not None or self.root.config.smtp_relay is not None:
                 wait = min(wait, INTAKE_LOOK_SECONDS)  # an intake that exited is started again soon
 
     @property
@@ -485,6 +489,7 @@ class Daemon:
         # the workers finish the files in hand and make way for new ones that read the new gateway.toml
         self.pool.retire()
         self.intake.stop()  # started again at once, reading the new [smtp.intake]
+        self.relay.stop()  # and [smtp.relay]
         self.pool.size = fresh.config.daemon.workers
         self.pool.failed_starts = 0
         if self._parallel:

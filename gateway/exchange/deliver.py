@@ -22,6 +22,7 @@ from gateway.core.manifest import MANIFEST_VERSION, MAX_MANIFEST_BYTES, armor_si
 from gateway.core.marking import Marking
 from gateway.core.model import Agency, Delivery, Period, package_suffix
 from gateway.exchange.intake import Job, remove_taken
+from gateway.exchange.mailout import package_mail
 from gateway.exchange.outcome import Delivered
 from gateway.state.journal import DEFERRED, DELIVERED, ROLLED_BACK, SEALING, DeliveryRecord, SubmissionRecord
 from gateway.state.root import Root, flush_audit
@@ -248,6 +249,17 @@ def _deliver(
     manifest = _manifest(root, submission, sealed, plan, key_id, payload_name, payload_sha, common, expires)
     _publish_manifest(root, recipient, base, canonical_json(manifest), sealed.gateway)
     faults.reached("deliver.manifest")
+    mail = package_mail(
+        root,
+        recipient=plan.recipient,
+        base=base,
+        marking=sealed.marking,
+        sender=sealed.agency.id,
+        period=sealed.period,
+        rows=sealed.report.rows,
+        source=source,
+        gateway=sealed.gateway,
+    )
     root.journal.delivery_done(
         submission,
         recipient,
@@ -268,6 +280,7 @@ def _deliver(
                 "payload_sha256": payload_sha,
             },
         ),
+        mail,
     )
     faults.reached("deliver.committed")
     flush_audit(root)

@@ -18,8 +18,9 @@ from gateway.core import faults
 from gateway.core.errors import InputFileError, UsageError
 from gateway.core.model import Agency, package_suffix
 from gateway.exchange.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, Job, open_outbox, remove_taken
+from gateway.exchange.mailout import rejection_notice
 from gateway.exchange.outcome import Duplicate, Refused, Rejected, Waiting
-from gateway.state.journal import DEFERRED, PARTIAL, RECEIVED, ROLLED_BACK, SEALING, SubmissionRecord
+from gateway.state.journal import DEFERRED, PARTIAL, RECEIVED, ROLLED_BACK, SEALING, MailItem, SubmissionRecord
 from gateway.state.root import QUARANTINE, Root, flush_audit
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,22 @@ def reject(root: Root, job: Job, record: SubmissionRecord, refused: Refused, now
         details["signer"] = signer
     audit: tuple[str, dict[str, Any]] = ("submission.rejected", details)
     if owned:
-        root.journal.rejected(record.id, audit)
+        root.journal.rejected(record.id, audit, _notice(root, job, record.id, refused, now))
         flush_audit(root)
     else:  # a copy of something already delivered, refused (e.g. signed by someone else): the original stands
         root.audit.append(audit[0], actor="gateway", agency=job.agency.id, **audit[1])
     return Rejected(job.agency.id, job.pair.csv, refused.stage, refused.reasons, report_path)
+
+
+def _notice(root: Root, job: Job, submission: str, refused: Refused, now: datetime) -> tuple[MailItem, ...]:
+    """The rejection notice for the officer who signed the file, if the signature was good and theirs."""
+    if job.check is None or not job.check.valid or job.check.fingerprint is None:
+        return ()  # no one the gateway can tell the file is from: the report in reports/ is all
+    officer = root.registry.by_fingerprint(str(job.check.fingerprint), now)
+    if officer is None or officer.agency != job.agency.id:
+        return ()
+    counts = dict(refused.report.counts) if refused.report is not None else {refused.stage: 1}
+    return rejection_notice(root, officer, submission, job.shown, counts)
 
 
 def _signer(job: Job) -> str | None:

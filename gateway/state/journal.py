@@ -53,6 +53,7 @@ PARTIAL = "partial"  # some deliveries are deferred: the submission waits in its
 IN_FLIGHT = (RECEIVED, SEALING, REJECTING)
 PURGED, ROLLED_BACK, DEFERRED = "purged", "rolled_back", "deferred"
 PACKAGE_DELIVERED = "package.delivered"  # the audit event delivery_done stages (relaxed)
+MAIL_QUEUED, MAIL_SENT, MAIL_GAVE_UP = "queued", "sent", "gave_up"
 _COLUMNS = "id, agency, name, sha256, status, officer, marking, period, rows, reason, attempts, sealed_at, stage"
 
 
@@ -95,6 +96,37 @@ class DeferredDelivery:
     recipient: str
     since: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailItem:
+    """One message for [smtp.relay] to send: a package by e-mail, or a notice (never personal data).
+
+    `id` is derived from what the message is about (kind, package or month, address), so queueing it
+    again (a redo after a crash) queues nothing new: each is sent once.
+    """
+
+    id: str
+    kind: str  # package, landed, rejected, late, key_expiry, relay_gave_up
+    address: str
+    subject: str
+    body: str  # the text part: counts, names of agencies and months, never a cell's value
+    officer: str | None = None
+    agency: str | None = None  # the agency it is sent to (package, landed) or about (rejected, late)
+    package: str | None = None
+    sender: str | None = None  # the sending agency (package, landed)
+    period: str | None = None
+    attachment: str | None = None  # package: the inbox payload, or the spooled encrypted entity, by name
+    status: str = MAIL_QUEUED
+    attempts: int = 0
+    created: str = ""
+    error: str | None = None
+
+
+_MAIL_COLUMNS = (
+    "id, kind, address, subject, body, officer, agency, package, sender, period, attachment, status, attempts,"
+    " created, error"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +361,9 @@ class Journal:
             ).rowcount
         return changed == 1
 
-    def rejected(self, submission_id: str, audit: tuple[str, Mapping[str, Any]]) -> None:
+    def rejected(
+        self, submission_id: str, audit: tuple[str, Mapping[str, Any]], mail: tuple[MailItem, ...] = ()
+    ) -> None:
         event, details = audit
         with self._transaction() as db:
             db.execute(
@@ -341,6 +375,7 @@ class Journal:
             self._stage(
                 f"{submission_id}:rejected:{record.attempts if record else 0}", event, "gateway", agency, details
             )
+            self._queue(mail)
 
     def abandoned(self, submission_id: str, audit: tuple[str, Mapping[str, Any]]) -> None:
         event, details = audit
@@ -436,8 +471,15 @@ class Journal:
         ).fetchall()
         return [DeferredDelivery(*row) for row in rows]
 
-    def delivery_done(self, submission_id: str, recipient: str, audit: tuple[str, Mapping[str, Any]]) -> None:
-        """The payload, manifest and signature are published: commit the delivery and stage its audit event.
+    def delivery_done(
+        self,
+        submission_id: str,
+        recipient: str,
+        audit: tuple[str, Mapping[str, Any]],
+        mail: tuple[MailItem, ...] = (),
+    ) -> None:
+        """The payload, manifest and signature are published: commit the delivery, stage its audit
+        event and queue its `mail` (the package by e-mail, or its notices).
 
         Relaxed: lost to a power cut, the delivery is still "sealing" and the redo adopts what was published."""
         event, details = audit
@@ -448,6 +490,7 @@ class Journal:
                 (submission_id, recipient),
             )
             self._stage(f"{submission_id}:{recipient}:delivered", event, "gateway", recipient, details)
+            self._queue(mail)
 
     def rolled_back(self, submission_id: str, recipient: str) -> None:
         """Record that a delivery is being withdrawn, before its files are removed."""
@@ -486,6 +529,107 @@ class Journal:
                 (key_id, signed_by, submission_id, recipient),
             )
             db.execute("DELETE FROM repacks WHERE submission = ? AND recipient = ?", (submission_id, recipient))
+
+    # ------------------------------------------------------------------------------- mail to send
+
+    def _queue(self, items: tuple[MailItem, ...]) -> None:
+        now = _now()
+        self.db.executemany(
+            "INSERT OR IGNORE INTO mail_out (id, kind, address, subject, body, officer, agency, package, sender,"
+            " period, attachment, created, due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    m.id,
+                    m.kind,
+                    m.address,
+                    m.subject,
+                    m.body,
+                    m.officer,
+                    m.agency,
+                    m.package,
+                    m.sender,
+                    m.period,
+                    m.attachment,
+                    now,
+                    now,
+                )
+                for m in items
+            ],
+        )
+
+    def mail_queue(self, items: tuple[MailItem, ...]) -> None:
+        """Queue messages not caused by a state change (admin notices); one already queued is kept as it is."""
+        if items:
+            with self._transaction():
+                self._queue(items)
+
+    def mail_due(self, now: str, limit: int = 200) -> list[MailItem]:
+        """Queued messages due by `now` (ISO UTC), oldest first."""
+        rows = self.db.execute(
+            f"SELECT {_MAIL_COLUMNS} FROM mail_out WHERE status = 'queued' AND due <= ?"  # noqa: S608 (constant)
+            " ORDER BY created, id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [MailItem(*row) for row in rows]
+
+    def mail_next_due(self) -> str | None:
+        row = self.db.execute("SELECT MIN(due) FROM mail_out WHERE status = 'queued'").fetchone()
+        return None if row is None else row[0]
+
+    def mail(self, *statuses: str) -> list[MailItem]:
+        """Messages in any of `statuses` (all if none given), oldest first."""
+        wanted = statuses or (MAIL_QUEUED, MAIL_SENT, MAIL_GAVE_UP)
+        marks = ", ".join("?" for _ in wanted)
+        rows = self.db.execute(
+            f"SELECT {_MAIL_COLUMNS} FROM mail_out WHERE status IN ({marks}) ORDER BY created, id",  # noqa: S608
+            wanted,
+        ).fetchall()
+        return [MailItem(*row) for row in rows]
+
+    def mail_sent(self, ids: tuple[str, ...], audit: tuple[str, Mapping[str, Any]]) -> None:
+        """The relay took the message (its 250 after DATA): never send these again. Durable, at once."""
+        event, details = audit
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE mail_out SET status = 'sent', sent = ?, attempts = attempts + 1, error = NULL"
+                " WHERE id = ? AND status = 'queued'",
+                [(_now(), i) for i in ids],
+            )
+            rest = {k: v for k, v in details.items() if k != "agency"}  # the entry's own field
+            self._stage(f"mail:{ids[0]}:sent", event, "gateway", details.get("agency"), rest)
+
+    def mail_retry(self, ids: tuple[str, ...], error: str, due: str) -> None:
+        """A temporary failure (4xx, no connection): try again at `due`."""
+        self._write_many(
+            "UPDATE mail_out SET attempts = attempts + 1, error = ?, due = ? WHERE id = ? AND status = 'queued'",
+            [(error, due, i) for i in ids],
+        )
+
+    def mail_gave_up(
+        self, ids: tuple[str, ...], error: str, audit: tuple[str, Mapping[str, Any]], alert: tuple[MailItem, ...]
+    ) -> None:
+        """Stop trying these (a 5xx, or retried for too long), stage the event and queue the admins' `alert`."""
+        event, details = audit
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE mail_out SET status = 'gave_up', attempts = attempts + 1, error = ?"
+                " WHERE id = ? AND status = 'queued'",
+                [(error, i) for i in ids],
+            )
+            rest = {k: v for k, v in details.items() if k != "agency"}
+            self._stage(f"mail:{ids[0]}:gave_up", event, "gateway", details.get("agency"), rest)
+            self._queue(alert)
+
+    def mail_waiting_for(self, attachment: str) -> int:
+        """How many queued messages still attach `attachment` (a spooled file goes once none do)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM mail_out WHERE status = 'queued' AND attachment = ?", (attachment,)
+        ).fetchone()
+        return int(row[0])
+
+    def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._transaction() as db:
+            db.executemany(sql, rows)
 
     # ------------------------------------------------------------------------------- audit outbox
 

@@ -47,6 +47,7 @@ NEEDS = {
     ("keys", "rotate"): ["--gateway", "--yes"],
     ("keys", "export"): ["--gateway"],
     ("keys", "import"): ["--agency", "housing", "--password-file", "/nowhere/p"],
+    ("keys", "relay-password"): ["--password-file", "/nowhere/p"],
     ("audit", "report"): ["--month", "2026-10"],
     ("purge",): ["--dry-run"],
     ("access", "authorized-keys"): ["iom-police-do"],

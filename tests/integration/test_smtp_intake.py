@@ -4,8 +4,6 @@ recipients' inboxes; every refusal is a 5xx with a reason, and writes nothing.""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import re
 import signal
@@ -20,10 +18,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.integration.daemon_harness import (
     GOOD,
@@ -38,6 +32,7 @@ from tests.integration.daemon_harness import (
     wait_until,
 )
 from tests.integration.gpg_helpers import gpg
+from tests.integration.mail_helpers import certificate
 from tests.integration.sshd_harness import free_port
 
 ADDRESS = "iom@gateway.test"
@@ -68,34 +63,6 @@ class Intake:
         return self.log.read_text(errors="replace")
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, made here (never committed)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert, private = folder / "smtp.crt", folder / "smtp.key"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    private.chmod(0o600)
-    return cert, private
-
-
 def _password_file(root: Path, password: str) -> Path:
     path = root / "pw.txt"
     path.write_text(password + "\n")
@@ -105,7 +72,7 @@ def _password_file(root: Path, password: str) -> Path:
 
 def _configure(root: Path) -> tuple[int, ssl.SSLContext]:
     """[smtp.intake] on a free port with a fresh certificate, and passwords for three officers."""
-    _certificate(root / "keys")
+    certificate(root / "keys")
     port = free_port()
     with (root / "gateway.toml").open("a") as toml:
         toml.write(

@@ -197,14 +197,14 @@ def test_the_smtp_intake_is_off_without_its_section_and_every_setting_is_checked
     assert intake.tls_cert == tmp_path / "good" / "keys" / "smtp.crt" and intake.tls_key == Path("/etc/iom/smtp.key")
     assert intake.max_message_bytes == 64 * 1024 * 1024
     bad = text + (
-        '\n[smtp.relay]\nhost = "x"\n\n[smtp.intake]\nlisten = "587"\naddress = "not an address"\n'
+        '\n[smtp.outgoing]\nhost = "x"\n\n[smtp.intake]\nlisten = "587"\naddress = "not an address"\n'
         "max_message_bytes = 10\nsize = 1\n"
     )
     with pytest.raises(ConfigError) as caught:
         _load(make_root(tmp_path / "bad", toml=bad))
     message = caught.value.message
     for expected in (
-        "unknown section [smtp.relay]",
+        "unknown section [smtp.outgoing]: known are [smtp.intake], [smtp.relay], [smtp.notices]",
         'smtp.intake.listen must be "HOST:PORT"',
         "smtp.intake.address must be the one address",
         "smtp.intake.tls_cert must name a PEM file",
@@ -214,3 +214,52 @@ def test_the_smtp_intake_is_off_without_its_section_and_every_setting_is_checked
     ):
         assert expected in message, message
     assert re.search(r"line \d+: smtp\.intake\.listen", message), message
+
+
+def test_the_relay_and_notices_are_off_without_their_sections_and_every_setting_is_checked(tmp_path: Path) -> None:
+    text = (REPO / "gateway.toml").read_text(encoding="utf-8")
+    config = _load(REPO)
+    assert config.smtp_relay is None and not any(a.email for a in config.agencies.values())
+    good = text.replace("[agencies.probation]", "[agencies.probation]\nemail = true", 1) + (
+        '\n[smtp.relay]\nhost = "smtp.example.org"\ntls = "implicit"\nsender = "iom@gateway.example.org"\n'
+        'ca_file = "keys/relay-ca.pem"\nuser = "iom-gateway"\n'
+        '\n[smtp.notices]\nadmins = ["admin@council.example.org"]\nlanded = false\n'
+    )
+    config = _load(make_root(tmp_path / "good", toml=good))
+    relay = config.smtp_relay
+    assert relay is not None
+    assert (relay.host, relay.port, relay.tls, relay.sender, relay.user) == (
+        "smtp.example.org",
+        465,
+        "implicit",
+        "iom@gateway.example.org",
+        "iom-gateway",
+    )
+    assert relay.ca_file == tmp_path / "good" / "keys" / "relay-ca.pem" and relay.give_up_hours == 24
+    assert config.agencies["probation"].email and not config.agencies["police"].email
+    assert config.notices.admins == ("admin@council.example.org",)
+    assert not config.notices.wanted("landed") and config.notices.wanted("rejected")
+    bad = text.replace("[agencies.probation]", '[agencies.probation]\nemail = "yes"', 1) + (
+        '\n[smtp.relay]\nhost = "smtp example"\ntls = "none"\nport = 0\nsender = "nobody"\n'
+        'give_up_hours = 0\npassword = "x"\n'
+        '\n[smtp.notices]\nadmins = "admin"\nlate = "no"\nweekly = true\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        _load(make_root(tmp_path / "bad", toml=bad))
+    message = caught.value.message
+    for expected in (
+        "agency 'probation' email must be true or false",
+        "smtp.relay.host must be the mail server's name",
+        'smtp.relay.tls must be "starttls" (port 587) or "implicit" (port 465): the gateway never sends in clear',
+        "smtp.relay.port must be a port number",
+        "smtp.relay.sender must be the address the gateway sends from",
+        "smtp.relay.give_up_hours must be a whole number from 1",
+        "unknown setting 'password' in [smtp.relay]",
+        "smtp.notices.admins must be a list of addresses",
+        "smtp.notices.late must be true or false",
+        "unknown setting 'weekly' in [smtp.notices]",
+    ):
+        assert expected in message, message
+    alone = text + "\n[smtp.notices]\nlanded = false\n"
+    with pytest.raises(ConfigError, match=r"\[smtp.notices\] needs an \[smtp.relay\]"):
+        _load(make_root(tmp_path / "alone", toml=alone))

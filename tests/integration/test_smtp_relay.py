@@ -1,0 +1,345 @@
+"""The relay ([smtp.relay]) against aiosmtpd's Controller as the receiving mail server on 127.0.0.1,
+over STARTTLS with a certificate made in the test, the daemon a real process: packages for an
+`email = true` agency go to each of its officers as RFC 3156 PGP/MIME that plain `gpg -d` opens;
+notices carry no cell value; a SIGKILL mid-relay still sends each officer's message once; nothing
+is ever sent in clear or to a server whose certificate does not verify."""
+
+from __future__ import annotations
+
+import re
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.integration.daemon_harness import (
+    GOOD,
+    INVALID,
+    Daemon,
+    audit_entries,
+    cli,
+    copy_of,
+    drop,
+    home,
+    packages,
+    wait_until,
+)
+from tests.integration.mail_helpers import certificate
+from tests.integration.sshd_harness import free_port
+
+RELAY_USER, RELAY_PASSWORD = "gateway-relay", "Relay-Secret-Login-7731"
+SENDER = "iom@gateway.test"
+ADMIN = "admin@council.test"
+GOOD_SURNAMES = [b"Ashcroft", b"O'Connell", b"Smith-Jones", b"Chaudhry", b"Adeyemi", b"Whitfield", b"Mistry", b"Byrne"]
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = BytesParser(policy=policy.default).parsebytes(self.raw)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+@dataclass
+class Server:
+    """aiosmtpd's Controller: what it took, and answers to give instead of 250 (address -> replies)."""
+
+    port: int
+    received: list[Received] = field(default_factory=list)
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    logins: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            for address in envelope.rcpt_tos:
+                if self.answers.get(address):
+                    return self.answers[address].pop(0)
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 2.0.0 queued"
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == (
+            RELAY_USER,
+            RELAY_PASSWORD,
+        )
+        if ok:
+            self.logins.append(data.login.decode())
+        return AuthResult(success=ok)
+
+    def to(self, address: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if address in r.rcpt_tos]
+
+
+def _serve(folder: Path, *, tls: bool = True) -> tuple[Server, Controller]:
+    cert, key = certificate(folder)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    server = Server(free_port())
+    options: dict[str, Any] = {"auth_require_tls": True, "authenticator": server.authenticate, "auth_required": True}
+    if tls:
+        options |= {"tls_context": context, "require_starttls": True}
+    else:
+        options |= {"auth_require_tls": False}
+    controller = Controller(server, hostname="127.0.0.1", port=server.port, **options)
+    controller.start()
+    return server, controller
+
+
+def _configure(root: Path, port: int, *, extra: str = "", notices: str = "", trust: bool = True) -> None:
+    toml = root / "gateway.toml"
+    text = toml.read_text()
+    text = text.replace("[agencies.probation]\n", "[agencies.probation]\nemail = true\n", 1)
+    ca = 'ca_file = "../cert/smtp.crt"\n' if trust else ""
+    text += (
+        f'\n[smtp.relay]\nhost = "localhost"\nport = {port}\ntls = "starttls"\nsender = "{SENDER}"\n'
+        f'user = "{RELAY_USER}"\n{ca}{extra}'
+        f'\n[smtp.notices]\nadmins = ["{ADMIN}"]\n{notices}'
+    )
+    toml.write_text(text)
+    secret = root / "relay.pw"
+    secret.write_text(RELAY_PASSWORD + "\n")
+    secret.chmod(0o600)
+    assert cli(root, "keys", "relay-password", "--password-file", str(secret)) == 0
+    secret.unlink()
+
+
+@dataclass
+class Setup:
+    root: Path
+    server: Server
+
+
+@pytest.fixture
+def relayed(routed_template: Path, request: pytest.FixtureRequest) -> Iterator[Setup]:
+    options: dict[str, Any] = getattr(request, "param", {})
+    with copy_of(routed_template) as root:
+        (root.parent / "cert").mkdir()
+        server, controller = _serve(root.parent / "cert", tls=options.get("tls", True))
+        try:
+            _configure(root, server.port, trust=options.get("trust", True), notices=options.get("notices", ""))
+            yield Setup(root, server)
+        finally:
+            controller.stop()
+
+
+def _officer_messages(server: Server, agency: str) -> dict[str, list[Received]]:
+    return {o: server.to(f"{agency}-{o}@demo.invalid") for o in ("do", "pdo")}
+
+
+def _packages_mailed(server: Server, agency: str) -> dict[str, int]:
+    return {
+        officer: sum(1 for r in got if r.message.get_content_type() == "multipart/encrypted")
+        for officer, got in _officer_messages(server, agency).items()
+    }
+
+
+def _decrypt(root: Path, officer: str, armored: bytes) -> bytes:
+    run = subprocess.run(
+        ["gpg", "--homedir", str(home(root, officer)), "--batch", "--quiet", "--decrypt"],
+        input=armored,
+        capture_output=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    return run.stdout
+
+
+def _no_personal_data(raw: bytes) -> None:
+    for surname in GOOD_SURNAMES:
+        assert surname not in raw
+
+
+def test_a_package_goes_to_each_officer_as_pgp_mime_that_gpg_opens_and_notices_carry_no_data(
+    relayed: Setup,
+) -> None:
+    root, server = relayed.root, relayed.server
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    daemon = Daemon(root).ready()
+    try:
+        wait_until(lambda: _packages_mailed(server, "probation") == {"do": 1, "pdo": 1}, 60, "both officers mailed")
+        wait_until(lambda: all(server.to(f"housing-{o}@demo.invalid") for o in ("do", "pdo")), 30, "landed notices")
+    finally:
+        assert daemon.stop() == 0
+    assert set(server.logins) == {RELAY_USER}
+    [package] = packages(root, "probation")
+    for officer in ("probation-do", "probation-pdo"):
+        [got] = server.to(f"{officer}@demo.invalid")
+        assert got.mail_from == SENDER
+        message = got.message
+        # RFC 3156 6.1: multipart/encrypted, the control part, then the armored OpenPGP message
+        assert message.get_content_type() == "multipart/encrypted"
+        assert message.get_param("protocol") == "application/pgp-encrypted"
+        control, body = list(message.iter_parts())
+        assert control.get_content_type() == "application/pgp-encrypted"
+        assert control.get_content().strip() in ("Version: 1", b"Version: 1")
+        assert body.get_content_type() == "application/octet-stream"
+        armored = body.get_payload(decode=True)
+        assert armored.startswith(b"-----BEGIN PGP MESSAGE-----")
+        assert re.fullmatch(r"\[[A-Z -]+\] IOM data from police, 2026-10", str(message["Subject"]))
+        _no_personal_data(got.raw)  # in clear: only the headers and the ciphertext
+        inner = BytesParser(policy=policy.default).parsebytes(_decrypt(root, officer, armored))
+        [attachment] = list(inner.iter_attachments())
+        assert attachment.get_filename() == package.name.removesuffix(".gpg")  # named with its marking
+        assert attachment.get_payload(decode=True) == GOOD.read_bytes()
+    # housing (AES-ZIP, no e-mail): a notice to each officer that a package landed, no data in it
+    for officer in ("housing-do", "housing-pdo"):
+        [notice] = server.to(f"{officer}@demo.invalid")
+        assert notice.message.get_content_type() == "text/plain"
+        assert "1 new package from police for 2026-10" in notice.message.get_content()
+        _no_personal_data(notice.raw)
+    sent = [e for e in audit_entries(root) if e["event"] == "mail.sent"]
+    assert sorted(str(e["officer"]) for e in sent) == sorted(
+        ["probation-do", "probation-pdo", "housing-do", "housing-pdo"]
+    )
+    assert not list((root / "state" / "mail").glob("*.asc"))  # the spooled ciphertext goes once sent
+    log = daemon.text()
+    assert "Traceback" not in log and RELAY_PASSWORD not in log
+    for surname in GOOD_SURNAMES:
+        assert surname.decode() not in log
+    assert RELAY_PASSWORD.encode() not in (root / "state" / "gateway.db").read_bytes()
+    assert RELAY_PASSWORD.encode() not in (root / "gateway.toml").read_bytes()
+
+
+def test_an_aes_zip_agency_gets_its_zip_attached_and_never_its_password(relayed: Setup) -> None:
+    root, server = relayed.root, relayed.server
+    toml = root / "gateway.toml"
+    toml.write_text(toml.read_text().replace('delivery = "aes-zip"\n', 'delivery = "aes-zip"\nemail = true\n', 1))
+    exported = root.parent / "housing.pw"
+    assert cli(root, "keys", "export", "--agency", "housing", "--password", "--to", str(exported)) == 0
+    password = exported.read_text().strip().encode()
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    assert cli(root, "run", "--once") == 0
+    daemon = Daemon(root).ready()
+    try:
+        wait_until(lambda: all(server.to(f"housing-{o}@demo.invalid") for o in ("do", "pdo")), 60, "zip mailed")
+    finally:
+        assert daemon.stop() == 0
+    [package] = packages(root, "housing")
+    for officer in ("housing-do", "housing-pdo"):
+        [got] = server.to(f"{officer}@demo.invalid")
+        [attachment] = list(got.message.iter_attachments())
+        assert attachment.get_filename() == package.name
+        assert attachment.get_payload(decode=True) == package.read_bytes()
+        assert password not in got.raw
+        _no_personal_data(got.raw)
+        seven = subprocess.run(
+            ["7z", "t", f"-p{password.decode()}", str(package)], capture_output=True, check=False
+        )  # the attached bytes are the package the password opens (7-Zip, as recipients use)
+        assert seven.returncode == 0, seven.stdout.decode()
+
+
+def test_a_sigkill_mid_relay_still_sends_each_officers_message_exactly_once(relayed: Setup) -> None:
+    root, server = relayed.root, relayed.server
+    toml = root / "gateway.toml"
+    toml.write_text(toml.read_text() + "landed = false\n")  # only the two package messages to count
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    crashed = Daemon(root, fault="relay.sending@2:kill")
+    assert crashed.exited(90) != 0  # killed as the second message was about to go
+    assert sum(_packages_mailed(server, "probation").values()) == 1
+    daemon = Daemon(root).ready()
+    try:
+        wait_until(lambda: sum(_packages_mailed(server, "probation").values()) == 2, 60, "the second message")
+    finally:
+        assert daemon.stop() == 0
+    assert _packages_mailed(server, "probation") == {"do": 1, "pdo": 1}
+    sent = [e for e in audit_entries(root) if e["event"] == "mail.sent"]
+    assert len(sent) == 2
+    assert "Traceback" not in daemon.text()
+
+
+def test_a_4xx_is_retried_and_a_5xx_gives_up_with_an_alert_to_the_admins(relayed: Setup) -> None:
+    root, server = relayed.root, relayed.server
+    server.answers["probation-do@demo.invalid"] = ["451 4.3.0 mailbox busy, try again"]
+    server.answers["probation-pdo@demo.invalid"] = ["550 5.1.1 no such mailbox"]
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    daemon = Daemon(root).ready()
+    try:
+        wait_until(lambda: _packages_mailed(server, "probation")["do"] == 1, 60, "the retried message")
+        wait_until(lambda: bool(server.to(ADMIN)), 60, "the admins' alert")
+    finally:
+        assert daemon.stop() == 0
+    assert _packages_mailed(server, "probation") == {"do": 1, "pdo": 0}
+    gave_up = [e for e in audit_entries(root) if e["event"] == "mail.gave_up"]
+    assert [e["officer"] for e in gave_up] == ["probation-pdo"]
+    assert "550 5.1.1" in str(gave_up[0]["reason"])
+    alerts = [r.message for r in server.to(ADMIN) if "not sent" in str(r.message["Subject"])]
+    assert len(alerts) == 1 and "probation-pdo" in alerts[0].get_content()
+    assert "level=ERROR" in daemon.text() and "relay gave up" in daemon.text()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # the clear-text server we refuse
+@pytest.mark.parametrize(
+    ("relayed", "says"),
+    [
+        ({"tls": False}, "does not offer STARTTLS"),
+        ({"trust": False}, "certificate does not verify"),
+    ],
+    indirect=["relayed"],
+)
+def test_nothing_is_sent_in_clear_or_to_a_server_whose_certificate_does_not_verify(relayed: Setup, says: str) -> None:
+    root, server = relayed.root, relayed.server
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    daemon = Daemon(root).ready()
+    try:
+        daemon.wait_log(says, 60)
+    finally:
+        assert daemon.stop() == 0
+    assert server.received == [] and server.logins == []
+    assert len(packages(root, "probation")) == 1  # the inbox delivery is made all the same
+    assert "Traceback" not in daemon.text()
+
+
+@pytest.mark.parametrize("relayed", [{"notices": "landed = false\n"}], indirect=True)
+def test_a_rejected_file_is_told_to_its_officer_with_counts_and_no_value(relayed: Setup) -> None:
+    root, server = relayed.root, relayed.server
+    drop(root, "probation", INVALID, "probation-2026-10.csv", "probation-do")
+    daemon = Daemon(root).ready()
+    try:
+        wait_until(lambda: bool(server.to("probation-do@demo.invalid")), 60, "the rejection notice")
+    finally:
+        assert daemon.stop() == 0
+    [notice] = server.to("probation-do@demo.invalid")
+    text = notice.message.get_content()
+    assert "was not delivered" in text and "reports/probation/" in text
+    assert re.search(r"- [a-z_]+: [0-9]+", text), text
+    cells = {cell.strip() for line in INVALID.read_text().splitlines()[1:] for cell in line.split(",")}
+    for cell in cells:
+        if len(cell) >= 4 and not cell.isdigit():  # names, dates, CRO numbers: none in the notice
+            assert cell not in notice.raw.decode(), cell
+    assert server.to("probation-pdo@demo.invalid") == []  # only the officer who signed it
+    late = [r for r in server.to(ADMIN) if "late" in str(r.message["Subject"])]
+    assert all("has not sent its file" in r.message.get_content() for r in late)
+
+
+def test_the_relay_password_comes_from_the_vault_and_needs_a_user(routed_template: Path) -> None:
+    with copy_of(routed_template) as root:
+        secret = root / "pw"
+        secret.write_text("x" * 20)
+        secret.chmod(0o600)
+        assert cli(root, "keys", "relay-password", "--password-file", str(secret)) == 2  # no [smtp.relay] user
+        secret.chmod(0o644)
+        toml = root / "gateway.toml"
+        toml.write_text(toml.read_text() + f'\n[smtp.relay]\nhost = "localhost"\nsender = "{SENDER}"\nuser = "u"\n')
+        assert cli(root, "keys", "relay-password", "--password-file", str(secret)) == 1  # readable by others
+        secret.chmod(0o600)
+        assert cli(root, "keys", "relay-password", "--password-file", str(secret)) == 0
+        assert b"x" * 20 not in (root / "keys" / "vault.json").read_bytes()
+        assert [e["user"] for e in audit_entries(root) if e["event"] == "relay.password_set"] == ["u"]
