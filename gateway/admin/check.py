@@ -16,12 +16,13 @@ from pathlib import Path
 
 from gateway.adapters.config import CONFIG_NAME, VAULT_ENV, Config
 from gateway.adapters.db import DATABASE, STATE
-from gateway.adapters.vault import CURRENT, Vault
+from gateway.adapters.vault import CURRENT, RELAY_CREDENTIAL, Vault
 from gateway.core.errors import ConfigError, GatewayError, SchemaError, UsageError
 from gateway.core.model import Agency, Delivery
 from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
 from gateway.exchange.health import KeyWarning, key_warnings
 from gateway.exchange.mailin import tls_context
+from gateway.exchange.mailout import relay_tls_context
 from gateway.state.root import GNUPG_HOME, KEYS, VAULT_FILE, Root
 from gateway.validate import Standard, load_standard
 
@@ -110,6 +111,7 @@ def check_root(path: Path, now: datetime) -> Checked:
             tls_context(config.smtp_intake)
         except ConfigError as exc:
             found.problems.append(exc.message)
+    _relay(path, config, found)
     states = agency_folders(path, config.agencies, create=False)
     missing = tuple(s.folder for s in states if s.state == "missing")
     for state in states:
@@ -237,6 +239,23 @@ def _state(
     return routes, keys
 
 
+def _open_vault(path: Path, config: Config, found: _Findings, needed_for: str) -> Vault | None:
+    """The vault, or None with why it was not opened (no passphrase here: not checked; else a problem)."""
+    configured = config.vault_passphrase_file
+    if config.vault_passphrase_source() == "file" and (configured is None or not configured.is_file()):
+        where = f"[vault] passphrase_file {str(configured)!r} does not exist" if configured else "no [vault] file"
+        found.not_checked.append(
+            f"{needed_for}: no vault passphrase here ({where}, {VAULT_ENV} is not set); "
+            "run check where the service's passphrase is available to check them"
+        )
+        return None
+    try:
+        return Vault.open(path / KEYS / VAULT_FILE, config.vault_passphrase())
+    except GatewayError as exc:
+        found.problems.append(exc.message)
+        return None
+
+
 def _passwords(path: Path, config: Config, found: _Findings) -> dict[str, str]:
     """Each AES-ZIP agency's current password id ("none" if it has none), or "not checked" without the passphrase."""
     aes = [a.id for a in config.agencies.values() if a.delivery is Delivery.AES_ZIP]
@@ -249,18 +268,8 @@ def _passwords(path: Path, config: Config, found: _Findings) -> dict[str, str]:
             "run `iom-gateway init` to make it and their passwords"
         )
         return dict.fromkeys(aes, NONE)
-    configured = config.vault_passphrase_file
-    if config.vault_passphrase_source() == "file" and (configured is None or not configured.is_file()):
-        where = f"[vault] passphrase_file {str(configured)!r} does not exist" if configured else "no [vault] file"
-        found.not_checked.append(
-            f"AES-ZIP passwords of {', '.join(aes)}: no vault passphrase here ({where}, {VAULT_ENV} is not set); "
-            "run check where the service's passphrase is available to check them"
-        )
-        return dict.fromkeys(aes, UNCHECKED)
-    try:
-        vault = Vault.open(vault_path, config.vault_passphrase())
-    except GatewayError as exc:
-        found.problems.append(exc.message)
+    vault = _open_vault(path, config, found, f"AES-ZIP passwords of {', '.join(aes)}")
+    if vault is None:
         return dict.fromkeys(aes, UNCHECKED)
     current = {r.agency: r.id for r in vault.records() if r.status == CURRENT}
     for agency in aes:
@@ -270,6 +279,36 @@ def _passwords(path: Path, config: Config, found: _Findings) -> dict[str, str]:
                 f"(makes one) or `iom-gateway keys import --agency {agency} --password-file F`"
             )
     return {a: current.get(a, NONE) for a in aes}
+
+
+def _relay(path: Path, config: Config, found: _Findings) -> None:
+    """[smtp.relay]: its CA file loads, its login's password is in the vault, and someone gets the admin notices."""
+    relay = config.smtp_relay
+    mailed = sorted(a.id for a in config.agencies.values() if a.email)
+    if relay is None:
+        if mailed:
+            found.problems.append(
+                f"{', '.join(mailed)} {'has' if len(mailed) == 1 else 'have'} email = true but gateway.toml has no "
+                "[smtp.relay], so no package is mailed: add [smtp.relay] (host, sender), or remove email = true"
+            )
+        return
+    try:
+        relay_tls_context(relay)
+    except ConfigError as exc:
+        found.problems.append(exc.message)
+    if relay.user and (path / KEYS / VAULT_FILE).is_file():
+        vault = _open_vault(path, config, found, "the [smtp.relay] password")
+        if vault is not None and vault.credential(RELAY_CREDENTIAL) is None:
+            found.problems.append(
+                f"[smtp.relay] user {relay.user!r} has no password in the vault, so nothing can be sent: run "
+                "`iom-gateway keys relay-password --password-file F`"
+            )
+    notices = config.notices
+    if not notices.admins and any(notices.wanted(k) for k in ("late", "key_expiry", "relay_gave_up")):
+        found.warnings.append(
+            "[smtp.notices] has no admins, so no one is told of late agencies, keys near expiry or mail that "
+            'could not be sent: add admins = ["..."]'
+        )
 
 
 def _routes(config: Config, active: dict[str, int], passwords: dict[str, str]) -> tuple[Route, ...]:

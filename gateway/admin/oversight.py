@@ -23,7 +23,7 @@ from gateway.exchange.health import KeyWarning, key_warnings, late_agencies
 from gateway.exchange.intake import open_outbox, scan_outbox
 from gateway.state.audit import Verdict, Witness
 from gateway.state.disclosure import register, to_json, write_csv, write_html
-from gateway.state.journal import ABANDONED, IN_FLIGHT, REJECTED
+from gateway.state.journal import ABANDONED, IN_FLIGHT, MAIL_QUEUED, REJECTED
 from gateway.state.journal import DeferredDelivery as JournalDeferred
 from gateway.state.root import Root
 
@@ -276,6 +276,8 @@ class Status:
     orphaned: list[OrphanedFolder] = field(default_factory=list)
     unreceipted: list[Unreceipted] = field(default_factory=list)  # delivered [packages] receipt_days ago, no receipt
     new_gateway_key: NewGatewayKey | None = None  # None until the gateway key was first rotated
+    mail_queued: int = 0  # messages the relay has still to send
+    mail_gave_up_24h: int = 0  # messages the relay gave up on in the last 24 h
 
     @property
     def attention(self) -> list[str]:
@@ -298,6 +300,11 @@ class Status:
             for o in self.orphaned
             if o.files
         ]
+        if self.mail_gave_up_24h:
+            lines.append(
+                f"{self.mail_gave_up_24h} message(s) could not be sent through [smtp.relay] in the last 24 h: "
+                "see `audit show --event mail.gave_up` for each reason (the packages are in their inboxes)"
+            )
         if self.last_run is None:
             lines.append("the gateway has never run: start it (`systemctl start iom-gateway` or `iom-gateway run`)")
         return lines
@@ -311,6 +318,8 @@ class Status:
             lines.append(f"{rejected} submission(s) refused in the last 24 h: see `audit show --event submission`")
         if abandoned:
             lines.append(f"{abandoned} submission(s) abandoned in the last 24 h (their files left mid-flight)")
+        if self.mail_queued:
+            lines.append(f"{self.mail_queued} message(s) waiting for [smtp.relay] (sent as soon as it takes them)")
         rotated = self.new_gateway_key
         if rotated is not None and rotated.not_pulled_by:
             lines.append(
@@ -360,6 +369,8 @@ def status(root: Root, now: datetime) -> Status:
             if d.recipient in root.config.agencies
         ],
         new_gateway_key=_new_gateway_key(root),
+        mail_queued=len(root.journal.mail(MAIL_QUEUED)),
+        mail_gave_up_24h=len(root.audit.select(since, "mail.gave_up")),
     )
 
 

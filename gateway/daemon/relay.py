@@ -33,9 +33,18 @@ from pathlib import Path
 from gateway.adapters.config import SmtpRelay, unsafe_fault_injection
 from gateway.adapters.vault import RELAY_CREDENTIAL
 from gateway.core import faults
-from gateway.core.errors import ConfigError, GatewayError, VaultError
+from gateway.core.errors import GatewayError, VaultError
 from gateway.exchange.health import key_warnings, late_agencies
-from gateway.exchange.mailout import KEY_EXPIRY, LANDED, LATE, RELAY_GAVE_UP, admin_notices, compose, spool
+from gateway.exchange.mailout import (
+    KEY_EXPIRY,
+    LANDED,
+    LATE,
+    RELAY_GAVE_UP,
+    admin_notices,
+    compose,
+    relay_tls_context,
+    spool,
+)
 from gateway.state.journal import MailItem
 from gateway.state.root import Root, flush_audit
 
@@ -49,20 +58,6 @@ TIMEOUT_SECONDS = 60.0
 
 class Unreachable(Exception):
     """No session with the relay (no connection, no TLS, a refused login): every message waits."""
-
-
-def tls_context(relay: SmtpRelay) -> ssl.SSLContext:
-    """TLS 1.2 or later, the certificate checked (against `ca_file`, else the system's CAs) and its name."""
-    if relay.ca_file is not None and not relay.ca_file.is_file():
-        raise ConfigError(
-            f"[smtp.relay] ca_file {str(relay.ca_file)!r} is not a file: give the PEM file of the relay's CA"
-        )
-    try:
-        context = ssl.create_default_context(cafile=None if relay.ca_file is None else str(relay.ca_file))
-    except ssl.SSLError as exc:
-        raise ConfigError(f"[smtp.relay] ca_file does not load ({exc}): give a PEM file of CA certificates") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def _batches(due: list[MailItem]) -> list[list[MailItem]]:
@@ -90,7 +85,7 @@ class Relay:
     def __init__(self, root: Root, relay: SmtpRelay, clock: Callable[[], datetime] | None = None) -> None:
         self.root, self.relay = root, relay
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.context = tls_context(relay)
+        self.context = relay_tls_context(relay)
         self.checked_health = 0.0
 
     def _login(self, session: smtplib.SMTP) -> None:

@@ -31,6 +31,7 @@ from gateway.core import faults
 from gateway.core.errors import GatewayError, InputFileError, UsageError
 from gateway.core.model import Agency
 from gateway.daemon.pool import Pool, Result, Task
+from gateway.daemon.relay import Relay
 from gateway.daemon.smtp import Companion
 from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
 from gateway.exchange.intake import OUTBOX, Pair, open_outbox, scan_outbox
@@ -636,6 +637,19 @@ def serve(path: Path) -> int:
         return Daemon(path, root, lock_fd=lock).run()
 
 
+def _send_mail_once(root: Root) -> None:
+    """`run --once` has no relay process: what is queued is sent before it exits (what fails waits for the next)."""
+    relay = root.config.smtp_relay
+    if relay is None:
+        return
+    try:
+        sender = Relay(root, relay)
+        sender.check_health(time.monotonic())
+        sender.send_due()
+    except GatewayError as exc:
+        log.error("relay cannot send: %s", exc.message.replace("\n", " "))
+
+
 def run_once(path: Path) -> list[Outcome]:
     """Recover, then process what is in every outbox now, and return the outcomes; the audit log ends
     with a signed checkpoint (if the gateway key cannot sign, that is logged: `audit verify` says so)."""
@@ -647,6 +661,7 @@ def run_once(path: Path) -> list[Outcome]:
             run_id = root.journal.run_started("once", os.getpid())
             outcomes = process_once(root, now_utc())
             flush_audit(root)
+            _send_mail_once(root)
             refused = sum(isinstance(o, Rejected | Deferred) for o in outcomes)
             root.journal.run_heartbeat(run_id, processed=len(outcomes), errors=refused, finished=True)
             return outcomes

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ssl
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -27,6 +28,7 @@ from gateway.adapters.config import SmtpRelay
 from gateway.adapters.db import STATE
 from gateway.adapters.fsio import OpenFile, atomic_write_bytes
 from gateway.adapters.gpg import Fingerprint
+from gateway.core.errors import ConfigError
 from gateway.core.manifest import armor_message
 from gateway.core.marking import Marking
 from gateway.core.model import Agency, Delivery, Period, package_suffix
@@ -276,3 +278,17 @@ def compose(root: Root, relay: SmtpRelay, items: list[MailItem], now: datetime) 
     message.attach(payload)
     message.preamble = "This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)."
     return message
+
+
+def relay_tls_context(relay: SmtpRelay) -> ssl.SSLContext:
+    """TLS 1.2 or later, the certificate checked (against `ca_file`, else the system's CAs) and its name."""
+    if relay.ca_file is not None and not relay.ca_file.is_file():
+        raise ConfigError(
+            f"[smtp.relay] ca_file {str(relay.ca_file)!r} is not a file: give the PEM file of the relay's CA"
+        )
+    try:
+        context = ssl.create_default_context(cafile=None if relay.ca_file is None else str(relay.ca_file))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"[smtp.relay] ca_file does not load ({exc}): give a PEM file of CA certificates") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context

@@ -170,9 +170,33 @@ def _smtp_files_that_do_not_load(root: Path) -> str:
     return "the [smtp.intake] certificate and key do not load"
 
 
+def _relay(root: Path, extra: str = "") -> None:
+    with (root / "gateway.toml").open("a") as toml:
+        toml.write(f'\n[smtp.relay]\nhost = "localhost"\nsender = "iom@gateway.test"\n{extra}')
+
+
+def _relay_ca_missing(root: Path) -> str:
+    _relay(root, 'ca_file = "keys/relay-ca.pem"\n')
+    return f"[smtp.relay] ca_file {str(root / 'keys' / 'relay-ca.pem')!r} is not a file"
+
+
+def _relay_without_password(root: Path) -> str:
+    _relay(root, 'user = "iom-gateway"\n')
+    return "[smtp.relay] user 'iom-gateway' has no password in the vault"
+
+
+def _email_without_relay(root: Path) -> str:
+    toml = root / "gateway.toml"
+    toml.write_text(toml.read_text().replace("[agencies.probation]\n", "[agencies.probation]\nemail = true\n", 1))
+    return "probation has email = true but gateway.toml has no [smtp.relay]"
+
+
 @pytest.mark.parametrize(
     ("spoil", "fix"),
     [
+        (_relay_ca_missing, "give the PEM file of the relay's CA"),
+        (_relay_without_password, "iom-gateway keys relay-password --password-file F"),
+        (_email_without_relay, "add [smtp.relay] (host, sender), or remove email = true"),
         (_remove_folder, "or run `iom-gateway init`"),
         (_orphan_with_file, "add the agency back, or move the files out and remove the folder"),
         (_no_active_officer, "iom-gateway officers add --agency probation"),
@@ -213,6 +237,19 @@ def test_an_empty_orphan_is_a_warning_and_passwords_without_the_passphrase_are_n
     assert "not checked:   AES-ZIP passwords of housing, treatment: no vault passphrase here" in out
     assert "password not checked" in next(line for line in out.splitlines() if line.startswith("housing "))
     assert out.splitlines()[-1] == "OK: no problems (1 warning(s))"
+
+
+def test_a_relay_with_no_admins_is_a_warning_and_one_with_its_password_passes(
+    routed_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _relay(routed_root, 'user = "iom-gateway"\n')
+    secret = routed_root.parent / "relay.pw"
+    secret.write_text("a-relay-password-of-some-length\n")
+    secret.chmod(0o600)
+    assert cli(routed_root, "keys", "relay-password", "--password-file", str(secret)) == 0
+    code, out = _check(routed_root, capsys)
+    assert code == 0, out
+    assert "warning: [smtp.notices] has no admins" in out
 
 
 def test_an_officer_key_near_expiry_is_a_warning_naming_the_rekey(
