@@ -166,6 +166,13 @@ class Relay:
 
     def _send(self, session: smtplib.SMTP, batch: list[MailItem], now: datetime) -> None:
         first = batch[0]
+        if first.officer is not None and not self._still_active(first.officer):
+            # revoked (or gone) since it was queued: an officer who has left gets nothing more
+            dropped = {"kind": first.kind, "officer": first.officer, "agency": first.agency, "reason": "revoked"}
+            ids = tuple(i.id for i in batch)
+            self.root.journal.mail_gave_up(ids, "the officer is no longer active", ("mail.gave_up", dropped), ())
+            log.info("relay dropped kind=%s officer=%s: no longer active", first.kind, first.officer)
+            return
         try:
             message = compose(self.root, self.relay, batch, now)
         except (OSError, GatewayError) as exc:
@@ -184,15 +191,21 @@ class Relay:
         except (OSError, smtplib.SMTPException) as exc:
             raise Unreachable(f"the session with the relay was lost ({_said(exc)})") from None
         faults.reached("relay.accepted")  # the one window: taken by the server, not yet recorded
-        details = {
+        sent: dict[str, object] = {
             "kind": first.kind,
             "officer": first.officer,
             "agency": first.agency,
             "packages": [i.package for i in batch if i.package] or None,
             "message_id": message["Message-ID"],
         }
-        self.root.journal.mail_sent(tuple(i.id for i in batch), ("mail.sent", details))
+        self.root.journal.mail_sent(tuple(i.id for i in batch), ("mail.sent", sent))
         log.info("relay sent kind=%s officer=%s agency=%s", first.kind, first.officer, first.agency)
+
+    def _still_active(self, officer_id: str) -> bool:
+        try:
+            return self.root.registry.get(officer_id).active
+        except GatewayError:
+            return False
 
     def _failed(self, batch: list[MailItem], reason: str, now: datetime, *, permanent: bool = True) -> None:
         first = batch[0]

@@ -12,6 +12,7 @@ import re
 import ssl
 import subprocess
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from gateway.daemon.relay import FIRST_RETRY_SECONDS
 from tests.integration.daemon_harness import (
     GOOD,
     INVALID,
@@ -378,3 +380,18 @@ def test_the_admins_hear_once_a_month_of_a_key_near_expiry(relayed: Setup) -> No
     assert len(expiring) == 1, [str(m["Subject"]) for m in server.to(ADMIN)]
     text = expiring[0].get_content()
     assert "officer council-short (council)" in text and "expires in 9 day(s)" in text and fingerprint in text
+
+
+def test_an_officer_revoked_before_their_message_went_is_never_sent_it(relayed: Setup) -> None:
+    root, server = relayed.root, relayed.server
+    server.answers["probation-pdo@demo.invalid"] = ["451 4.3.0 mailbox busy, try again"]
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    assert cli(root, "run", "--once") == 0  # probation-do's goes; probation-pdo's waits for its retry
+    assert _packages_mailed(server, "probation") == {"do": 1, "pdo": 0}
+    assert cli(root, "officers", "revoke", "probation-pdo", "--yes") == 0
+    time.sleep(FIRST_RETRY_SECONDS + 1)  # until the retry is due (not a timing assertion)
+    assert cli(root, "run", "--once") == 0
+    assert _packages_mailed(server, "probation") == {"do": 1, "pdo": 0}
+    gave_up = [e for e in audit_entries(root) if e["event"] == "mail.gave_up"]
+    assert [(e["officer"], e["reason"]) for e in gave_up] == [("probation-pdo", "revoked")]
+    assert not [r for r in server.to(ADMIN) if "not sent" in str(r.message["Subject"])]  # no alert: as meant
