@@ -15,6 +15,7 @@ from pathlib import Path
 from gateway.adapters.gpg import Fingerprint, Purpose
 from gateway.core.model import Delivery
 from gateway.exchange.intake import OUTBOX, REJECTED
+from gateway.exchange.mailout import spool
 from gateway.state.journal import DeliveryRecord
 from gateway.state.root import QUARANTINE, Root
 
@@ -67,6 +68,7 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
         path.unlink(missing_ok=True)
     for path in quarantined:
         root.journal.quarantine_purged(str(path.relative_to(root.path / QUARANTINE)))
+    root.journal.mail_forget(audit_cutoff.isoformat(timespec="seconds"))
     passwords = _remove_passwords(root)
     keys = _retired_gateway_keys(root, now, delete=True)
     gateway = root.gateway_key()
@@ -103,6 +105,8 @@ def _delete_package(root: Root, delivery: DeliveryRecord) -> None:
     for name in (payload, *(delivery.package + suffix for suffix in _PACKAGE_FILES)):
         (folder / name).unlink(missing_ok=True)
     root.journal.purged(delivery.submission, delivery.recipient)
+    (spool(root) / f"{delivery.package}.{delivery.recipient}.asc").unlink(missing_ok=True)  # its e-mail, encrypted
+    root.journal.mail_purged(delivery.package, delivery.recipient)
 
 
 def _needed_after(root: Root, expired: list[DeliveryRecord]) -> set[str]:

@@ -627,6 +627,14 @@ class Journal:
         ).fetchone()
         return int(row[0])
 
+    def mail_purged(self, package: str, agency: str) -> None:
+        """Forget the messages about a package purged from `agency`'s inbox (one not yet sent is never sent)."""
+        self._write("DELETE FROM mail_out WHERE package = ? AND agency = ?", (package, agency))
+
+    def mail_forget(self, before: str) -> int:
+        """Forget the messages sent or given up that were queued before `before` (their audit events stay)."""
+        return self._write("DELETE FROM mail_out WHERE status != 'queued' AND created < ?", (before,)).rowcount
+
     def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with self._transaction() as db:
             db.executemany(sql, rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sqlite3
 import ssl
 import subprocess
 import threading
@@ -395,3 +396,28 @@ def test_an_officer_revoked_before_their_message_went_is_never_sent_it(relayed: 
     gave_up = [e for e in audit_entries(root) if e["event"] == "mail.gave_up"]
     assert [(e["officer"], e["reason"]) for e in gave_up] == [("probation-pdo", "revoked")]
     assert not [r for r in server.to(ADMIN) if "not sent" in str(r.message["Subject"])]  # no alert: as meant
+
+
+def test_a_package_purged_before_its_mail_went_takes_its_encrypted_copy_and_its_messages_with_it(
+    relayed: Setup,
+) -> None:
+    root, server = relayed.root, relayed.server
+    for officer in ("do", "pdo"):
+        server.answers[f"probation-{officer}@demo.invalid"] = ["451 4.3.0 try again"] * 10
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    assert cli(root, "run", "--once") == 0
+    assert len(list((root / "state" / "mail").glob("*.asc"))) == 1  # waiting, encrypted
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
+    with sqlite3.connect(root / "state" / "gateway.db") as db:
+        db.execute("UPDATE deliveries SET expires = ?", (past,))
+    db.close()
+    assert cli(root, "purge") == 0
+    assert list((root / "state" / "mail").glob("*.asc")) == []
+    with sqlite3.connect(root / "state" / "gateway.db") as db:
+        left = db.execute("SELECT COUNT(*) FROM mail_out WHERE agency = 'probation'").fetchone()[0]
+    db.close()
+    assert left == 0
+    server.answers.clear()
+    time.sleep(FIRST_RETRY_SECONDS + 1)
+    assert cli(root, "run", "--once") == 0
+    assert _packages_mailed(server, "probation") == {"do": 0, "pdo": 0}
