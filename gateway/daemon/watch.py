@@ -30,9 +30,9 @@ from gateway.adapters.fsio import Folder
 from gateway.core import faults
 from gateway.core.errors import GatewayError, InputFileError, UsageError
 from gateway.core.model import Agency
+from gateway.daemon.companion import Companion
 from gateway.daemon.pool import Pool, Result, Task
 from gateway.daemon.relay import Relay
-from gateway.daemon.smtp import Companion
 from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
 from gateway.exchange.intake import OUTBOX, Pair, open_outbox, scan_outbox
 from gateway.exchange.outcome import Deferred, Outcome, Rejected, Waiting
