@@ -20,7 +20,7 @@ import pytest
 from gateway.admin.init import init_root
 from gateway.cli import main
 from tests.conftest import REPO
-from tests.integration.gpg_helpers import gpg, stop_agent
+from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
 
 SAMPLES = REPO / "samples"
 GOOD = SAMPLES / "police-good-2026-10.csv"
@@ -213,3 +213,19 @@ def run_once_process(root: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+@contextmanager
+def short_lived_officer(root: Path, days: int = 10) -> Iterator[str]:
+    """council-short, a council DO whose key (made by plain gpg) expires in `days` days, registered in
+    `root`; yields its fingerprint and stops its home's gpg-agent after."""
+    keys = root.parent / "home-short"
+    fingerprint = new_officer(keys, "Short Key", "short@example.invalid", expire=f"{days}d")
+    public = root.parent / "short.asc"
+    public.write_bytes(gpg(keys, "--armor", "--export", fingerprint).stdout)
+    added = ("officers", "add", "--agency", "council", "--role", "DO", "--name", "Short Key", "--id", "council-short")
+    try:
+        assert cli(root, *added, "--email", "short@example.invalid", "--key", str(public)) == 0
+        yield fingerprint
+    finally:
+        stop_agent(keys)

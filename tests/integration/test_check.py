@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from tests.integration.daemon_harness import cli
-from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
+from tests.integration.daemon_harness import cli, short_lived_officer
 
 pytestmark = pytest.mark.slow
 
@@ -255,16 +254,8 @@ def test_a_relay_with_no_admins_is_a_warning_and_one_with_its_password_passes(
 def test_an_officer_key_near_expiry_is_a_warning_naming_the_rekey(
     routed_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    home = routed_root.parent / "home-short"
-    fingerprint = new_officer(home, "Short Key", "short@example.invalid", expire="10d")
-    public = routed_root.parent / "short.asc"
-    public.write_bytes(gpg(home, "--armor", "--export", fingerprint).stdout)
-    added = ("officers", "add", "--agency", "council", "--role", "DO", "--name", "Short Key", "--id", "council-short")
-    try:
-        assert cli(routed_root, *added, "--email", "short@example.invalid", "--key", str(public)) == 0
+    with short_lived_officer(routed_root) as fingerprint:
         code, out = _check(routed_root, capsys)
-    finally:
-        stop_agent(home)
     assert code == 0, out
     warning = next(line for line in out.splitlines() if fingerprint in line)
     assert warning.startswith("warning: officer council-short (council) key ") and "expires in 9 day(s)" in warning

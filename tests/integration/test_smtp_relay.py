@@ -39,9 +39,9 @@ from tests.integration.daemon_harness import (
     drop,
     home,
     packages,
+    short_lived_officer,
     wait_until,
 )
-from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
 from tests.integration.mail_helpers import certificate
 from tests.integration.sshd_harness import free_port
 
@@ -366,17 +366,9 @@ def test_the_relay_password_comes_from_the_vault_and_needs_a_user(routed_templat
 
 def test_the_admins_hear_once_a_month_of_a_key_near_expiry(relayed: Setup) -> None:
     root, server = relayed.root, relayed.server
-    short = root.parent / "home-short"
-    fingerprint = new_officer(short, "Short Key", "short@example.invalid", expire="10d")
-    public = root.parent / "short.asc"
-    public.write_bytes(gpg(short, "--armor", "--export", fingerprint).stdout)
-    added = ("officers", "add", "--agency", "council", "--role", "DO", "--name", "Short Key", "--id", "council-short")
-    try:
-        assert cli(root, *added, "--email", "short@example.invalid", "--key", str(public)) == 0
+    with short_lived_officer(root) as fingerprint:
         assert cli(root, "run", "--once") == 0
         assert cli(root, "run", "--once") == 0  # the next pass queues it no more
-    finally:
-        stop_agent(short)
     expiring = [r.message for r in server.to(ADMIN) if "renewing" in str(r.message["Subject"])]
     assert len(expiring) == 1, [str(m["Subject"]) for m in server.to(ADMIN)]
     text = expiring[0].get_content()
