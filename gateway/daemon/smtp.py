@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -170,6 +171,16 @@ class Intake:
         return f"250 2.0.0 {name.rsplit('/', 1)[-1]} is in {officer.agency}'s outbox: the gateway checks it now"
 
 
+def _connection_trouble(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A client that resets or drops its connection is that session's end, one line in the log, never
+    a traceback (asyncio's own handler prints one for every reset)."""
+    problem = context.get("exception")
+    if isinstance(problem, OSError | asyncio.IncompleteReadError | ssl.SSLError):
+        log.info("smtp connection ended by the client: %s", type(problem).__name__)
+        return
+    log.error("smtp event loop: %s (%s)", context.get("message", "?"), type(problem).__name__ if problem else "-")
+
+
 def serve(path: Path, *, stop_on: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> int:
     """Run the intake of the root at `path` until one of `stop_on` arrives; return the exit status."""
     from aiosmtpd.smtp import SMTP  # noqa: PLC0415
@@ -185,6 +196,7 @@ def serve(path: Path, *, stop_on: tuple[signal.Signals, ...] = (signal.SIGTERM, 
     intake = Intake(root, settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    loop.set_exception_handler(_connection_trouble)
 
     def session() -> SMTP:
         return SMTP(

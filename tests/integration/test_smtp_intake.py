@@ -8,7 +8,9 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -183,6 +185,22 @@ def test_a_signed_file_mailed_by_its_officer_is_in_the_outbox_before_250_and_the
     assert outbox(intake.root) == []
     events = [e for e in audit_entries(intake.root) if e["event"] == "submission.mailed"]
     assert len(events) == 1 and events[0]["actor"] == "police-do" and events[0]["agency"] == "police"
+
+
+def test_a_client_that_resets_its_connection_ends_only_its_session(intake: Intake) -> None:
+    for stage in ("greeting", "ehlo", "tls", "auth") * 5:
+        raw = socket.create_connection(("127.0.0.1", intake.port), timeout=30)
+        if stage != "greeting":
+            raw.sendall(b"EHLO client.test\r\n")
+        if stage in ("tls", "auth"):
+            raw.sendall(b"STARTTLS\r\n")
+            raw.recv(4096)
+            raw.sendall(b"\x16\x03\x01\x00\x05hello" if stage == "tls" else b"AUTH PLAIN\r\n")
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()  # an RST, not a FIN, wherever the session is
+    with intake.client() as client:  # the intake serves on
+        assert client.noop()[0] == 250
+    # the fixture's teardown asserts the intake's log holds no traceback
 
 
 def test_auth_is_offered_only_after_starttls_and_refused_before_it(intake: Intake) -> None:
