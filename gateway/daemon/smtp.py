@@ -171,6 +171,17 @@ class Intake:
         return f"250 2.0.0 {name.rsplit('/', 1)[-1]} is in {officer.agency}'s outbox: the gateway checks it now"
 
 
+def _one_line(record: logging.LogRecord) -> bool:
+    """aiosmtpd logs a session's exception (a client's reset, a broken TLS handshake) with its
+    traceback: keep it to one line naming the error, a warning (hostile clients do this)."""
+    if record.exc_info:
+        kind = record.exc_info[0].__name__ if record.exc_info[0] is not None else "error"
+        record.msg, record.args = "smtp session ended by %s", (kind,)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
 def _connection_trouble(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """A client that resets or drops its connection is that session's end, one line in the log, never
     a traceback (asyncio's own handler prints one for every reset)."""
@@ -192,7 +203,9 @@ def serve(path: Path, *, stop_on: tuple[signal.Signals, ...] = (signal.SIGTERM, 
             "gateway.toml has no [smtp.intake] section: add one (listen, address, tls_cert, tls_key) to take mail"
         )
     context = tls_context(settings)
-    logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's own session log: peers, commands
+    session_log = logging.getLogger("mail.log")  # aiosmtpd's own session log: peers, commands
+    session_log.setLevel(logging.ERROR)
+    session_log.addFilter(_one_line)
     intake = Intake(root, settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
