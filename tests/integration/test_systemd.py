@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "systemd"
 DAEMON, PURGE, TIMER = "iom-gateway.service", "iom-gateway-purge.service", "iom-gateway-purge.timer"
+MAIL = "iom-gateway-mail.conf"  # the drop-in for a gateway with e-mail
 INSTALLED = "/opt/iom-gateway/.venv/bin/iom-gateway"
 ROOT = "/var/lib/iom-gateway"
 CREDENTIAL = "vault-passphrase:/etc/iom-gateway/vault-passphrase"
@@ -164,9 +165,43 @@ def test_daemon_carries_the_required_settings() -> None:
     assert one(service, "KillMode") == "mixed", "SIGTERM to the daemon alone, so the gpg in hand finishes"
     assert one(unit["Unit"], "StartLimitIntervalSec") and int(one(unit["Unit"], "StartLimitBurst")) > 0
     assert one(unit["Install"], "WantedBy") == "multi-user.target"
-    # No network until the smtp feature: no Internet sockets, no IP.
+    # No network without the e-mail drop-in: no Internet sockets, no IP.
     assert "AF_INET" not in one(service, "RestrictAddressFamilies")
     assert one(service, "PrivateNetwork") == "yes" and one(service, "IPAddressDeny") == "any"
+
+
+def _with_mail(folder: Path) -> Path:
+    """The daemon's unit (starting this checkout's console script, as in the verify test) and the
+    e-mail drop-in in `folder`, as systemd finds them: iom-gateway.service.d/mail.conf."""
+    local = Path(sys.executable).parent / "iom-gateway"
+    (folder / DAEMON).write_text((UNITS / DAEMON).read_text(encoding="utf-8").replace(INSTALLED, str(local)))
+    (folder / f"{DAEMON}.d").mkdir()
+    shutil.copyfile(UNITS / MAIL, folder / f"{DAEMON}.d" / "mail.conf")
+    return folder / DAEMON
+
+
+def test_the_mail_drop_in_opens_tcp_and_port_587_alone_and_still_scores_below_two(tmp_path: Path) -> None:
+    drop_in = directives(MAIL)["Service"]
+    assert one(drop_in, "RestrictAddressFamilies") == "AF_UNIX AF_INET AF_INET6"
+    assert one(drop_in, "PrivateNetwork") == "no" and one(drop_in, "IPAddressDeny") == ""
+    assert one(drop_in, "CapabilityBoundingSet") == "CAP_NET_BIND_SERVICE"
+    assert one(drop_in, "AmbientCapabilities") == "CAP_NET_BIND_SERVICE"
+    assert set(drop_in) == {
+        "RestrictAddressFamilies",
+        "PrivateNetwork",
+        "IPAddressDeny",
+        "CapabilityBoundingSet",
+        "AmbientCapabilities",
+        "PrivateUsers",
+    }, "the drop-in loosens nothing else"
+    unit = _with_mail(tmp_path)
+    verified = run(tool(), "verify", f"./{DAEMON}", cwd=tmp_path)
+    assert verified.returncode == 0 and "mail.conf" not in verified.stderr, verified.stderr
+    result = run(tool(), "security", "--no-pager", "--offline=true", str(unit), cwd=tmp_path)
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert found, result.stdout
+    assert "Service may allocate Internet sockets" in result.stdout  # the drop-in was read (the unit alone: cannot)
+    assert float(found.group(1)) < MAX_EXPOSURE, result.stdout
 
 
 def test_purge_runs_once_with_the_daemons_user_and_sandbox() -> None:
