@@ -269,6 +269,27 @@ def test_a_sigkill_mid_relay_still_sends_each_officers_message_exactly_once(rela
     assert "Traceback" not in daemon.text()
 
 
+def test_killed_between_the_servers_250_and_its_record_the_message_goes_again_with_the_same_message_id(
+    relayed: Setup,
+) -> None:
+    """The one window the README names: SMTP cannot say whether a message was taken, so it is sent again."""
+    root, server = relayed.root, relayed.server
+    toml = root / "gateway.toml"
+    toml.write_text(toml.read_text() + "landed = false\n")
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    crashed = Daemon(root, fault="relay.accepted@1:kill")
+    assert crashed.exited(90) != 0
+    [first] = [r for got in _officer_messages(server, "probation").values() for r in got]
+    daemon = Daemon(root).ready()
+    try:
+        wait_until(lambda: sum(_packages_mailed(server, "probation").values()) == 3, 60, "the resend and the other")
+    finally:
+        assert daemon.stop() == 0
+    again = [r for r in server.received if r.rcpt_tos == first.rcpt_tos]
+    assert len(again) == 2 and again[0].message["Message-ID"] == again[1].message["Message-ID"]
+    assert sorted(_packages_mailed(server, "probation").values()) == [1, 2]
+
+
 def test_a_4xx_is_retried_and_a_5xx_gives_up_with_an_alert_to_the_admins(
     relayed: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
