@@ -45,6 +45,8 @@ from tests.integration.daemon_harness import (
 from tests.integration.mail_helpers import certificate
 from tests.integration.sshd_harness import free_port
 
+pytestmark = pytest.mark.slow  # a daemon and a mail server per test
+
 RELAY_USER, RELAY_PASSWORD = "gateway-relay", "Relay-Secret-Login-7731"
 SENDER = "iom@gateway.test"
 ADMIN = "admin@council.test"
