@@ -32,6 +32,8 @@ from gateway.core.errors import ConfigError
 from gateway.core.manifest import armor_message
 from gateway.core.marking import Marking
 from gateway.core.model import Agency, Delivery, Period, package_suffix
+from gateway.exchange.intake import OUTBOX
+from gateway.exchange.intake import REJECTED as REJECTED_FOLDER
 from gateway.state.journal import MailItem
 from gateway.state.registry import Officer
 from gateway.state.root import Root
@@ -183,9 +185,9 @@ def rejection_notice(
         f"The file {file} you sent for {officer.agency} was not delivered: nothing was disclosed.\n\n"
         "What failed (rules and how many cells; the values are only in the report):\n"
         + "\n".join(lines)
-        + f"\n\nThe full report, with each row and column and the fix, is beside your outbox on the gateway: "
-        f"reports/{officer.agency}/ (`iom-gateway show` or your SFTP client). Correct the file, sign it again "
-        "and send it.\n"
+        + "\n\nThe full report, with each row and column and the fix, is on the gateway in "
+        f"{OUTBOX}/{officer.agency}/{REJECTED_FOLDER}/ ({REJECTED_FOLDER}/ in your outbox over SFTP). Correct the "
+        "file, sign it again and send it.\n"
     )
     return (
         MailItem(

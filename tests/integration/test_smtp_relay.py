@@ -353,7 +353,8 @@ def test_a_rejected_file_is_told_to_its_officer_with_counts_and_no_value(relayed
         assert daemon.stop() == 0
     [notice] = server.to("probation-do@demo.invalid")
     text = notice.message.get_content()
-    assert "was not delivered" in text and "reports/probation/" in text
+    assert "was not delivered" in text and "outbox/probation/rejected/" in text
+    assert list((root / "outbox" / "probation" / "rejected").glob("*.report.*"))  # the report is where it says
     assert re.search(r"- [a-z_]+: [0-9]+", text), text
     cells = {cell.strip() for line in INVALID.read_text().splitlines()[1:] for cell in line.split(",")}
     for cell in cells:
