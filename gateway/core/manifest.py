@@ -28,23 +28,24 @@ def _crc24(data: bytes) -> int:
     return crc & 0xFFFFFF
 
 
+def _armor(kind: str, data: bytes, newline: str) -> str:
+    """ASCII armor (RFC 4880 6.2): `-----BEGIN PGP {kind}-----`, base64 in 64-column lines, the CRC-24."""
+    body = base64.b64encode(data).decode("ascii")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    checksum = base64.b64encode(_crc24(data).to_bytes(3, "big")).decode("ascii")
+    return newline.join([f"-----BEGIN PGP {kind}-----", "", *lines, f"={checksum}", f"-----END PGP {kind}-----", ""])
+
+
 def armor_signature(signature: bytes) -> str:
-    """ASCII armor (RFC 4880 6.2) for a binary OpenPGP signature; an armored one is returned as is."""
+    """The armored form of a binary OpenPGP signature; an armored one is returned as is."""
     if signature.lstrip().startswith(b"-----BEGIN PGP SIGNATURE-----"):
         return signature.decode("ascii")
-    body = base64.b64encode(signature).decode("ascii")
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    checksum = base64.b64encode(_crc24(signature).to_bytes(3, "big")).decode("ascii")
-    return "\n".join(["-----BEGIN PGP SIGNATURE-----", "", *lines, f"={checksum}", "-----END PGP SIGNATURE-----", ""])
+    return _armor("SIGNATURE", signature, "\n")
 
 
 def armor_message(message: bytes) -> bytes:
-    """ASCII armor (RFC 4880 6.2), CRLF lines, for a binary OpenPGP message: what PGP/MIME's second part carries."""
-    body = base64.b64encode(message).decode("ascii")
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    checksum = base64.b64encode(_crc24(message).to_bytes(3, "big")).decode("ascii")
-    text = "\r\n".join(["-----BEGIN PGP MESSAGE-----", "", *lines, f"={checksum}", "-----END PGP MESSAGE-----", ""])
-    return text.encode("ascii")
+    """The armored form, CRLF lines, of a binary OpenPGP message: what PGP/MIME's second part carries."""
+    return _armor("MESSAGE", message, "\r\n").encode("ascii")
 
 
 _BEGIN, _END = b"-----BEGIN PGP SIGNATURE-----", b"-----END PGP SIGNATURE-----"
