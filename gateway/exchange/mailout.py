@@ -89,9 +89,6 @@ def package_mail(
     officers = _officers(root, recipient.id)
     about = f"{sender}, {period}: {rows:,} row(s), {marking.text}"
     if recipient.email and _fits(root, relay, recipient, base, source.size):
-        attachment = base + package_suffix(recipient.delivery)
-        if recipient.delivery is Delivery.GPG:
-            attachment = _spool_entity(root, recipient, base, about, source, gateway)
         how = (
             "inside this encrypted message"
             if recipient.delivery is Delivery.GPG
@@ -101,6 +98,9 @@ def package_mail(
             f"IOM data from {about}.\n\nThe file is attached {how}. It is also in your agency's inbox on the "
             "gateway, with its signed manifest: `iom-gateway pull` checks both.\n"
         )
+        attachment = base + package_suffix(recipient.delivery)
+        if recipient.delivery is Delivery.GPG:
+            attachment = _spool_entity(root, recipient, base, body, source, gateway)
         return tuple(
             MailItem(
                 mail_id(PACKAGE, base, o.id),
@@ -148,7 +148,7 @@ def _fits(root: Root, relay: SmtpRelay, recipient: Agency, base: str, size: int)
     )
 
 
-def _spool_entity(root: Root, recipient: Agency, base: str, about: str, source: OpenFile, gateway: Fingerprint) -> str:
+def _spool_entity(root: Root, recipient: Agency, base: str, text: str, source: OpenFile, gateway: Fingerprint) -> str:
     """Encrypt the inner MIME entity (a text and the CSV attached) to `recipient`'s officers, signed by
     the gateway; keep the armored ciphertext in the spool; return its name there."""
     name = f"{base}.{recipient.id}.asc"
@@ -156,7 +156,7 @@ def _spool_entity(root: Root, recipient: Agency, base: str, about: str, source: 
     if path.exists():  # made before a crash: the same entity, already encrypted
         return name
     entity = EmailMessage()
-    entity.set_content(f"IOM data from {about}.\n")
+    entity.set_content(text)
     csv = b"".join(source.chunks())  # hash-checked against the first read: the bytes the sender signed
     entity.add_attachment(csv, maintype="text", subtype="csv", filename=base + ".csv")
     fingerprints = [Fingerprint.parse(o.fingerprint) for o in root.registry.all(recipient.id) if o.active]

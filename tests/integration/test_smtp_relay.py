@@ -209,6 +209,8 @@ def test_a_package_goes_to_each_officer_as_pgp_mime_that_gpg_opens_and_notices_c
         [attachment] = list(inner.iter_attachments())
         assert attachment.get_filename() == package.name.removesuffix(".gpg")  # named with its marking
         assert attachment.get_payload(decode=True) == GOOD.read_bytes()
+        [text] = [part for part in inner.walk() if part.get_content_type() == "text/plain"]
+        assert "IOM data from police, 2026-10: 7 row(s)" in text.get_content()
     # housing (AES-ZIP, no e-mail): a notice to each officer that a package landed, no data in it
     for officer in ("housing-do", "housing-pdo"):
         [notice] = server.to(f"{officer}@demo.invalid")
@@ -437,3 +439,19 @@ def test_a_package_purged_before_its_mail_went_takes_its_encrypted_copy_and_its_
     time.sleep(FIRST_RETRY_SECONDS + 1)
     assert cli(root, "run", "--once") == 0
     assert _packages_mailed(server, "probation") == {"do": 0, "pdo": 0}
+
+
+def test_a_package_too_large_to_mail_is_a_notice_to_fetch_it_instead(relayed: Setup) -> None:
+    root, server = relayed.root, relayed.server
+    toml = root / "gateway.toml"
+    toml.write_text(toml.read_text().replace("[smtp.notices]\n", "max_message_bytes = 1024\n\n[smtp.notices]\n", 1))
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    assert cli(root, "run", "--once") == 0
+    assert _packages_mailed(server, "probation") == {"do": 0, "pdo": 0}
+    for officer in ("do", "pdo"):
+        [notice] = server.to(f"probation-{officer}@demo.invalid")
+        text = notice.message.get_content()
+        assert "1 new package from police for 2026-10" in text and "too large to send by e-mail" in text
+        _no_personal_data(notice.raw)
+    assert not (root / "state" / "mail").exists() or not list((root / "state" / "mail").iterdir())
+    assert len(packages(root, "probation")) == 1
