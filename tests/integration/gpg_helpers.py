@@ -55,8 +55,10 @@ def new_officer(
     """
     home.mkdir(mode=0o700, parents=True)
     # each gpg starts its faked clock afresh: a key made in a slow second looks "in the future" to the
-    # next command, which would refuse to add a subkey to it ("Time conflict") on a loaded machine
-    clock: tuple[str, ...] = ("--faked-system-time", faked_time, "--ignore-time-conflict") if faked_time else ()
+    # next command, which would refuse to add a subkey to it ("Time conflict") on a loaded machine;
+    # and the clock is frozen ("!"), or a slow key generation makes the key a second younger than asked
+    frozen = faked_time if faked_time is None or faked_time.endswith("!") else f"{faked_time}!"
+    clock: tuple[str, ...] = ("--faked-system-time", frozen, "--ignore-time-conflict") if frozen else ()
     clock = (*clock, "--default-preference-list", preferences) if preferences else clock
     nopass = ("--passphrase", "", "--pinentry-mode", "loopback")
     gpg(home, *clock, *nopass, "--quick-gen-key", f"{name} <{email}>", "ed25519", "sign,cert", expire)

@@ -192,6 +192,8 @@ def test_sighup_restarts_the_workers_with_the_new_configuration(root: Path) -> N
     assert set(after).isdisjoint(before)
     drop(root, "police", GOOD, GOOD.name, "police-do")
     wait_until(lambda: delivered(root) and outbox_clear(root, "police"), 30, "the delivery")
+    # the worker logs the file after clearing it from the outbox: under load, a moment later
+    wait_until(lambda: "event=processed agency=police" in daemon.text(), 10, "the worker's log line")
     assert re.search(rf"worker=({after[0]}|{after[1]}) event=processed agency=police", daemon.text())
     assert daemon.stop() == 0
 
