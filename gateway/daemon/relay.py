@@ -19,7 +19,6 @@ Once an hour it also queues the admins' notices: agencies late for the month, ke
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import smtplib
 import ssl
@@ -30,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.adapters.config import SmtpRelay, unsafe_fault_injection
+from gateway.adapters.config import SmtpRelay
 from gateway.adapters.vault import RELAY_CREDENTIAL
 from gateway.core import faults
 from gateway.core.errors import GatewayError, VaultError
@@ -306,7 +305,7 @@ def serve(path: Path, stop: threading.Event) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m gateway.daemon.relay --root DIR --parent PID`: the relay as the daemon's child."""
-    from gateway.daemon.worker import child_logging, child_of_daemon  # noqa: PLC0415 (the child's set-up only)
+    from gateway.daemon.worker import arm_child_faults, child_logging, child_of_daemon  # noqa: PLC0415
 
     path = child_of_daemon("gateway.daemon.relay", "The mail relay of `iom-gateway run`.", argv)
     if path is None:
@@ -316,9 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the daemon's to act on: it restarts this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     child_logging()
-    spec = unsafe_fault_injection()
-    if spec is not None:  # the daemon audited and logged it; hits counted with the daemon's
-        faults.arm(spec, also_kill=os.getppid(), counts=os.environ.get(faults.COUNTS_ENV))
+    arm_child_faults()
     try:
         return serve(path, stop)
     except GatewayError as exc:

@@ -90,6 +90,15 @@ def take(root: Root, task: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def arm_child_faults() -> None:
+    """In a child of the daemon, arm the crash tests' faults if set: a `kill` takes the daemon down too.
+
+    The daemon audited and logged them; hits are counted with the daemon's, in its file."""
+    spec = unsafe_fault_injection()
+    if spec is not None:
+        faults.arm(spec, also_kill=os.getppid(), counts=os.environ.get(faults.COUNTS_ENV))
+
+
 def child_of_daemon(prog: str, description: str, argv: list[str] | None) -> Path | None:
     """Parse a daemon child's `--root DIR --parent PID` and tie this process's life to the parent's;
     return the root, or None if the daemon is gone already (the child should exit)."""
@@ -117,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("worker cannot open the root: %s", exc.message.replace("\n", " "))
         return 1
     root.journal.claiming = True  # another worker may hold a copy of the same bytes
-    spec = unsafe_fault_injection()
-    if spec is not None:
-        # the daemon audited and logged it; hits are counted with the daemon's, in its file
-        faults.arm(spec, also_kill=os.getppid(), counts=os.environ.get(faults.COUNTS_ENV))  # the daemon
+    arm_child_faults()
     answers.write(json.dumps({READY: os.getpid()}).encode() + b"\n")
     answers.flush()
     for line in sys.stdin.buffer:
