@@ -27,6 +27,7 @@ from gateway.core.errors import CryptoError, PolicyError, UsageError
 from gateway.core.manifest import MAX_MANIFEST_BYTES, canonical_json
 from gateway.core.model import Agency, Delivery
 from gateway.core.secret import Secret
+from gateway.exchange.envelope import reseal_zip, strip
 from gateway.exchange.recover import REPACK_SUFFIX, finish_repacks
 from gateway.state.journal import DeliveryRecord
 from gateway.state.registry import Officer
@@ -195,7 +196,10 @@ def _repack(root: Root, delivery: DeliveryRecord, new_id: str) -> str:
         if failure:
             raise failure[0]
 
-    return _restage(root, delivery, ".zip", write, new_id)
+    name = f"{delivery.recipient}/{delivery.package}"
+    return _restage(
+        root, delivery, ".zip", write, new_id, lambda sealed: reseal_zip(sealed, old_password, new_password, name)
+    )
 
 
 def _strip(root: Root, delivery: DeliveryRecord, key_ids: frozenset[str], remaining: str) -> str:
@@ -204,14 +208,20 @@ def _strip(root: Root, delivery: DeliveryRecord, key_ids: frozenset[str], remain
     def write(payload: OpenFile, target: BinaryIO, _plaintext_bytes: int) -> None:
         strip_recipients(payload.stream(), target, key_ids)
 
-    return _restage(root, delivery, ".csv.gpg", write, remaining)
+    return _restage(root, delivery, ".csv.gpg", write, remaining, lambda sealed: strip(sealed, key_ids))
 
 
 def _restage(
-    root: Root, delivery: DeliveryRecord, suffix: str, write: Callable[[OpenFile, BinaryIO, int], None], key_id: str
+    root: Root,
+    delivery: DeliveryRecord,
+    suffix: str,
+    write: Callable[[OpenFile, BinaryIO, int], None],
+    key_id: str,
+    reseal: Callable[[str], str],
 ) -> str:
     """Write a package's new payload, manifest and signature under .NAME.repack beside the old ones (fsynced),
     record them in the journal, and only then rename them over the old (a crash is finished by `recover`).
+    A sealed sender envelope in the manifest (PGP/MIME) is sealed anew by `reseal`, as the payload was.
 
     The old manifest counts only if the gateway's signature over it holds, and the payload only if it
     is the one that manifest names: the gateway never re-signs what someone put into an inbox.
@@ -231,6 +241,8 @@ def _restage(
     method = manifest["encryption"]["method"]
     # everything else stays as sealed, the audit witness too: it says what the log held at the sealing
     manifest |= {"payload_sha256": sha256_file(staged_payload), "encryption": {"method": method, "key_id": key_id}}
+    if isinstance(manifest.get("sender_envelope"), str):
+        manifest["sender_envelope"] = reseal(manifest["sender_envelope"])
     if suffix == ".zip":  # an OpenPGP payload keeps the signature of the key that made it
         manifest["gateway_key"] = str(gateway)
     document = canonical_json(manifest)

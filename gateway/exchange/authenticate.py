@@ -18,7 +18,7 @@ from gateway.state.root import Root
 # MD5, SHA-1 and RIPEMD-160 are refused: SHA-1 collisions are practical (SHAttered 2017, Shambles 2020).
 SHA2 = {"8": "SHA-256", "9": "SHA-384", "10": "SHA-512", "11": "SHA-224"}
 WEAK_HASHES = {"1": "MD5", "2": "SHA-1", "3": "RIPEMD-160"}
-BINARY_DOCUMENT = "00"
+BINARY_DOCUMENT, TEXT_DOCUMENT = "00", "01"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,7 @@ class Signature:
     problem: str | None
     hash_algorithm: str | None = None
     signature_class: str | None = None
+    canonical: bool = False  # over a PGP/MIME entity: CRLF lines already, so text mode changes nothing
 
 
 def authenticate(
@@ -74,7 +75,8 @@ def authenticate(
 
 def _how_signed(signature: Signature) -> str | None:
     """Why a good signature is still not accepted (text mode, a weak hash), or None."""
-    if signature.signature_class != BINARY_DOCUMENT:
+    text_ok = signature.canonical and signature.signature_class == TEXT_DOCUMENT
+    if signature.signature_class != BINARY_DOCUMENT and not text_ok:
         return (
             "the signature was made in text mode (gpg --textmode or --clearsign), which covers the text with its "
             "line endings changed, not the exact bytes the gateway relays: sign in binary mode, gpg --detach-sign FILE"
@@ -127,7 +129,13 @@ def signed_by(root: Root, job: Job, now: datetime, *, authenticated_at: datetime
     limits = root.config.submissions
     found = authenticate(
         Signature(
-            check.valid, fingerprint, check.signed_at, check.problem, check.hash_algorithm, check.signature_class
+            check.valid,
+            fingerprint,
+            check.signed_at,
+            check.problem,
+            check.hash_algorithm,
+            check.signature_class,
+            canonical=job.signed.envelope is not None,
         ),
         officer,
         job.agency.id,

@@ -21,6 +21,8 @@ from gateway.core.errors import ChangedError, GatewayError, VaultError
 from gateway.core.manifest import MANIFEST_VERSION, MAX_MANIFEST_BYTES, armor_signature, canonical_json
 from gateway.core.marking import Marking
 from gateway.core.model import Agency, Delivery, Period, package_suffix
+from gateway.core.pgpmime import Envelope
+from gateway.exchange.envelope import seal
 from gateway.exchange.intake import Job, remove_taken
 from gateway.exchange.mailout import package_mail
 from gateway.exchange.outcome import Delivered
@@ -134,6 +136,7 @@ class _Common:
     sender_signature: str
     sender_certificate: _Once
     prepared: Preseal
+    envelope: Envelope | None = None  # what the sender's signature covers around the CSV (PGP/MIME)
 
 
 def _todo(recipients: Sequence[Agency], done: dict[str, DeliveryRecord]) -> list[Agency]:
@@ -165,6 +168,7 @@ def seal_all(root: Root, submission: str, job: Job, sealed: Sealed, prepared: Pr
         # exported once for every manifest of the submission (one gpg process, not one per recipient)
         _Once(lambda: root.keyring.export_public(sealed.signer)),
         prepared,
+        job.signed.envelope,
     )
     delivered, deferred = [], []
     for recipient in recipients:
@@ -557,7 +561,7 @@ def _manifest(
     common: _Common,
     expires: str,
 ) -> dict[str, object]:
-    return {
+    manifest: dict[str, object] = {
         "format": "iom-gateway-manifest",
         "version": MANIFEST_VERSION,
         "package": sealed.base(submission),
@@ -587,6 +591,16 @@ def _manifest(
         "expires": expires,
         "audit": root.audit.witness(),  # the log's seq and head now: the recipient holds a witness of it
     }
+    if common.envelope is not None:  # sealed as the payload is: only its recipients read the officer's words
+        manifest["sender_envelope"] = _sealed_envelope(root, common.envelope, plan.method, key_id, sealed.gateway)
+    return manifest
+
+
+def _sealed_envelope(root: Root, envelope: Envelope, method: Delivery, key_id: str, gateway: Fingerprint) -> str:
+    if method is Delivery.GPG:
+        keys = [Fingerprint.parse(k) for k in key_id.split(",")]
+        return seal(envelope, method, keyring=root.keyring, recipients=keys, gateway=gateway)
+    return seal(envelope, method, keyring=root.keyring, password=root.vault.password(key_id))
 
 
 def _publish_manifest(root: Root, agency: str, base: str, document: bytes, gateway: Fingerprint) -> None:

@@ -21,10 +21,12 @@ from gateway.core.manifest import binary_signature
 from gateway.core.model import Agency
 from gateway.core.model import period_in as period_in  # noqa: PLC0414 (re-exported: it was defined here)
 from gateway.core.model import period_of as period_of  # noqa: PLC0414
+from gateway.core.pgpmime import EVIDENCE_SUFFIX, MAX_EVIDENCE_BYTES, Envelope, parse
 from gateway.core.receipt import RECEIPTS
 from gateway.state.root import Root
 
-SIGNATURE_SUFFIXES = (".sig", ".asc")
+# a detached signature (binary or armored), or a PGP/MIME message's signature and envelope (core/pgpmime)
+SIGNATURE_SUFFIXES = (".sig", ".asc", EVIDENCE_SUFFIX)
 REJECTED = "rejected"
 OUTBOX = "outbox"
 
@@ -113,13 +115,18 @@ def scan_outbox(folder: Folder, now: float, orphan_after: float = 60.0) -> Intak
 
 @dataclass(frozen=True, slots=True)
 class Signed:
-    """The signature file as read once: its binary form is what gpg checks and the manifest carries."""
+    """The signature file as read once: its binary form is what gpg checks and the manifest carries.
+
+    `envelope`: the file came signed in a PGP/MIME message; the signature covers that envelope with
+    the CSV in it (`Envelope.signed`), not the CSV's bytes alone.
+    """
 
     name: str
     identity: tuple[int, int]
     raw: bytes
     binary: bytes | None
     problem: str | None
+    envelope: Envelope | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +150,8 @@ def take(root: Root, agency: Agency, folder: Folder, pair: Pair, source: OpenFil
     signed = _read_signature(folder, pair.signature) if pair.signature is not None else None
     check = None
     if signed is not None and signed.binary is not None:
-        check = root.keyring.verify_detached(source.chunks(), signed.binary)
+        data = source.chunks() if signed.envelope is None else signed.envelope.signed(source.chunks())
+        check = root.keyring.verify_detached(data, signed.binary)
         if check.valid and source.digest is None:  # gpg vouched for bytes the hash did not see
             check = SignatureCheck(False, None, None, "gpg did not read the whole file: submit it again")
     return Job(agency, folder, pair, source, signed, check)
@@ -151,20 +159,35 @@ def take(root: Root, agency: Agency, folder: Folder, pair: Pair, source: OpenFil
 
 def _read_signature(folder: Folder, name: str) -> Signed | None:
     """The signature file's bytes, read once and capped; None if it went away."""
+    limit = MAX_EVIDENCE_BYTES if name.endswith(EVIDENCE_SUFFIX) else MAX_SIGNATURE_BYTES
     try:
         with folder.open_file(name) as file:
-            raw = os.pread(file.fd, MAX_SIGNATURE_BYTES + 1, 0)
+            raw = os.pread(file.fd, limit + 1, 0)
             identity = file.identity
     except UsageError:
         return None
     except InputFileError as exc:
         return Signed(name, (0, 0), b"", None, f"the signature file cannot be read ({exc.message})")
-    if len(raw) > MAX_SIGNATURE_BYTES:
+    if len(raw) > limit:
         return Signed(name, identity, b"", None, f"{shown(name)!r} is larger than a detached signature can be")
+    if name.endswith(EVIDENCE_SUFFIX):
+        return _read_evidence(name, identity, raw)
     try:
         return Signed(name, identity, raw, binary_signature(raw), None)
     except ValueError as exc:
         return Signed(name, identity, raw, None, f"not an OpenPGP signature ({exc}): sign with gpg --detach-sign FILE")
+
+
+def _read_evidence(name: str, identity: tuple[int, int], raw: bytes) -> Signed:
+    """A PGP/MIME message's envelope and signature, as the SMTP intake wrote them (`mailin`)."""
+    try:
+        envelope, armored = parse(raw)
+        if armored is None:
+            raise ValueError("it holds no signature")
+        return Signed(name, identity, raw, binary_signature(armored.encode("ascii", "replace")), None, envelope)
+    except ValueError as exc:
+        problem = f"{shown(name)!r} is not a PGP/MIME signature the gateway can check ({exc}): send the message again"
+        return Signed(name, identity, raw, None, problem)
 
 
 def remove_taken(job: Job) -> None:

@@ -3,10 +3,12 @@
 The SMTP intake (daemon/smtp.py) hands each message it accepts for delivery here, with the officer
 its login authenticated. Everything in the message is hostile: its headers, its MIME structure, the
 attachments' names and bytes. What it may carry is exactly one CSV and one detached signature
-(`.sig` binary or `.asc` armored) over that CSV's bytes, made by the same officer's registered key;
-then the pair is written into the officer's agency outbox, signature first, each by temp file and
-rename, as `submit` does, and the daemon takes it like any folder drop. The SMTP login only says
-who may send; the signature is what authenticates the file, here as for a drop.
+(`.sig` binary or `.asc` armored) over that CSV's bytes, or be a PGP/MIME signed message (RFC 3156)
+whose signed part carries exactly one CSV; either way made by the same officer's registered key.
+Then the pair is written into the officer's agency outbox, signature first, each by temp file and
+rename, as `submit` does, and the daemon takes it like any folder drop; a PGP/MIME message's
+signature goes as `NAME.csv.pgpmime`, with the envelope it covers (core/pgpmime). The SMTP login
+only says who may send; the signature is what authenticates the file, here as for a drop.
 
 A message that breaks a rule is a `Refusal`: an SMTP reply (a 5xx code, its enhanced status code
 and a sentence a mail client shows) and no file written.
@@ -26,6 +28,8 @@ from email.parser import BytesParser
 from gateway.adapters.config import SmtpIntake
 from gateway.adapters.fsio import shown
 from gateway.core.errors import ConfigError, GatewayError, PolicyError
+from gateway.core.manifest import armor_signature, binary_signature
+from gateway.core.pgpmime import EVIDENCE_SUFFIX, SIGNATURE_TYPE, Envelope, read_signed
 from gateway.exchange.intake import drop_pair
 from gateway.state.registry import Officer
 from gateway.state.root import Root
@@ -50,8 +54,10 @@ class MailedPair:
 
     csv_name: str
     csv: bytes
-    signature_suffix: str  # .sig (binary) or .asc (armored), as attached
-    signature: bytes
+    signature_suffix: str  # .sig (binary) or .asc (armored), as attached; .pgpmime for a signed message
+    signature: bytes  # the file written beside the CSV
+    envelope: Envelope | None = None  # a PGP/MIME message: what the signature covers around the CSV
+    binary: bytes | None = None  # and the signature itself
 
 
 def read_message(raw: bytes, officer: Officer) -> MailedPair:
@@ -75,10 +81,7 @@ def read_message(raw: bytes, officer: Officer) -> MailedPair:
         raise Refusal("554 5.6.0 the message's MIME structure is malformed: send it again from an ordinary mail client")
     _check_from(message, officer)
     if message.get_content_type() == "multipart/signed":
-        raise Refusal(
-            "554 5.6.3 a PGP/MIME signed message is not taken yet: attach the CSV and its detached "
-            "signature (gpg --detach-sign FILE.csv makes FILE.csv.sig) to an ordinary message"
-        )
+        return _read_signed(raw, message)
     parts = list(message.iter_attachments()) if message.is_multipart() else []
     if not parts:
         raise Refusal(
@@ -114,11 +117,7 @@ def read_message(raw: bytes, officer: Officer) -> MailedPair:
             else f"554 5.6.0 the message carries {len(signatures)} signatures: attach only the CSV's own"
         )
     (csv_name, csv_part), (signature_name, signature_part) = csvs[0], signatures[0]
-    if not SAFE_CSV_NAME.fullmatch(csv_name):
-        raise Refusal(
-            f"554 5.6.0 the CSV's name {_shown(csv_name)} is not a plain file name: rename it to letters, "
-            "digits, '.', '-', '_', spaces and brackets, ending .csv (e.g. police-2026-11.csv)"
-        )
+    _check_name(csv_name)
     csv = csv_part.get_payload(decode=True)
     signature = signature_part.get_payload(decode=True)
     if not isinstance(csv, bytes) or not isinstance(signature, bytes) or not csv or not signature:
@@ -127,15 +126,53 @@ def read_message(raw: bytes, officer: Officer) -> MailedPair:
     return MailedPair(csv_name, csv, suffix, signature)
 
 
+def _check_name(csv_name: str) -> None:
+    if not SAFE_CSV_NAME.fullmatch(csv_name):
+        raise Refusal(
+            f"554 5.6.0 the CSV's name {_shown(csv_name)} is not a plain file name: rename it to letters, "
+            "digits, '.', '-', '_', spaces and brackets, ending .csv (e.g. police-2026-11.csv)"
+        )
+
+
+def _read_signed(raw: bytes, message: EmailMessage) -> MailedPair:
+    """The CSV in a PGP/MIME signed message (RFC 3156), with its envelope and signature as evidence."""
+    protocol = str(message.get_param("protocol") or "").lower()
+    boundary = message.get_boundary()
+    if protocol != SIGNATURE_TYPE or not boundary:
+        raise Refusal(
+            f"554 5.6.0 the signed message's protocol is not {SIGNATURE_TYPE}: sign it with OpenPGP "
+            "(PGP/MIME), not S/MIME, or attach the CSV and its detached signature to an ordinary message"
+        )
+    try:
+        signed = read_signed(raw, boundary)
+        signature = binary_signature(signed.signature)
+    except ValueError as exc:
+        raise Refusal(
+            f"554 5.6.0 the PGP/MIME signed message cannot be taken ({exc}): attach the CSV to a message your "
+            "mail client signs with OpenPGP, or attach the CSV and its detached signature (gpg --detach-sign)"
+        ) from None
+    _check_name(signed.csv_name)
+    evidence = signed.envelope.dump(armor_signature(signature))
+    return MailedPair(signed.csv_name, signed.csv, EVIDENCE_SUFFIX, evidence, signed.envelope, signature)
+
+
 def take_mailed(root: Root, officer: Officer, pair: MailedPair) -> str:
     """Check `pair`'s signature is `officer`'s own, then drop it into the agency's outbox; return the
     CSV's outbox path (`outbox/AGENCY/NAME`). Raises Refusal; nothing is written then."""
-    check = root.keyring.verify_detached((pair.csv,), pair.signature)
+    if pair.envelope is None:
+        check = root.keyring.verify_detached((pair.csv,), pair.signature)
+    else:
+        check = root.keyring.verify_detached(pair.envelope.signed((pair.csv,)), pair.binary or b"")
     if not check.valid or check.fingerprint is None:
         problem = check.problem or "it does not verify"
         raise Refusal(
-            f"554 5.7.1 the CSV's signature is not good ({problem}): sign the attached file itself with "
-            "gpg --detach-sign and attach both again (a mail client must not change the CSV: attach, never paste)"
+            f"554 5.7.1 the CSV's signature is not good ({problem}): "
+            + (
+                "sign the attached file itself with gpg --detach-sign and attach both again (a mail client must "
+                "not change the CSV: attach, never paste)"
+                if pair.envelope is None
+                else "send the message again, signed by your mail client with your registered key"
+            )
         )
     signer = root.registry.by_fingerprint(str(check.fingerprint), datetime.now(UTC))
     if signer is None or signer.id != officer.id:

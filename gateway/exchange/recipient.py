@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +40,7 @@ from gateway.core.manifest import MAX_MANIFEST_BYTES, binary_signature
 from gateway.core.model import Delivery
 from gateway.core.receipt import RECEIPT_SUFFIX, RECEIPTS, SIGNATURE_SUFFIX, Receipt
 from gateway.core.secret import Secret
+from gateway.exchange.envelope import unseal_gpg, unseal_zip
 from gateway.state.receipts import Receipts
 from gateway.state.root import Root
 
@@ -71,6 +72,7 @@ class _Manifest:
     gateway_key: Fingerprint
     sender_fingerprint: Fingerprint
     sender_signature: bytes
+    sender_envelope: str | None = None  # sealed: the PGP/MIME envelope the sender's signature covers
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,6 +549,7 @@ def _parse(document: bytes, base: str) -> _Manifest:
     data = _json(document)
     sender = _field(data, "sender", dict)
     encoding = data.get("plaintext_encoding")
+    envelope = _field(data, "sender_envelope") if "sender_envelope" in data else None
     try:
         return _Manifest(
             package=_field(data, "package"),
@@ -559,6 +562,7 @@ def _parse(document: bytes, base: str) -> _Manifest:
             gateway_key=Fingerprint.parse(_field(data, "gateway_key")),
             sender_fingerprint=Fingerprint.parse(_field(sender, "fingerprint")),
             sender_signature=binary_signature(_field(data, "sender_signature").encode("ascii", "replace")),
+            sender_envelope=envelope,
         )
     except ValueError as exc:
         raise CryptoError(
@@ -590,7 +594,7 @@ def _write_plaintext(
             puller = str(opened.key) if opened.key is not None else opener.pullers[0]
         if _sha256(plain) != manifest.plaintext_sha256:
             raise CryptoError(f"{manifest.payload}: the decrypted file does not match its manifest: nothing was kept")
-        _check_sender(checks.senders, manifest, plain)
+        _check_sender(checks, manifest, plain, opener)
         if raw:
             written = publish(plain, to, manifest.package + ".csv")
         else:
@@ -609,9 +613,19 @@ def _altered(payload: str) -> str:
     )
 
 
-def _check_sender(senders: Keyring, manifest: _Manifest, plain: BinaryIO) -> None:
-    """The officer's own signature must cover exactly these bytes (end to end, not only the gateway's word)."""
-    check = senders.verify_detached(read_chunks(plain.fileno()), manifest.sender_signature)
+def _check_sender(checks: _Checks, manifest: _Manifest, plain: BinaryIO, opener: _Opener) -> None:
+    """The officer's own signature must cover exactly these bytes (end to end, not only the gateway's word):
+    alone, or inside the PGP/MIME envelope they came in, opened as the package was."""
+    data: Iterable[bytes] = read_chunks(plain.fileno())
+    if manifest.sender_envelope is not None:
+        if manifest.payload.endswith(".zip"):
+            assert opener.password is not None  # noqa: S101 (it opened the payload)
+            envelope = unseal_zip(manifest.sender_envelope, opener.password, manifest.payload)
+        else:
+            assert opener.keyring is not None  # noqa: S101 (it opened the payload)
+            envelope = unseal_gpg(manifest.sender_envelope, opener.keyring, checks.gateway_keys, manifest.payload)
+        data = envelope.signed(data)
+    check = checks.senders.verify_detached(data, manifest.sender_signature)
     if not (check.intact and check.fingerprint == manifest.sender_fingerprint):
         raise CryptoError(
             f"{manifest.payload}: the sending officer's signature does not cover these bytes "

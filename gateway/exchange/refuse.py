@@ -17,6 +17,7 @@ from gateway.adapters.perms import group_id
 from gateway.core import faults
 from gateway.core.errors import InputFileError, UsageError
 from gateway.core.model import Agency, package_suffix
+from gateway.core.pgpmime import EVIDENCE_SUFFIX
 from gateway.exchange.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, Job, open_outbox, remove_taken
 from gateway.exchange.mailout import rejection_notice
 from gateway.exchange.outcome import Duplicate, Refused, Rejected, Waiting
@@ -114,7 +115,19 @@ def _quarantine(root: Root, job: Job, submission: str) -> None:
         root.journal.quarantined(f"{job.agency.id}/{name}.gpg", job.agency.id, submission, str(gateway))
         if job.signed is not None:
             suffix = next((s for s in SIGNATURE_SUFFIXES if job.signed.name.endswith(s)), ".sig")
-            folder.write(name + suffix, job.signed.raw)
+            if suffix == EVIDENCE_SUFFIX:  # a mail's envelope may hold the officer's words: sealed, as the file
+                suffix += ".gpg"
+                with folder.new_file(name + suffix) as target:
+                    root.keyring.encrypt(
+                        (job.signed.raw,),
+                        target,
+                        recipients=[gateway],
+                        signer=gateway,
+                        literal_name=_own_name(job.pair.csv) + EVIDENCE_SUFFIX,
+                        purpose=Purpose.QUARANTINE,
+                    )
+            else:
+                folder.write(name + suffix, job.signed.raw)
             root.journal.quarantined(f"{job.agency.id}/{name}{suffix}", job.agency.id, submission, str(gateway))
 
 

@@ -34,8 +34,16 @@ def _root_dir(path: Path, mode: int = 0o755) -> None:
     os.chmod(path, mode)
 
 
+def privsep_dir() -> None:
+    """sshd's privilege-separation chroot, which `sshd -t` wants too; Debian makes it at boot (tmpfiles)
+    or when its unit starts, so on a fresh machine where neither ran it is missing."""
+    _root_dir(Path("/run/sshd"))
+
+
 def make_base(tag: str) -> Path:
-    """Make a fresh root-owned 0755 folder /srv/iomt-<random hex>-<tag> that can hold chroots."""
+    """Make a fresh root-owned 0755 folder /srv/iomt-<random hex>-<tag> that can hold chroots (and
+    /run/sshd: what is set up here is checked with `sshd -t` before any sshd starts)."""
+    privsep_dir()
     if not SRV.exists():
         _root_dir(SRV)
     info = SRV.stat()
@@ -131,8 +139,7 @@ class Sshd:
 
     def __enter__(self) -> Sshd:
         """Start sshd and wait until it accepts a connection."""
-        # sshd's privilege-separation chroot; Debian makes it at boot (tmpfiles) or when its unit starts
-        _root_dir(Path("/run/sshd"))
+        privsep_dir()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(SSHD), "-D", "-e", "-f", str(self.config)],

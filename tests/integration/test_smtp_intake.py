@@ -4,6 +4,8 @@ recipients' inboxes; every refusal is a 5xx with a reason, and writes nothing.""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
@@ -21,8 +23,15 @@ from pathlib import Path
 
 import pytest
 
+from gateway.adapters.gpg import Fingerprint, Purpose
+from gateway.core.manifest import canonical_json
+from gateway.core.model import Delivery
+from gateway.core.pgpmime import read_signed
+from gateway.exchange.envelope import seal
+from gateway.state.root import Root
 from tests.integration.daemon_harness import (
     GOOD,
+    INVALID,
     ROUTE,
     Daemon,
     audit_entries,
@@ -31,6 +40,7 @@ from tests.integration.daemon_harness import (
     drop,
     home,
     packages,
+    pull_raw,
     wait_until,
 )
 from tests.integration.gpg_helpers import gpg
@@ -149,6 +159,66 @@ def message(
     return mail
 
 
+NOTE = "Checked by DS Quill before sending."  # the officer's words: they must never lie in clear on the gateway
+
+
+def pgp_mime(
+    root: Path,
+    *,
+    signer: str = "police-do",
+    textmode: bool = False,
+    cte: str = "base64",
+    protocol: str = "application/pgp-signature",
+    tamper: bool = False,
+    parts: int = 2,
+    closed: bool = True,
+    data: bytes | None = None,
+) -> bytes:
+    """A PGP/MIME signed message (RFC 3156) as a mail client sends it: the signed part (a text part and
+    the CSV attached) signed, armored, by `signer`'s own GnuPG home over its exact CRLF bytes."""
+    entity = EmailMessage()
+    entity.set_content(NOTE)
+    data = GOOD.read_bytes() if data is None else data
+    entity.add_attachment(data, maintype="text", subtype="csv", filename="police-mailed-2026-10.csv", cte=cte)
+    signed = entity.as_bytes(policy=policy.SMTP)
+    staging = root.parent / "sign-pgp-mime"  # the officer's machine: not the gateway's root
+    staging.mkdir(exist_ok=True)
+    (staging / "entity").write_bytes(signed)
+    mode = ["--textmode"] if textmode else []
+    gpg(
+        home(root, signer),
+        "--yes",
+        "--armor",
+        *mode,
+        "--output",
+        str(staging / "entity.asc"),
+        "--detach-sign",
+        str(staging / "entity"),
+    )
+    armored = (staging / "entity.asc").read_bytes().replace(b"\n", b"\r\n")
+    if tamper:
+        signed = signed.replace(NOTE.encode(), NOTE.upper().encode())
+    boundary = b"------------sig8XqPz"
+    signature = (
+        b"--" + boundary + b'\r\nContent-Type: application/pgp-signature; name="OpenPGP_signature.asc"\r\n'
+        b"Content-Description: OpenPGP digital signature\r\n\r\n" + armored + b"\r\n"
+    )
+    return (
+        b"From: Police DO <police-do@demo.invalid>\r\nTo: " + ADDRESS.encode() + b"\r\nSubject: IOM return\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/signed; micalg=pgp-sha256;\r\n protocol="'
+        + protocol.encode()
+        + b'";\r\n boundary="'
+        + boundary
+        + b'"\r\n\r\nThis is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n--'
+        + boundary
+        + b"\r\n"
+        + signed
+        + b"\r\n"
+        + signature * (parts - 1)
+        + (b"--" + boundary + b"--\r\n" if closed else b"")
+    )
+
+
 def outbox(root: Path) -> list[str]:
     folder = root / "outbox" / "police"
     return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
@@ -185,6 +255,112 @@ def test_a_signed_file_mailed_by_its_officer_is_in_the_outbox_before_250_and_the
     assert outbox(intake.root) == []
     events = [e for e in audit_entries(intake.root) if e["event"] == "submission.mailed"]
     assert len(events) == 1 and events[0]["actor"] == "police-do" and events[0]["agency"] == "police"
+
+
+def _no_note_in_clear(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert b"DS Quill" not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("textmode", [False, True], ids=["binary", "textmode"])
+def test_a_pgp_mime_signed_message_is_delivered_and_its_officer_signature_checked_end_to_end(
+    intake: Intake, tmp_path: Path, textmode: bool
+) -> None:
+    """Thunderbird and GpgOL sign the MIME entity, not the file: the gateway keeps that envelope, sealed for
+    each recipient, and a recipient checks the officer's own signature over it, on the gateway or away."""
+    root = intake.root
+    code, reply = send(intake, pgp_mime(root, textmode=textmode))
+    assert code == 250, reply
+    assert outbox(root) == ["police-mailed-2026-10.csv", "police-mailed-2026-10.csv.pgpmime"]
+    assert (root / "outbox" / "police" / "police-mailed-2026-10.csv").read_bytes() == GOOD.read_bytes()
+    assert cli(root, "run", "--once") == 0
+    assert outbox(root) == []
+    for recipient in ROUTE:
+        (package,) = packages(root, recipient)
+        manifest = json.loads((package.parent / (package.name.split(".")[0] + ".manifest.json")).read_bytes())
+        assert manifest["sender"]["officer"] == "police-do" and manifest["sender_envelope"]
+        assert pull_raw(root, recipient, tmp_path / recipient) == [GOOD.read_bytes()]
+    _no_note_in_clear(root)  # the envelope (with the officer's words) only ever travelled sealed
+    # away from the gateway: only the gateway's public key and the officer's own GnuPG home
+    assert cli(root, "keys", "export", "--gateway", "--to", str(tmp_path / "gateway.asc")) == 0
+    away = tmp_path / "away"
+    away.mkdir(mode=0o700)
+    args = [
+        "--from",
+        str(root / "inbox" / "probation"),
+        "--to",
+        str(away),
+        "--gateway-key",
+        str(tmp_path / "gateway.asc"),
+    ]
+    assert cli(root, "pull", *args, "--gnupghome", str(home(root, "probation-pdo")), "--raw") == 0
+    assert [p.read_bytes() for p in away.glob("*.csv")] == [GOOD.read_bytes()]
+
+
+def test_a_sealed_envelope_that_does_not_fit_the_file_fails_the_pull_and_writes_nothing(
+    intake: Intake, tmp_path: Path
+) -> None:
+    """Another PGP/MIME package's envelope, put into a manifest (by someone who could re-sign it), does not
+    make the officer's signature cover this file: the recipient's end-to-end check refuses it."""
+    root = intake.root
+    assert send(intake, pgp_mime(root))[0] == 250
+    assert cli(root, "run", "--once") == 0
+    (package,) = packages(root, "probation")
+    name = package.parent / (package.name.split(".")[0] + ".manifest.json")
+    manifest = json.loads(name.read_bytes())
+    other = EmailMessage()
+    other.set_content("another file")
+    other.add_attachment(b"a,b\r\n1,2\r\n", maintype="text", subtype="csv", filename="other.csv")
+    wire = b"Content-Type: multipart/signed; boundary=b\r\n\r\n--b\r\n" + other.as_bytes(policy=policy.SMTP)
+    wire += b"\r\n--b\r\nContent-Type: application/pgp-signature\r\n\r\nx\r\n--b--\r\n"
+    envelope = read_signed(wire, "b").envelope
+    gateway = Root.open(root)
+    recipients = [Fingerprint.parse(k) for k in manifest["encryption"]["key_id"].split(",")]
+    manifest["sender_envelope"] = seal(
+        envelope, Delivery.GPG, keyring=gateway.keyring, recipients=recipients, gateway=gateway.gateway_key()
+    )
+    document = canonical_json(manifest)
+    name.write_bytes(document)
+    signature = gateway.keyring.sign_bytes(document, gateway.gateway_key(), purpose=Purpose.MANIFEST)
+    (name.parent / (name.name + ".sig")).write_bytes(signature)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o700)
+    assert cli(root, "pull", "--agency", "probation", "--to", str(out), "--officer", "probation-do") == 1
+    assert list(out.glob("*.csv")) == []
+
+
+def test_a_refused_pgp_mime_file_is_quarantined_with_its_envelope_sealed_to_the_gateway(intake: Intake) -> None:
+    root = intake.root
+    assert send(intake, pgp_mime(root, data=INVALID.read_bytes()))[0] == 250
+    assert cli(root, "run", "--once") == 1
+    quarantined = sorted(p.name for p in (root / "quarantine" / "police").iterdir())
+    assert len(quarantined) == 2 and quarantined[1] == quarantined[0].removesuffix(".gpg") + ".pgpmime.gpg"
+    assert outbox(root) == []
+    _no_note_in_clear(root)
+
+
+def test_pgp_mime_packages_still_open_after_a_password_rotation_and_a_revocation(
+    intake: Intake, tmp_path: Path
+) -> None:
+    """`keys rotate --reencrypt` seals the envelope under the new password; `officers revoke --reencrypt`
+    takes the revoked officer off it as off the payload."""
+    root = intake.root
+    assert send(intake, pgp_mime(root))[0] == 250
+    assert cli(root, "run", "--once") == 0
+    assert cli(root, "keys", "rotate", "--agency", "housing", "--reencrypt", "--yes") == 0
+    assert cli(root, "officers", "revoke", "probation-do", "--reencrypt", "--yes") == 0
+    assert pull_raw(root, "housing", tmp_path / "housing") == [GOOD.read_bytes()]
+    out = tmp_path / "probation"
+    out.mkdir(mode=0o700)
+    assert cli(root, "pull", "--agency", "probation", "--to", str(out), "--raw", "--officer", "probation-pdo") == 0
+    assert [p.read_bytes() for p in out.glob("*.csv")] == [GOOD.read_bytes()]
+    (package,) = packages(root, "probation")
+    manifest = json.loads((package.parent / (package.name.split(".")[0] + ".manifest.json")).read_bytes())
+    sealed = tmp_path / "envelope.gpg"
+    sealed.write_bytes(base64.b64decode(manifest["sender_envelope"]))
+    assert gpg(home(root, "probation-do"), "--decrypt", str(sealed), check=False).returncode != 0
+    assert gpg(home(root, "probation-pdo"), "--decrypt", str(sealed)).returncode == 0
 
 
 def test_a_client_that_resets_its_connection_ends_only_its_session(intake: Intake) -> None:
@@ -279,7 +455,13 @@ def test_the_envelope_must_be_the_officer_to_the_gateway_and_nobody_else(intake:
         ("nested-deep", 554, "malformed"),
         ("too-big", 552, ""),
         ("path-name", 554, "not a plain file name"),
-        ("pgp-mime", 554, "PGP/MIME"),
+        ("pgp-mime-other-officer", 554, "signed by another officer"),
+        ("pgp-mime-other-agency", 554, "signed by another agency's officer"),
+        ("pgp-mime-tampered", 554, "signature is not good"),
+        ("pgp-mime-unclosed", 554, "malformed"),
+        ("pgp-mime-three-parts", 554, "not two parts"),
+        ("pgp-mime-s-mime", 554, "protocol is not application/pgp-signature"),
+        ("pgp-mime-quoted-printable", 554, "not base64-encoded"),
     ],
 )
 def test_each_bad_message_gets_a_5xx_with_its_reason_and_writes_nothing(
@@ -319,10 +501,20 @@ def test_each_bad_message_gets_a_5xx_with_its_reason_and_writes_nothing(
         mail = message(root, data=GOOD.read_bytes() * (MAX_MESSAGE_BYTES // len(GOOD.read_bytes()) + 2))
     elif case == "path-name":
         mail = message(root, name="../../state/x.csv")
+    elif case == "pgp-mime-other-officer":
+        mail = pgp_mime(root, signer="police-pdo")
+    elif case == "pgp-mime-other-agency":
+        mail = pgp_mime(root, signer="probation-do")
+    elif case == "pgp-mime-tampered":
+        mail = pgp_mime(root, tamper=True)
+    elif case == "pgp-mime-unclosed":
+        mail = pgp_mime(root, closed=False)
+    elif case == "pgp-mime-three-parts":
+        mail = pgp_mime(root, parts=3)
+    elif case == "pgp-mime-s-mime":
+        mail = pgp_mime(root, protocol="application/pkcs7-signature")
     else:
-        mail = message(root)
-        mail.set_type("multipart/signed")
-        mail.set_param("protocol", "application/pgp-signature")
+        mail = pgp_mime(root, cte="quoted-printable")
     got, reply = send(intake, mail)
     assert got == code, reply
     assert says in reply
