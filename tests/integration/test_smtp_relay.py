@@ -28,6 +28,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from gateway.daemon.relay import FIRST_RETRY_SECONDS
+from gateway.state.root import GNUPG_HOME, Root
 from tests.integration.daemon_harness import (
     GOOD,
     INVALID,
@@ -42,6 +43,7 @@ from tests.integration.daemon_harness import (
     short_lived_officer,
     wait_until,
 )
+from tests.integration.gpg_helpers import gpg
 from tests.integration.mail_helpers import certificate
 from tests.integration.sshd_harness import free_port
 
@@ -399,6 +401,25 @@ def test_the_admins_hear_once_a_month_of_a_key_near_expiry(relayed: Setup) -> No
     assert len(expiring) == 1, [str(m["Subject"]) for m in server.to(ADMIN)]
     text = expiring[0].get_content()
     assert "officer council-short (council)" in text and "expires in 9 day(s)" in text and fingerprint in text
+
+
+def test_a_message_whose_encryption_failed_is_never_sent(relayed: Setup) -> None:
+    """An officer key gone from the gateway's keyring: encrypting to the agency fails, so nothing goes out to
+    it, not in clear, not at all (the file is refused at sealing, and its officer told without a value)."""
+    root, server = relayed.root, relayed.server
+    fingerprint = Root.open(root).registry.get("probation-pdo").fingerprint
+    gpg(root / "keys" / GNUPG_HOME, "--yes", "--delete-keys", fingerprint)
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    assert cli(root, "run", "--once") == 1
+    rejected = [e for e in audit_entries(root) if e["event"] == "submission.rejected"]
+    assert [e["stage"] for e in rejected] == ["seal"]
+    assert server.to("probation-do@demo.invalid") == [] and server.to("probation-pdo@demo.invalid") == []
+    assert not list((root / "inbox" / "probation").glob("*.csv.gpg"))
+    for received in server.received:  # notices only (the rejection to police's officers, the admins')
+        assert received.message.get_content_type() != "multipart/encrypted"
+        _no_personal_data(received.raw)
+    spooled = root / "state" / "mail"
+    assert not spooled.is_dir() or not list(spooled.glob("*.asc"))
 
 
 def test_an_officer_revoked_before_their_message_went_is_never_sent_it(relayed: Setup) -> None:
