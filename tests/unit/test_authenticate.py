@@ -41,3 +41,12 @@ def test_each_refusal_names_its_reason(signature: Signature, officer: Officer | 
 
 def test_clock_skew_within_tolerance_is_accepted() -> None:
     assert authenticate(_signed(NOW + timedelta(minutes=9)), DO, "police", **WINDOW) == DO
+
+
+def test_text_mode_is_accepted_only_over_a_pgp_mime_entity_which_is_crlf_text_already() -> None:
+    detached = Signature(True, "A" * 40, NOW, None, "8", "01")
+    refused = authenticate(detached, DO, "police", **WINDOW)
+    assert isinstance(refused, str) and "text mode" in refused
+    assert authenticate(Signature(True, "A" * 40, NOW, None, "8", "01", canonical=True), DO, "police", **WINDOW) == DO
+    weak = authenticate(Signature(True, "A" * 40, NOW, None, "2", "01", canonical=True), DO, "police", **WINDOW)
+    assert isinstance(weak, str) and "SHA-1" in weak
