@@ -843,7 +843,14 @@ def _oversight_commands(commands: Any) -> None:
         "delivery, a key near expiry, an agency late for the month, files in an orphaned outbox, a gateway "
         "that never ran); 0 otherwise. Refusals in the last 24 h are notes: each sender got a report.",
     )
-    health.add_argument("--json", action="store_true", help="print one JSON object")
+    health.add_argument("--json", action="store_true", help="print one JSON object (same as --format json)")
+    health.add_argument(
+        "--format",
+        choices=("text", "json", "prometheus"),
+        default="text",
+        help="text (default), json, or prometheus: the metrics the daemon also writes to state/metrics.prom "
+        "every minute for node_exporter's textfile collector (counts, ages, agency ids; never a name or value)",
+    )
     health.set_defaults(handler=_status)
 
 
@@ -950,9 +957,15 @@ def _purge(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from gateway.admin.oversight import status
 
-    health = status(_open(args), datetime.now(UTC))
+    root, now = _open(args), datetime.now(UTC)
+    health = status(root, now)
     code = EXIT_REFUSED if health.attention else EXIT_OK  # monitoring: 1 while something needs the admin
-    if args.json:
+    if args.format == "prometheus":
+        from gateway.exchange.metrics import render
+
+        sys.stdout.write(render(root, now))
+        return code
+    if args.json or args.format == "json":
         print(json.dumps(health.to_json(), indent=2, ensure_ascii=False))
         return code
     run = health.last_run

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -35,6 +36,7 @@ from gateway.daemon.pool import Pool, Result, Task
 from gateway.daemon.relay import Relay
 from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
 from gateway.exchange.intake import OUTBOX, Pair, open_outbox, scan_outbox
+from gateway.exchange.metrics import METRICS_SECONDS, write_metrics
 from gateway.exchange.outcome import Deferred, Outcome, Rejected, Waiting
 from gateway.exchange.process import now_utc, process_once, process_pair
 from gateway.exchange.receipts import take_receipts
@@ -291,7 +293,7 @@ class Daemon:
 
     def _loop(self, run_id: int) -> None:
         config = self.root.config.daemon
-        next_scan = next_beat = next_checkpoint = 0.0
+        next_scan = next_beat = next_checkpoint = next_metrics = 0.0
         wait = 0.0
         while not self._stop:
             self._wake.wait(timeout=wait)
@@ -320,7 +322,10 @@ class Daemon:
                 if next_checkpoint:
                     self._checkpoint()
                 next_checkpoint = now + config.checkpoint_minutes * 60
-            wait = max(0.05, min(wait, next_beat - now, next_checkpoint - now))
+            if now >= next_metrics:
+                self._write_metrics()
+                next_metrics = now + METRICS_SECONDS
+            wait = max(0.05, min(wait, next_beat - now, next_checkpoint - now, next_metrics - now))
             if self.root.config.smtp_intake is not None or self.root.config.smtp_relay is not None:
                 wait = min(wait, INTAKE_LOOK_SECONDS)  # an intake that exited is started again soon
 
@@ -522,6 +527,12 @@ class Daemon:
                 agency,
             )
         self._orphans = stranded
+
+    def _write_metrics(self) -> None:
+        try:
+            write_metrics(self.root, datetime.now(UTC))
+        except (GatewayError, OSError) as exc:  # monitoring fails alone: files go on being delivered
+            log.error("metrics file not written: %s", getattr(exc, "message", None) or exc)
 
     def _checkpoint(self) -> None:
         try:
