@@ -35,6 +35,7 @@ from gateway.daemon.companion import Companion
 from gateway.daemon.pool import Pool, Result, Task
 from gateway.daemon.relay import Relay
 from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
+from gateway.exchange.health import late_agencies
 from gateway.exchange.intake import OUTBOX, Pair, open_outbox, scan_outbox
 from gateway.exchange.metrics import METRICS_SECONDS, write_metrics
 from gateway.exchange.outcome import Deferred, Outcome, Rejected, Waiting
@@ -206,6 +207,7 @@ class Daemon:
     _ignored: set[tuple[str, str, str]] = field(default_factory=set)
     _refused: set[str] = field(default_factory=set)
     _orphans: frozenset[Orphan] = frozenset()  # the orphaned folders with files last warned about
+    _late: frozenset[tuple[str, str]] = frozenset()  # (agency, month) already warned late about
     lock_fd: int | None = None  # the run lock (`exclusive`), which every worker inherits
     pool: Pool = field(init=False)
     intake: Companion = field(init=False)
@@ -309,6 +311,7 @@ class Daemon:
             if now >= next_scan:
                 self._dirty.update(self.root.config.agencies)
                 self._warn_orphans()
+                self._warn_late()
                 next_scan = now + config.rescan_seconds
             for agency_id, due in list(self._due.items()):
                 if due <= now:
@@ -527,6 +530,25 @@ class Daemon:
                 agency,
             )
         self._orphans = stranded
+
+    def _warn_late(self) -> None:
+        """Warn once per month about each agency with nothing delivered once the due day has passed."""
+        now = datetime.now(UTC)
+        month = f"{now:%Y-%m}"
+        try:
+            late = {(agency, month) for agency in late_agencies(self.root, now)}
+        except GatewayError as exc:
+            log.error("late agencies not checked: %s", exc.message)
+            return
+        for agency, _ in sorted(late - self._late):
+            log.warning(
+                "late agency=%s period=%s: nothing delivered for the month and the due day (%d) has passed; "
+                "ask its Designated Officer for the file",
+                agency,
+                month,
+                self.root.config.submissions.due_day,
+            )
+        self._late |= late
 
     def _write_metrics(self) -> None:
         try:

@@ -1,11 +1,14 @@
 """Monitoring without a port: `status --format prometheus`, and `state/metrics.prom` the daemon writes for
 node_exporter's textfile collector. The numbers follow what happened (a delivery, a refusal, a file still
-waiting); the format is Prometheus text exposition; no name, surname or value is ever in it."""
+waiting); the format is Prometheus text exposition; no name, surname or value is ever in it. And the
+daemon's own word on timeliness: one warning per late agency and month."""
 
 from __future__ import annotations
 
 import re
 import stat
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,22 @@ def test_the_daemon_writes_the_metrics_file_atomically_for_node_exporter(
         assert not list(path.parent.glob(".*.tmp"))  # written by temp file and rename
     finally:
         assert daemon.stop() == 0, daemon.text()
+
+
+def test_the_daemon_warns_once_a_month_of_each_agency_late_past_the_due_day(routed_root: Path) -> None:
+    toml = routed_root / "gateway.toml"
+    toml.write_text(re.sub(r"(?m)^due_day = [0-9]+", "due_day = 1", toml.read_text()))
+    today = datetime.now(UTC)
+    drop(routed_root, "police", GOOD, f"police-{today:%Y-%m}.csv", "police-do")
+    assert cli(routed_root, "run", "--once") == 0  # police has delivered for this month: not late
+    daemon = Daemon(routed_root).ready()
+    try:
+        if today.day > 1:
+            daemon.wait_log("late agency=yos", 60)
+        time.sleep(5)  # past two more rescans (2 s each): a warning said again would be there by now
+    finally:
+        assert daemon.stop() == 0, daemon.text()
+    warned = re.findall(r"late agency=([a-z]+) period=([0-9-]+)", daemon.text())
+    agencies = ["council", "housing", "probation", "treatment", "yos"]
+    # on the 1st nobody is late yet (due day 1); on any later day each agency but police, once
+    assert warned == ([] if today.day == 1 else [(a, f"{today:%Y-%m}") for a in agencies])
