@@ -313,6 +313,12 @@ def _exchange_commands(commands: Any) -> None:
     submit.add_argument("--officer", required=True, metavar="O", help="the DO/PDO of A who signs it")
     submit.add_argument("--marking", metavar="LEVEL", help="ask for a marking above the floor, e.g. RESTRICTED")
     submit.add_argument("--gnupghome", type=Path, metavar="DIR", help="the officer's own GnuPG home (default: demo)")
+    submit.add_argument(
+        "--corrects",
+        metavar="PACKAGE",
+        help="this file corrects an earlier package of the agency (its name or submission id): signed with the "
+        "file, recorded in the manifest and the audit log; recipients' pull marks the earlier file superseded",
+    )
     submit.set_defaults(handler=_submit)
 
     pull = commands.add_parser(
@@ -567,6 +573,7 @@ def _submit(args: argparse.Namespace) -> int:
         marking=args.marking,
         gnupghome=args.gnupghome,
         today=date.today(),
+        corrects=args.corrects,
     )
     if target is None:
         sys.stdout.write(report.to_text())
@@ -621,6 +628,8 @@ def _pull(args: argparse.Namespace) -> int:
             print(f"wrote {item.written}" if item.written else f"skipped {item.package}: {item.skipped}")
         if item.receipt:
             print(f"receipt {item.receipt} (upload it and its .sig into outbox/<agency>/receipts/)")
+        if item.superseded:
+            print(f"superseded {item.superseded}.csv: {item.package} corrects it ({item.superseded}.superseded.txt)")
         if item.warning:
             print(f"iom-gateway: warning: {item.warning}", file=sys.stderr)
     if not results:

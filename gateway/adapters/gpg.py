@@ -52,6 +52,7 @@ CHUNK = 1 << 20
 PURPOSE_NOTATION = "purpose@iom-gateway"  # what a gateway signature was made for
 MARKING_NOTATION = "marking@iom-gateway"  # the marking a sender intends, e.g. RESTRICTED
 PERIOD_NOTATION = "period@iom-gateway"  # the month the data is for, YYYY-MM
+CORRECTS_NOTATION = "corrects@iom-gateway"  # the package this file corrects (its name or submission id)
 # gpg and the gpg-agent it starts see only this environment: never the vault passphrase or
 # anything else the gateway was started with.
 ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.adapters.gpg import MARKING_NOTATION, PERIOD_NOTATION, Fingerprint, SignatureCheck
+from gateway.adapters.gpg import CORRECTS_NOTATION, MARKING_NOTATION, PERIOD_NOTATION, Fingerprint, SignatureCheck
 from gateway.core.errors import CryptoError, PolicyError, UsageError
 from gateway.core.marking import Level, Marking, apply_marking, requested_level
 from gateway.core.model import Period
@@ -193,6 +193,28 @@ def intent(root: Root, job: Job, now: datetime) -> tuple[Marking, Period]:
             ],
         )
     return marking, period
+
+
+def corrects(root: Root, job: Job) -> str | None:
+    """The package this file corrects, as its officer signed it (corrects@iom-gateway), or None.
+
+    It must name (by package name or submission id) a package the same agency sent and had delivered:
+    a correction can only supersede the sender's own disclosure."""
+    assert job.check is not None  # noqa: S101 (authenticated)
+    named = job.check.notation(CORRECTS_NOTATION)
+    if named is None:
+        return None
+    package = root.journal.sent_package(job.agency.id, named.strip())
+    if package is None:
+        raise Refused(
+            "authenticate",
+            [
+                f"the signed {CORRECTS_NOTATION} names {named[:120]!r}, which is no package {job.agency.id} had "
+                "delivered: give the package name (or its submission id) the earlier file was delivered as, and "
+                "sign again"
+            ],
+        )
+    return package
 
 
 def signer_key(job: Job) -> Fingerprint:

@@ -47,6 +47,7 @@ class Sealed:
     at: datetime
     gateway: Fingerprint
     signer: Fingerprint  # the key that made the sender's signature (during a rekey's grace, the old one)
+    corrects: str | None = None  # the earlier package (from the same agency) this file corrects
 
     def base(self, submission: str) -> str:
         return package_base(self.marking, self.agency, self.period, submission)
@@ -282,7 +283,8 @@ def _deliver(
                 "method": plan.method.value,
                 "key_id": key_id,
                 "payload_sha256": payload_sha,
-            },
+            }
+            | ({"corrects": sealed.corrects} if sealed.corrects else {}),
         ),
         mail,
     )
@@ -591,6 +593,8 @@ def _manifest(
         "expires": expires,
         "audit": root.audit.witness(),  # the log's seq and head now: the recipient holds a witness of it
     }
+    if sealed.corrects is not None:  # signed by the sender (corrects@iom-gateway): `pull` marks the earlier file
+        manifest["corrects"] = sealed.corrects
     if common.envelope is not None:  # sealed as the payload is: only its recipients read the officer's words
         manifest["sender_envelope"] = _sealed_envelope(root, common.envelope, plan.method, key_id, sealed.gateway)
     return manifest

@@ -56,6 +56,7 @@ class Pulled:
     failed: str | None = None
     receipt: Path | None = None  # with --from: the signed receipt to upload to outbox/<agency>/receipts/
     warning: str | None = None  # pulled, but something the recipient should know (no receipt signed)
+    superseded: str | None = None  # the earlier package this one corrects (marked NAME.superseded.txt in OUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class _Manifest:
     sender_fingerprint: Fingerprint
     sender_signature: bytes
     sender_envelope: str | None = None  # sealed: the PGP/MIME envelope the sender's signature covers
+    corrects: str | None = None  # the earlier package of the same sender this file corrects
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +169,7 @@ def _pull_one(
     )
     made = _receipt(manifest, agency, opener, officer, signer)
     if isinstance(made, str):
-        return Pulled(base, written, warning=made)
+        return Pulled(base, written, warning=made, superseded=manifest.corrects)
     receipt, _ = made
     Receipts(root.db).record(receipt)
     root.audit.append(
@@ -179,7 +181,7 @@ def _pull_one(
         fingerprint=receipt.fingerprint,
         received=receipt.received,  # the disclosure register's "received at"
     )
-    return Pulled(base, written)
+    return Pulled(base, written, superseded=manifest.corrects)
 
 
 def _officer_of(root: Root, puller: str) -> str | None:
@@ -439,8 +441,8 @@ def _pull_away(
     made = _receipt(manifest, agency, opener, None, signer)
     state = _Away(state.gateway_keys, state.pulled | {(puller, base)})
     if isinstance(made, str):
-        return Pulled(base, written, warning=made), state, None
-    return Pulled(base, written), state, made
+        return Pulled(base, written, warning=made, superseded=manifest.corrects), state, None
+    return Pulled(base, written, superseded=manifest.corrects), state, made
 
 
 def _write_receipt(pulled: Pulled, made: tuple[Receipt, bytes], folder: Path) -> Pulled:
@@ -449,7 +451,8 @@ def _write_receipt(pulled: Pulled, made: tuple[Receipt, bytes], folder: Path) ->
     folder.mkdir(mode=0o700, exist_ok=True)
     atomic_write_bytes(folder / (receipt.package + SIGNATURE_SUFFIX), signature)
     atomic_write_bytes(folder / (receipt.package + RECEIPT_SUFFIX), receipt.to_bytes())
-    return Pulled(pulled.package, pulled.written, receipt=folder / (receipt.package + RECEIPT_SUFFIX))
+    receipt_path = folder / (receipt.package + RECEIPT_SUFFIX)
+    return Pulled(pulled.package, pulled.written, receipt=receipt_path, superseded=pulled.superseded)
 
 
 def _check_gateway_signature(
@@ -550,6 +553,9 @@ def _parse(document: bytes, base: str) -> _Manifest:
     sender = _field(data, "sender", dict)
     encoding = data.get("plaintext_encoding")
     envelope = _field(data, "sender_envelope") if "sender_envelope" in data else None
+    corrects = _field(data, "corrects") if "corrects" in data else None
+    if corrects is not None and (not is_plain_name(corrects) or corrects.startswith(".")):
+        raise CryptoError(f"{base}: the manifest's corrects is not a package name: tell the admin")
     try:
         return _Manifest(
             package=_field(data, "package"),
@@ -563,6 +569,7 @@ def _parse(document: bytes, base: str) -> _Manifest:
             sender_fingerprint=Fingerprint.parse(_field(sender, "fingerprint")),
             sender_signature=binary_signature(_field(data, "sender_signature").encode("ascii", "replace")),
             sender_envelope=envelope,
+            corrects=corrects,
         )
     except ValueError as exc:
         raise CryptoError(
@@ -603,6 +610,8 @@ def _write_plaintext(
                 written = publish(text, to, manifest.package + ".csv")
     faults.reached("pull.published")
     _write_marking(to, manifest)
+    if manifest.corrects is not None:
+        _write_superseded(to, manifest)
     return written, puller
 
 
@@ -648,6 +657,21 @@ def _write_marking(to: Path, manifest: _Manifest) -> None:
     with anonymous_file(to) as sidecar:
         sidecar.write(f"{manifest.marking}\n".encode())
         publish(sidecar, to, manifest.package + MARKING_SUFFIX)
+
+
+SUPERSEDED_SUFFIX = ".superseded.txt"
+
+
+def _write_superseded(to: Path, manifest: _Manifest) -> None:
+    """Mark the earlier package this one corrects: OLD.superseded.txt (0600) beside OLD.csv, whether or not
+    OLD.csv was pulled into this folder (it says so to whoever holds a copy of it)."""
+    assert manifest.corrects is not None  # noqa: S101 (only called for a correction)
+    with anonymous_file(to) as sidecar:
+        sidecar.write(
+            f"{manifest.corrects}.csv is superseded: {manifest.package}.csv corrects it (signed by the sender);"
+            " use the correction and delete the earlier file where the data-sharing agreement says so\n".encode()
+        )
+        publish(sidecar, to, manifest.corrects + SUPERSEDED_SUFFIX)
 
 
 def _transcribe(source: BinaryIO, target: BinaryIO, manifest: _Manifest, *, banner: bool) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from gateway.adapters.fsio import open_once
-from gateway.adapters.gpg import MARKING_NOTATION, PERIOD_NOTATION, Fingerprint, Keyring
+from gateway.adapters.gpg import CORRECTS_NOTATION, MARKING_NOTATION, PERIOD_NOTATION, Fingerprint, Keyring
 from gateway.core.errors import PolicyError, UsageError
 from gateway.core.marking import MARKING_SEPARATOR, Level
 from gateway.exchange.intake import drop_pair, period_of
@@ -18,7 +18,15 @@ log = logging.getLogger(__name__)
 
 
 def submit(
-    root: Root, path: Path, *, agency_id: str, officer_id: str, marking: str | None, gnupghome: Path | None, today: date
+    root: Root,
+    path: Path,
+    *,
+    agency_id: str,
+    officer_id: str,
+    marking: str | None,
+    gnupghome: Path | None,
+    today: date,
+    corrects: str | None = None,
 ) -> tuple[Report, Path | None]:
     """Validate `path`, sign it as the officer and drop CSV and signature into the agency's outbox.
 
@@ -26,7 +34,8 @@ def submit(
     marking@iom-gateway and period@iom-gateway. The file is read once; the validator, the signature
     and the copy each read that one open file. The signature lands first, each by temp file and
     rename, so the gateway never sees a CSV without its signature or half of either. Returns the
-    report and the outbox path (None if refused).
+    report and the outbox path (None if refused). With `corrects` (an earlier package of the agency,
+    by name or submission id) the officer also signs corrects@iom-gateway: the file supersedes that one.
     """
     agency = root.config.agency(agency_id)
     officer = root.registry.get(officer_id)
@@ -34,6 +43,12 @@ def submit(
         raise UsageError(f"{officer_id} is not an active officer of {agency.id}: a DO/PDO of {agency.id} must sign")
     if not officer.active:  # a real officer the register refuses now: exit 1, not a usage error
         raise PolicyError(f"{officer_id} is revoked: an active DO/PDO of {agency.id} must sign; nothing submitted")
+    corrected = root.journal.sent_package(agency.id, corrects) if corrects is not None else None
+    if corrects is not None and corrected is None:
+        raise PolicyError(
+            f"--corrects {corrects!r}: {agency.id} had no package delivered by that name or submission id "
+            "(`audit show --event package.delivered` lists them); nothing submitted"
+        )
     requested = Level.parse(marking) if marking else None
     level = max(requested or root.config.marking.level, root.config.marking.level)
     base = path.name if level == root.config.marking.level else f"{level.name}{MARKING_SEPARATOR}{path.name}"
@@ -48,6 +63,8 @@ def submit(
         if not home.is_dir():
             raise UsageError(f"no GnuPG home for {officer.id}: pass --gnupghome with the officer's own keyring")
         notations = {MARKING_NOTATION: level.name, PERIOD_NOTATION: str(period)}
+        if corrected is not None:
+            notations[CORRECTS_NOTATION] = corrected
         signer = Fingerprint.parse(officer.fingerprint)
         signature = Keyring(home).sign_detached(source.chunks(), signer, notations=notations)
         dropped = drop_pair(root.path, agency.id, base, ".sig", signature, source.chunks())

@@ -48,6 +48,7 @@ class Disclosure:
     method: str
     received_by: str = ""  # the officers whose signed receipts the gateway recorded, "; "-separated
     received_at: str = ""  # the first of those receipts' times (UTC, ISO 8601)
+    corrects: str = ""  # the earlier package this disclosure corrects (the sender signed it so), if any
 
 
 HEADER = tuple(field.name for field in fields(Disclosure))
@@ -159,6 +160,7 @@ def _disclosure(entry: Mapping[str, Any], moment: datetime) -> Disclosure:
         legal_basis=str(entry.get("legal_basis") or ""),
         package=str(entry["package"]),
         method=str(entry["method"]),
+        corrects=str(entry.get("corrects") or ""),
     )
 
 

@@ -822,6 +822,16 @@ class Journal:
             durable=False,
         )
 
+    def sent_package(self, agency: str, package: str) -> str | None:
+        """The package name `agency` sent and had delivered, given as that name or its submission id; None if none."""
+        row = self.db.execute(
+            "SELECT d.package FROM deliveries d JOIN submissions s ON s.id = d.submission"
+            " WHERE s.agency = ? AND (d.package = ? OR d.submission = ?) AND d.status IN ('delivered', 'purged')"
+            " LIMIT 1",
+            (agency, package, package),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def delivery_of(self, package: str, recipient: str) -> tuple[DeliveryRecord, str] | None:
         """The delivery of `package` to `recipient` and its plaintext's SHA-256 (the submission's), or None."""
         row = self.db.execute(
