@@ -141,6 +141,7 @@ def test_csv_round_trips_and_defuses_formulas() -> None:
             "method",
             "received_by",
             "received_at",
+            "corrects",
         ]
     )
     assert read[1] == [
@@ -157,6 +158,7 @@ def test_csv_round_trips_and_defuses_formulas() -> None:
         "Crime and Disorder Act 1998 s.115",
         "pkg-0001",
         "gpg",
+        "",
         "",
         "",
     ]
@@ -252,5 +254,22 @@ def test_json_lists_every_field() -> None:
         "method": "gpg",
         "received_by": "",
         "received_at": "",
+        "corrects": "",
     }
     assert to_json([]) == []
+
+
+def test_a_correction_names_the_package_it_corrects_and_the_cell_is_defused() -> None:
+    rows = register(
+        [
+            delivered("2026-10-02T00:00:00+00:00", package="pkg-0002", corrects="pkg-0001"),
+            delivered("2026-10-03T00:00:00+00:00", package="pkg-0003", corrects="=HYPERLINK(1)"),
+        ],
+        2026,
+        10,
+    )
+    assert [row.corrects for row in rows] == ["pkg-0001", "=HYPERLINK(1)"]
+    stream = io.StringIO(newline="")
+    write_csv(rows, stream)
+    read = list(csv.reader(io.StringIO(stream.getvalue(), newline="")))
+    assert [line[-1] for line in read] == ["corrects", "pkg-0001", "'=HYPERLINK(1)"]
