@@ -56,11 +56,7 @@ class Envelope:
                 first = False
         text += base64.b64encode(pending)
         if text:
-            yield (b"" if first else _CRLF) + text[: self.line_length]
-            rest = text[self.line_length :]
-            while rest:
-                yield _CRLF + rest[: self.line_length]
-                rest = rest[self.line_length :]
+            yield (b"" if first else _CRLF) + _CRLF.join(_wrapped(text, self.line_length))
         yield self.after
 
     def dump(self, signature: str | None = None) -> bytes:

@@ -33,13 +33,18 @@ def seal(
     password: Secret | None = None,
 ) -> str:
     """The envelope sealed for one recipient (base64 text for the manifest)."""
-    sealed = BytesIO()
-    if method is Delivery.GPG:
-        assert gateway is not None  # noqa: S101 (an OpenPGP package is always signed by the gateway)
-        keyring.encrypt((envelope.dump(),), sealed, recipients=list(recipients), signer=gateway, literal_name=MEMBER)
-    else:
+    if method is not Delivery.GPG:
         assert password is not None  # noqa: S101 (an AES-ZIP package always has its password)
-        write_aes_zip(BytesIO(envelope.dump()), sealed, member=MEMBER, password=password)
+        return _zipped(envelope, password)
+    assert gateway is not None  # noqa: S101 (an OpenPGP package is always signed by the gateway)
+    sealed = BytesIO()
+    keyring.encrypt((envelope.dump(),), sealed, recipients=list(recipients), signer=gateway, literal_name=MEMBER)
+    return base64.b64encode(sealed.getvalue()).decode("ascii")
+
+
+def _zipped(envelope: Envelope, password: Secret) -> str:
+    sealed = BytesIO()
+    write_aes_zip(BytesIO(envelope.dump()), sealed, member=MEMBER, password=password)
     return base64.b64encode(sealed.getvalue()).decode("ascii")
 
 
@@ -66,10 +71,7 @@ def strip(text: str, key_ids: Collection[str]) -> str:
 
 def reseal_zip(text: str, old: Secret, new: Secret, name: str) -> str:
     """The sealed envelope under password `new` instead of `old`."""
-    envelope = unseal_zip(text, old, name)
-    sealed = BytesIO()
-    write_aes_zip(BytesIO(envelope.dump()), sealed, member=MEMBER, password=new)
-    return base64.b64encode(sealed.getvalue()).decode("ascii")
+    return _zipped(unseal_zip(text, old, name), new)
 
 
 def _blob(text: str, name: str) -> bytes:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -103,31 +103,27 @@ def _quarantine(root: Root, job: Job, submission: str) -> None:
     gateway = root.gateway_key()
     name = f"{_own_name(job.pair.csv)}.{submission}"
     with Folder.open(root.path, QUARANTINE, job.agency.id, create=True) as folder:
-        with folder.new_file(name + ".gpg") as target:
-            root.keyring.encrypt(
-                job.source.chunks(compare=False),
-                target,
-                recipients=[gateway],
-                signer=gateway,
-                literal_name=_own_name(job.pair.csv),
-                purpose=Purpose.QUARANTINE,
-            )
-        root.journal.quarantined(f"{job.agency.id}/{name}.gpg", job.agency.id, submission, str(gateway))
-        if job.signed is not None:
-            suffix = next((s for s in SIGNATURE_SUFFIXES if job.signed.name.endswith(s)), ".sig")
-            if suffix == EVIDENCE_SUFFIX:  # a mail's envelope may hold the officer's words: sealed, as the file
-                suffix += ".gpg"
-                with folder.new_file(name + suffix) as target:
-                    root.keyring.encrypt(
-                        (job.signed.raw,),
-                        target,
-                        recipients=[gateway],
-                        signer=gateway,
-                        literal_name=_own_name(job.pair.csv) + EVIDENCE_SUFFIX,
-                        purpose=Purpose.QUARANTINE,
-                    )
-            else:
-                folder.write(name + suffix, job.signed.raw)
+
+        def sealed(target_name: str, data: Iterable[bytes], literal_name: str) -> None:
+            with folder.new_file(target_name) as target:
+                root.keyring.encrypt(
+                    data,
+                    target,
+                    recipients=[gateway],
+                    signer=gateway,
+                    literal_name=literal_name,
+                    purpose=Purpose.QUARANTINE,
+                )
+            root.journal.quarantined(f"{job.agency.id}/{target_name}", job.agency.id, submission, str(gateway))
+
+        sealed(name + ".gpg", job.source.chunks(compare=False), _own_name(job.pair.csv))
+        if job.signed is None:
+            return
+        suffix = next((s for s in SIGNATURE_SUFFIXES if job.signed.name.endswith(s)), ".sig")
+        if suffix == EVIDENCE_SUFFIX:  # a mail's envelope may hold the officer's words: sealed, as the file
+            sealed(name + suffix + ".gpg", (job.signed.raw,), _own_name(job.pair.csv) + EVIDENCE_SUFFIX)
+        else:
+            folder.write(name + suffix, job.signed.raw)
             root.journal.quarantined(f"{job.agency.id}/{name}{suffix}", job.agency.id, submission, str(gateway))
 
 
