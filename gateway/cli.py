@@ -832,6 +832,7 @@ def _oversight_commands(commands: Any) -> None:
     report.add_argument("--json", action="store_true", help="same as --format json")
     report.add_argument("--to", type=Path, metavar="FILE", help="write to FILE (mode 0600) instead of the screen")
     report.set_defaults(handler=_audit_report)
+    _report_command(commands)
 
     purge = commands.add_parser(
         "purge",
@@ -917,6 +918,41 @@ def _audit_report(args: argparse.Namespace) -> int:
     else:
         _write_new(args.to, text.encode("utf-8"), "the register")
         print(f"wrote the disclosure register of the data for {args.month} (whenever delivered) to {args.to}")
+    return EXIT_OK
+
+
+def _report_command(commands: Any) -> None:
+    reports = commands.add_parser("report", help="reports for the partnership's governance").add_subparsers(
+        title="report commands", metavar="REPORT", required=True
+    )
+    quality = reports.add_parser(
+        "quality",
+        help="the data-quality scorecard of a month: validity, completeness, timeliness, corrections, change",
+        description="Per agency and for the partnership, what the gateway can measure of information quality "
+        "(Solihull 2.2): rows and cells passing each Table 1 rule and files accepted or refused (validity), how "
+        "often each optional column an agency may send is filled (completeness), the first accepted file against "
+        "the due day (timeliness), corrections sent (accuracy) and the change from the month before "
+        "(reliability), with 12-month charts in the HTML form. Built from counts kept at validation, never from "
+        "personal data. A month with no data gives an empty, labelled report.",
+    )
+    quality.add_argument("--month", type=_period, required=True, metavar="YYYY-MM", help="the period the data is for")
+    quality.add_argument("--format", choices=REPORT_FORMATS, default="html", help="html (default), csv or json")
+    quality.add_argument("--to", type=Path, metavar="FILE", help="write to FILE (mode 0600) instead of the screen")
+    quality.set_defaults(handler=_report_quality)
+
+
+def _report_quality(args: argparse.Namespace) -> int:
+    from gateway.governance.quality import scorecard
+    from gateway.governance.quality_report import to_csv, to_html, to_json
+
+    card = scorecard(_open(args), args.month, datetime.now(UTC))
+    text = {"html": to_html, "csv": to_csv, "json": to_json}[args.format](card)
+    if args.to is None:
+        sys.stdout.write(text)
+    else:
+        _write_new(args.to, text.encode("utf-8"), "the scorecard")
+        empty = " (no submissions were recorded for that month)" if card.empty else ""
+        print(f"wrote the data-quality scorecard for {args.month} to {args.to}{empty}")
     return EXIT_OK
 
 

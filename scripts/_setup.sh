@@ -44,6 +44,14 @@ ensure_system() {
     if [ ${#need[@]} -gt 0 ]; then apt_install_quietly "${need[@]}"; fi
 }
 
+# What only the tests need beyond ensure_system: headless Chromium renders the quality scorecard's HTML
+# once, as a reader's browser would (tests/integration/test_quality.py). Debian calls it chromium, Ubuntu
+# chromium-browser (a snap there; the test says it skipped if neither runs).
+ensure_test_tools() {
+    command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 && return 0
+    if apt-cache show chromium >/dev/null 2>&1; then apt_install_quietly chromium; else apt_install_quietly chromium-browser; fi
+}
+
 # apt_install_quietly PACKAGES: apt_install, but no package's maintainer script may start a service:
 # installing openssh-server would otherwise start the system's sshd on port 22 (invoke-rc.d asks
 # /usr/sbin/policy-rc.d, and exit 101 means "action forbidden"). An existing policy-rc.d is the admin's and

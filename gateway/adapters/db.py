@@ -112,6 +112,15 @@ _MIGRATIONS = (
             created TEXT NOT NULL, due TEXT NOT NULL, sent TEXT, error TEXT)""",
         "CREATE INDEX mail_out_by_status ON mail_out (status, due)",
     ),
+    # 10: what validation counted in each submission, for the quality scorecard: numbers by column and
+    # rule (JSON objects of counts), never a value
+    (
+        """CREATE TABLE quality (
+            submission TEXT PRIMARY KEY, agency TEXT NOT NULL, period TEXT NOT NULL, received TEXT NOT NULL,
+            rows INTEGER NOT NULL, bad_rows INTEGER NOT NULL, valid INTEGER NOT NULL, filled TEXT NOT NULL,
+            errors TEXT NOT NULL, rule_rows TEXT NOT NULL, column_errors TEXT NOT NULL, corrects TEXT)""",
+        "CREATE INDEX quality_by_period ON quality (period, agency)",
+    ),
 )
 
 

@@ -47,6 +47,7 @@ from gateway.exchange.outcome import Deferred, Delivered, Outcome, Refused, Wait
 from gateway.exchange.receipts import take_receipts
 from gateway.exchange.refuse import duplicate, reject, unreadable
 from gateway.state.journal import DEFERRED, DELIVERED, DONE, PARTIAL, SEALING, SubmissionRecord
+from gateway.state.quality import QualityCounts
 from gateway.state.root import Root, flush_audit
 from gateway.validate import Report, validate_stream
 
@@ -251,7 +252,7 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
     corrected = corrects(root, job)
     # encrypt while validating; a refused file's outputs are discarded unread when the block is left
     with Preseal.start(root, record.id, job, _expected_base(root, job, record, marking, period)) as prepared:
-        report = _validate(root, job, period, now)
+        report = _validate(root, job, record.id, period, now, corrected)
         timing.lap("validate")
         fixed = root.journal.sealing(
             record.id,
@@ -345,8 +346,9 @@ def _parse_time(text: str | None, default: datetime) -> datetime:
     return datetime.fromisoformat(text) if text else default
 
 
-def _validate(root: Root, job: Job, period: Period, now: datetime) -> Report:
-    """Table 1 and the ownership matrix over a complete read of the one open file."""
+def _validate(root: Root, job: Job, submission: str, period: Period, now: datetime, corrects: str | None) -> Report:
+    """Table 1 and the ownership matrix over a complete read of the one open file; its counts are kept
+    for the quality scorecard whatever the outcome."""
     stream = job.source.stream()
     report = validate_stream(
         stream,
@@ -358,6 +360,7 @@ def _validate(root: Root, job: Job, period: Period, now: datetime) -> Report:
         period=period,
         today=now.date(),
     )
+    QualityCounts(root.journal).record(submission, job.agency.id, report, now, corrects)
     if not report.valid:
         raise Refused("validate", [f"{sum(report.counts.values())} row error(s) against Table 1"], report)
     if not OpenFile.read_through(stream):  # a valid report reads to the end; never seal what it did not see

@@ -40,7 +40,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -208,6 +208,11 @@ class Journal:
             raise StorageError(
                 f"the journal cannot be written ({exc}): free disk space in state/; nothing was lost"
             ) from exc
+
+    def relaxed(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A transaction committed without syncing the WAL, for what the next durable commit may carry
+        (the quality counts written before a submission's seal or refusal). Raises StorageError."""
+        return self._transaction(durable=False)
 
     def _write(self, sql: str, parameters: tuple[Any, ...], *, durable: bool = True) -> sqlite3.Cursor:
         with self._transaction(durable=durable) as db:

@@ -57,6 +57,36 @@ class Issue:
 
 
 @dataclass(slots=True)
+class Tally:
+    """Counts for the quality scorecard, kept beside the report: never a value, only how many.
+
+    `filled`: non-empty cells per Table 1 column over the rows of the right width; `bad_rows`: data rows
+    with at least one error; `rule_rows`: data rows failing each rule; `column_errors`: failing cells per column.
+    """
+
+    filled: Counter[str] = field(default_factory=Counter)
+    bad_rows: int = 0
+    rule_rows: Counter[str] = field(default_factory=Counter)
+    column_errors: Counter[str] = field(default_factory=Counter)
+    last_row: int = 0
+    last_rule_row: dict[str, int] = field(default_factory=dict)
+
+    def count(self, issue: Issue) -> None:
+        """Count `issue` against its row, rule and column (issues come in row order; file and header issues
+        belong to no data row)."""
+        if issue.row is None or issue.row < 2:
+            return
+        if issue.row != self.last_row:
+            self.bad_rows += 1
+            self.last_row = issue.row
+        if self.last_rule_row.get(issue.rule) != issue.row:
+            self.rule_rows[issue.rule] += 1
+            self.last_rule_row[issue.rule] = issue.row
+        if issue.column:
+            self.column_errors[issue.column] += 1
+
+
+@dataclass(slots=True)
 class Report:
     """Everything wrong with one file; `issues` holds the first `limit` errors, `counts` all of them."""
 
@@ -70,6 +100,7 @@ class Report:
     columns: list[str] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    tally: Tally = field(default_factory=Tally)
 
     @property
     def valid(self) -> bool:
@@ -82,6 +113,7 @@ class Report:
     def add(self, issue: Issue) -> None:
         """Record an error (its detail only while under the limit; it is always counted)."""
         self.counts[issue.rule] += 1
+        self.tally.count(issue)
         if len(self.issues) < self.limit:
             self.issues.append(issue)
 

@@ -86,7 +86,8 @@ def test_help_lists_only_built_commands() -> None:
     result = _run("--help")
     assert result.returncode == 0
     commands = result.stdout.split("commands:")[1]
-    built = ["validate", "init", "demo", "run", "submit", "pull", "officers", "keys", "audit", "purge", "status"]
+    built = ["validate", "init", "demo", "run", "submit", "pull", "officers", "keys", "audit", "report", "purge"]
+    built += ["status"]
     built += ["smtp", "check", "access"]
     assert re.findall(r"^ {4}(\S+)", commands, re.MULTILINE) == built
 

@@ -1,0 +1,1 @@
+"""Information governance: requests between officers, the quality scorecard, subject access."""
