@@ -291,3 +291,23 @@ def test_receipts_pull_from_wrote_are_recorded_once_uploaded_and_the_register_na
     assert main(["--root", str(setup["root"]), "audit", "report", "--month", "2026-10", "--format", "json"]) == 0
     rows = [row for row in json.loads(capsys.readouterr().out) if row["to_agency"] == "probation"]
     assert rows and {row["received_by"] for row in rows} == {"probation-do"}
+
+
+def test_a_correction_pulled_away_from_the_gateway_marks_the_file_it_supersedes(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, where = setup["root"], setup["where"]
+    before = _bases(root / "inbox" / "probation")
+    fixed = where / "police-fixed-2026-10.csv"
+    fixed.write_bytes(_variant(9))
+    submit = ["submit", str(fixed), "--agency", "police", "--officer", "police-do", "--corrects", before[0]]
+    assert cli(root, *submit) == 0 and cli(root, "run", "--once") == 0
+    (later,) = set(_bases(root / "inbox" / "probation")) - set(before)
+    source = _away(root, "probation", where)
+    args = ("--from", str(source), "--to", str(setup["out"]), "--gateway-key", str(setup["key"]))
+    code, printed, err = _pull(capsys, where / "no-root", *args, "--gnupghome", str(setup["home"]))
+    assert code == 0, err
+    assert f"superseded {before[0]}.csv: {later} corrects it" in printed, printed
+    marker = setup["out"] / f"{before[0]}.superseded.txt"
+    assert later in marker.read_text() and stat.S_IMODE(marker.stat().st_mode) == 0o600
+    assert (setup["out"] / f"{later}.csv").read_bytes() == _variant(9)
