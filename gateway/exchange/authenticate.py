@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from gateway.adapters.gpg import CORRECTS_NOTATION, MARKING_NOTATION, PERIOD_NOTATION, Fingerprint, SignatureCheck
+from gateway.adapters.gpg import (
+    CORRECTS_NOTATION,
+    MARKING_NOTATION,
+    PERIOD_NOTATION,
+    REQUEST_NOTATION,
+    Fingerprint,
+    SignatureCheck,
+)
 from gateway.core.errors import CryptoError, PolicyError, UsageError
 from gateway.core.marking import Level, Marking, apply_marking, requested_level
 from gateway.core.model import Period
 from gateway.exchange.intake import Job, period_in, period_of
 from gateway.exchange.outcome import Refused
 from gateway.state.registry import Officer
+from gateway.state.requests import Requests, answerable
 from gateway.state.root import Root
 from gateway.state.signature import Signature, authenticate  # the rules, shared with information requests
 
@@ -140,6 +148,23 @@ def corrects(root: Root, job: Job) -> str | None:
             ],
         )
     return package
+
+
+def answers(root: Root, job: Job, submission: str) -> tuple[str, str] | None:
+    """The information request this file answers, as its officer signed it (request@iom-gateway), and the
+    agency that asked; None if it answers none. The request must be open, ask this agency, and the asking
+    agency must be one of its recipients."""
+    assert job.check is not None  # noqa: S101 (authenticated)
+    named = job.check.notation(REQUEST_NOTATION)
+    if named is None:
+        return None
+    ident = named.strip()[:40]
+    record = Requests(root.db).get(ident)
+    recipients = {r.id for r in root.config.recipients(job.agency)}
+    why = answerable(record, ident, job.agency.id, recipients, submission)
+    if why is not None or record is None:
+        raise Refused("authenticate", [f"the signed {REQUEST_NOTATION}: {why}; sign again without it, or for another"])
+    return record.id, record.from_agency
 
 
 def signer_key(job: Job) -> Fingerprint:

@@ -1,0 +1,2 @@
+"""Information governance the protocols ask of partners beyond the exchange itself (issue 15): requests
+between Designated Officers. Built on the journal and the audit log; it keeps no personal data in the clear."""
