@@ -70,7 +70,8 @@ def new_request(
     """Sign a request as the officer (their own GnuPG home, else the demo one) and receive it as a drop would be.
 
     Raises UsageError for an unknown agency or officer, the same agency twice, an empty or overlong text, a
-    consent file that cannot be read; PolicyError if the officer is revoked or the gateway refuses the signature.
+    consent file that cannot be read; PolicyError if the officer is revoked or of another agency, or the gateway
+    refuses the signature; ConfigError for a malformed state/bank-holidays.json. Nothing is stored on any.
     """
     agency, asked = root.config.agency(from_agency), root.config.agency(to_agency)
     if agency.id == asked.id:
@@ -170,12 +171,11 @@ def receive(root: Root, data: bytes, signature: bytes, *, agency: str, now: date
     known = requests.get(ident)
     if known is not None:
         return known
-    received = local_day(now)
-    gateway = root.gateway_key()
+    due, gateway = due_date(root, local_day(now)), root.gateway_key()  # before anything is stored: either may refuse
     _seal(root, ident + TEXT_SUFFIX, {"request": data, "signature": signature}, gateway)  # record the text first
     record = RequestRecord(
-        ident, agency, officer.id, request.to_agency, now.isoformat(timespec="seconds"),
-        due_date(root, received).isoformat(), request.urgent is not None, OPEN, None, None, None, None, str(gateway),
+        ident, agency, officer.id, request.to_agency, now.isoformat(timespec="seconds"), due.isoformat(),
+        request.urgent is not None, OPEN, None, None, None, None, str(gateway),
     )  # fmt: skip
     details = {
         "request": ident, "from": agency, "to": request.to_agency, "officer": officer.id,

@@ -322,6 +322,7 @@ def test_a_malformed_bank_holiday_table_in_state_is_a_config_error_naming_it(
     assert _new(routed_root) == 1
     err = capsys.readouterr().err
     assert str(table) in err and "gov.uk" in err
+    _nothing_stored(routed_root, capsys)
     table.write_text(json.dumps({"england-and-wales": {"division": "england-and-wales", "events": [
         {"title": "A made-up holiday", "date": "2030-01-02", "notes": "", "bunting": False}]}}))  # fmt: skip
     assert _new(routed_root) == 0  # the admin's table overrides the shipped one (weekends only, off its years)
