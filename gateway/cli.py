@@ -193,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     _oversight_commands(commands)
     _check_command(commands)
     _access_command(commands)
+    _request_commands(commands)
     _global_options_everywhere(parser)
     return parser
 
@@ -1037,6 +1038,12 @@ def _status(args: argparse.Namespace) -> int:
     for deferred in health.deferred:
         where = f"{deferred.agency}/{deferred.file} to {deferred.recipient}"
         print(f"  - {where} since {deferred.since}: {deferred.reason}")
+    print("requests open: " + ("none" if not health.requests else ""))
+    for request in health.requests:
+        flags = (" URGENT" if request.urgent else "") + (
+            f" OVERDUE {request.days_overdue} day(s)" if request.days_overdue else ""
+        )
+        print(f"  - {request.id} {request.from_agency} to {request.to_agency}, due {request.due}{flags}")
     for line in health.notes:
         print(f"note:          {line}")
     attention = health.attention
@@ -1295,4 +1302,191 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         lines = [rotate_vault(root, args.new_passphrase_file)]
         changed = {"kind": "vault", "next": lines[0]}
     print(json.dumps(changed, indent=2) if args.json else "\n".join(lines))
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- requests
+
+
+def _request_commands(commands: Any) -> None:
+    request = commands.add_parser(
+        "request", help="information requests between Designated Officers, due in ten working days"
+    ).add_subparsers(title="request commands", metavar="ACTION", required=True)
+    new = request.add_parser(
+        "new",
+        help="sign a request to another agency as its officer and register it",
+        description="Sign a request for information to agency B as officer O of agency A (Warwickshire 2.3.3) "
+        "and register it: due on the tenth working day after today (weekends and England-and-Wales bank "
+        "holidays skipped). The purpose, grounds, consent evidence and urgent reason are kept only encrypted to "
+        "the gateway key; the register holds ids, agencies, officers and dates. Exit 1 if the signature is "
+        "refused (nothing is recorded), 2 for an unknown agency or officer or an empty text.",
+    )
+    new.add_argument("--from-agency", required=True, metavar="A", help="the requesting agency")
+    new.add_argument("--officer", required=True, metavar="O", help="the DO/PDO of A who signs the request")
+    new.add_argument("--to-agency", required=True, metavar="B", help="the agency asked for the information")
+    new.add_argument("--purpose", required=True, metavar="TEXT", help="what the information is needed for")
+    new.add_argument("--grounds", required=True, metavar="TEXT", help="the lawful grounds for sharing it")
+    new.add_argument(
+        "--consent",
+        metavar="FILE|none",
+        default="none",
+        help="the evidence of the subject's consent (a file, kept encrypted), or none (the default)",
+    )
+    new.add_argument("--urgent", metavar="REASON", help="mark it urgent, with the reason: listed first")
+    new.add_argument("--gnupghome", type=Path, metavar="DIR", help="the officer's own GnuPG home (default: demo)")
+    new.add_argument("--json", action="store_true", help="print the registered request as one JSON object")
+    new.set_defaults(handler=_request_new)
+
+    listed = request.add_parser(
+        "list",
+        help="the register of requests: urgent first, then by due date; overdue ones flagged",
+        description="List the requests (ids, agencies, officers, dates, outcome; never their text), urgent "
+        "first, then by due date. An open request past its due date is flagged OVERDUE with the days.",
+    )
+    listed.add_argument("--open", action="store_true", help="only requests still waiting for an answer")
+    listed.add_argument("--agency", metavar="AG", help="only requests AG made or was asked")
+    listed.add_argument("--json", action="store_true", help="print a JSON list")
+    listed.set_defaults(handler=_request_list)
+
+    answer = request.add_parser(
+        "answer",
+        help="answer a request with a submission, or refuse it with the reasons",
+        description="Answer request ID as officer P of the agency asked: --with-submission FILE validates the "
+        "CSV, signs it as P with the request's id (request@iom-gateway) and drops it into the outbox like "
+        "`submit`; the request is answered once its package reaches the requesting agency. --refuse REASON "
+        "records the refusal, signed by P, its reason kept encrypted (Warwickshire 2.3.3.3). A request is "
+        "answered once: exit 1 for one answered, refused or unknown, 2 for a malformed id.",
+    )
+    answer.add_argument("id", metavar="ID", help="the request's id (`request list`)")
+    answer.add_argument("--officer", required=True, metavar="P", help="the DO/PDO of the agency asked who answers")
+    how = answer.add_mutually_exclusive_group(required=True)
+    how.add_argument("--with-submission", type=Path, metavar="FILE.csv", help="answer with this CSV file")
+    how.add_argument("--refuse", metavar="REASON", help="refuse the request, for this reason")
+    answer.add_argument("--gnupghome", type=Path, metavar="DIR", help="the officer's own GnuPG home (default: demo)")
+    answer.add_argument("--marking", metavar="LEVEL", help="with --with-submission: a marking above the floor")
+    answer.set_defaults(handler=_request_answer)
+
+    show = request.add_parser(
+        "show",
+        help="decrypt and print one request's text for the admin (audited as request.shown)",
+        description="Print request ID as the register has it and, decrypted, its purpose, grounds, urgent "
+        "reason, consent evidence's name and size, and a refusal's reason. Each look is an audit event "
+        "(request.shown: which request, never what it says).",
+    )
+    show.add_argument("id", metavar="ID", help="the request's id (`request list`)")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(handler=_request_show)
+
+
+def _request_new(args: argparse.Namespace) -> int:
+    from gateway.governance.requests import new_request
+
+    record = new_request(
+        _open(args),
+        from_agency=args.from_agency,
+        officer_id=args.officer,
+        to_agency=args.to_agency,
+        purpose=args.purpose,
+        grounds=args.grounds,
+        consent=None if args.consent == "none" else Path(args.consent),
+        urgent=args.urgent,
+        gnupghome=args.gnupghome,
+        now=datetime.now(UTC),
+    )
+    if args.json:
+        print(json.dumps(asdict(record), indent=2))
+        return EXIT_OK
+    urgent = " (urgent)" if record.urgent else ""
+    print(f"request {record.id} from {record.from_agency} to {record.to_agency}{urgent}: due {record.due}")
+    return EXIT_OK
+
+
+def _request_list(args: argparse.Namespace) -> int:
+    from gateway.governance.requests import list_requests
+    from gateway.state.requests import local_day
+
+    records = list_requests(_open(args), open_only=args.open, agency=args.agency)
+    today = local_day(datetime.now(UTC))
+    if args.json:
+        print(json.dumps([asdict(r) | {"days_overdue": r.days_overdue(today)} for r in records], indent=2))
+        return EXIT_OK
+    if not records:
+        print("no requests" + (" open" if args.open else ""))
+        return EXIT_OK
+    print(f"{'id':17}{'from':12}{'to':12}{'received':12}{'due':12}{'status':10}flags")
+    for r in records:
+        late = r.days_overdue(today)
+        flags = [*(["URGENT"] if r.urgent else []), *([f"OVERDUE {late} day(s)"] if late else [])]
+        if r.package:
+            flags.append(f"answered by {r.answered_by} with {r.package}")
+        elif r.answered_by:
+            flags.append(f"by {r.answered_by}")
+        print(
+            f"{r.id:17}{r.from_agency:12}{r.to_agency:12}{r.received[:10]:12}{r.due:12}{r.status:10}{' '.join(flags)}"
+        )
+    return EXIT_OK
+
+
+def _request_answer(args: argparse.Namespace) -> int:
+    from gateway.exchange.submit import submit
+    from gateway.governance.requests import lookup, refuse
+
+    root = _open(args)
+    if args.refuse is not None:
+        if args.marking:
+            raise UsageError("--marking goes with --with-submission")
+        record = refuse(
+            root, args.id, officer_id=args.officer, reason=args.refuse, gnupghome=args.gnupghome, now=datetime.now(UTC)
+        )
+        print(f"request {record.id} refused by {record.answered_by}; the reason is kept encrypted")
+        return EXIT_OK
+    record = lookup(root, args.id)
+    report, target = submit(
+        root,
+        args.with_submission,
+        agency_id=record.to_agency,
+        officer_id=args.officer,
+        marking=args.marking,
+        gnupghome=args.gnupghome,
+        today=date.today(),
+        request=record.id,
+    )
+    if target is None:
+        sys.stdout.write(report.to_text())
+        print("not submitted: fix the errors above and answer again", file=sys.stderr)
+        return EXIT_REFUSED
+    print(
+        f"submitted {target} ({report.rows} rows) answering request {record.id}: it is answered once the package "
+        f"reaches {record.from_agency}"
+    )
+    return EXIT_OK
+
+
+def _request_show(args: argparse.Namespace) -> int:
+    from gateway.governance.requests import show
+
+    shown = show(_open(args), args.id, actor="admin")
+    request, consent = shown.request, shown.request.consent
+    text = {
+        "purpose": request.purpose,
+        "grounds": request.grounds,
+        "urgent": request.urgent,
+        "consent": None if consent is None else {"name": consent.name, "bytes": len(consent.data)},
+        "created": request.created,
+        "refusal": shown.refusal,
+    }
+    if args.json:
+        print(json.dumps(asdict(shown.record) | text, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    r = shown.record
+    print(f"request {r.id}: {r.from_agency} ({r.from_officer}) to {r.to_agency}, received {r.received}, due {r.due}")
+    print(f"status:   {r.status}" + (f" by {r.answered_by} at {r.answered_at}" if r.answered_by else ""))
+    if r.package:
+        print(f"answer:   submission {r.submission}, package {r.package}")
+    print(f"purpose:  {request.purpose}")
+    print(f"grounds:  {request.grounds}")
+    print(f"urgent:   {request.urgent or 'no'}")
+    print(f"consent:  {'none' if consent is None else f'{consent.name} ({len(consent.data)} bytes)'}")
+    if shown.refusal is not None:
+        print(f"refusal:  {shown.refusal}")
     return EXIT_OK

@@ -3,7 +3,7 @@
 The gateway user (the root's owner) owns everything and alone reads state/, keys/, quarantine/ and
 gateway.toml. An agency's officers are its Unix group (`[agencies.X] group`): they pass through the root,
 inbox/ and outbox/ (0711: nobody can list them), read their own inbox/<agency>/ and outbox/<agency>/rejected/
-(setgid 2750, files 0640) and write their own outbox/<agency>/ and its receipts/ (setgid 2770, with a default
+(setgid 2750, files 0640) and write their own outbox/<agency>/, its receipts/ and requests/ (setgid 2770, with a default
 ACL that gives the gateway user read whatever the uploader's umask). A group missing on the host keeps its
 folders private.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from gateway.adapters.perms import DROP_DIR, PASSAGE_DIR, PRIVATE_DIR, PRIVATE_FILE, READ_DIR, SHARED_FILE
 from gateway.core.model import Agency
 
-INBOX, OUTBOX, REJECTED, RECEIPTS = "inbox", "outbox", "rejected", "receipts"
+INBOX, OUTBOX, REJECTED, RECEIPTS, REQUESTS = "inbox", "outbox", "rejected", "receipts", "requests"
 PRIVATE_TOP = ("state", "keys", "quarantine")  # never readable by any group, whatever else changes
 # copies of the shipped schemas and samples (no personal data): their files may stay 0644 inside a 0700 folder
 PUBLIC_COPIES = ("schemas", "samples")
@@ -50,7 +50,7 @@ def expected(parts: tuple[str, ...], is_dir: bool, agencies: Mapping[str, Agency
         return Expected(READ_DIR if is_dir else SHARED_FILE, group)
     if not below:
         return Expected(DROP_DIR, group, drop_acl=True) if is_dir else private
-    if below == (RECEIPTS,) and is_dir:  # the gateway's, like the outbox: officers drop receipts into it
+    if below in ((RECEIPTS,), (REQUESTS,)) and is_dir:  # the gateway's, like the outbox: officers drop into it
         return Expected(DROP_DIR, group, drop_acl=True)
     if below[0] == REJECTED:
         if len(below) == 1:

@@ -19,7 +19,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.access.model import INBOX, OUTBOX, RECEIPTS, REJECTED
+from gateway.access.model import INBOX, OUTBOX, RECEIPTS, REJECTED, REQUESTS
 from gateway.access.sshd import (
     DEV,
     DROP_IN,
@@ -166,6 +166,7 @@ class _Planner:
                 (self.path / OUTBOX / agency.id, DROP_DIR),
                 (self.path / OUTBOX / agency.id / REJECTED, READ_DIR),
                 (self.path / OUTBOX / agency.id / RECEIPTS, DROP_DIR),
+                (self.path / OUTBOX / agency.id / REQUESTS, DROP_DIR),
             ]
             group = host.group(agency.unix_group)
             if group is not None and all(
@@ -174,7 +175,8 @@ class _Planner:
                 continue
             self.add(
                 Change(
-                    f"share {agency.id}'s inbox/, outbox/, rejected/ and receipts/ with its group {agency.unix_group}",
+                    f"share {agency.id}'s inbox/, outbox/, rejected/, receipts/ and requests/ with its group "
+                    f"{agency.unix_group}",
                     "access.folders.shared",
                     {"agency": agency.id, "group": agency.unix_group},
                     functools.partial(_share, self.path, agency, folders, self.gateway_uid),

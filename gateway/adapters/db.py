@@ -121,6 +121,16 @@ _MIGRATIONS = (
             errors TEXT NOT NULL, rule_rows TEXT NOT NULL, column_errors TEXT NOT NULL, corrects TEXT)""",
         "CREATE INDEX quality_by_period ON quality (period, agency)",
     ),
+    # 11: the register of information requests between Designated Officers (Warwickshire 2.3.3): ids,
+    # agencies, officers, dates and outcome only; the text is in state/requests/ID.gpg, encrypted
+    (
+        """CREATE TABLE requests (
+            id TEXT PRIMARY KEY, from_agency TEXT NOT NULL, from_officer TEXT NOT NULL, to_agency TEXT NOT NULL,
+            received TEXT NOT NULL, due TEXT NOT NULL, urgent INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('open', 'answered', 'refused')),
+            answered_by TEXT, answered_at TEXT, submission TEXT, package TEXT, key TEXT NOT NULL)""",
+        "CREATE INDEX requests_by_status ON requests (status, due)",
+    ),
 )
 
 

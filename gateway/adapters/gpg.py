@@ -53,6 +53,7 @@ PURPOSE_NOTATION = "purpose@iom-gateway"  # what a gateway signature was made fo
 MARKING_NOTATION = "marking@iom-gateway"  # the marking a sender intends, e.g. RESTRICTED
 PERIOD_NOTATION = "period@iom-gateway"  # the month the data is for, YYYY-MM
 CORRECTS_NOTATION = "corrects@iom-gateway"  # the package this file corrects (its name or submission id)
+REQUEST_NOTATION = "request@iom-gateway"  # the information request this file answers (its id)
 # gpg and the gpg-agent it starts see only this environment: never the vault passphrase or
 # anything else the gateway was started with.
 ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
@@ -66,6 +67,7 @@ class Purpose(enum.Enum):
     AUDIT = "audit"  # checkpoints, the genesis, the purge anchor
     PACKAGE = "package"
     QUARANTINE = "quarantine"
+    REQUEST = "request"  # an information request's text, kept encrypted under state/requests/
 
 
 _OPTIONS = (

@@ -25,6 +25,7 @@ from gateway.state.audit import Verdict, Witness
 from gateway.state.disclosure import register, to_json, write_csv, write_html
 from gateway.state.journal import ABANDONED, IN_FLIGHT, MAIL_QUEUED, REJECTED
 from gateway.state.journal import DeferredDelivery as JournalDeferred
+from gateway.state.requests import Requests, local_day
 from gateway.state.root import Root
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -157,6 +158,11 @@ AUDIT_EVENTS = frozenset(
         "password.shown",
         "receipt.refused",
         "relay.password_set",
+        "request.answered",
+        "request.received",
+        "request.refused",
+        "request.rejected",
+        "request.shown",
         "retention.purged",
         "smtp.locked_out",
         "submission.abandoned",
@@ -260,6 +266,18 @@ class NewGatewayKey:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenRequest:
+    """An information request waiting for its answer: ids, agencies and dates only (its text is encrypted)."""
+
+    id: str
+    from_agency: str
+    to_agency: str
+    due: str
+    urgent: bool
+    days_overdue: int
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     now: str
     outbox_waiting: dict[str, int]
@@ -278,6 +296,7 @@ class Status:
     new_gateway_key: NewGatewayKey | None = None  # None until the gateway key was first rotated
     mail_queued: int = 0  # messages the relay has still to send
     mail_gave_up_24h: int = 0  # messages the relay gave up on in the last 24 h
+    requests: list[OpenRequest] = field(default_factory=list)  # open information requests, urgent first, by due date
 
     @property
     def attention(self) -> list[str]:
@@ -305,6 +324,12 @@ class Status:
                 f"{self.mail_gave_up_24h} message(s) could not be sent through [smtp.relay] in the last 24 h: "
                 "see `audit show --event mail.gave_up` for each reason (the packages are in their inboxes)"
             )
+        lines += [
+            f"request {r.id} from {r.from_agency} to {r.to_agency} is OVERDUE by {r.days_overdue} day(s) (due {r.due}):"
+            f" a DO/PDO of {r.to_agency} answers it (`iom-gateway request answer {r.id} ...`)"
+            for r in self.requests
+            if r.days_overdue
+        ]
         if self.last_run is None:
             lines.append("the gateway has never run: start it (`systemctl start iom-gateway` or `iom-gateway run`)")
         return lines
@@ -371,6 +396,10 @@ def status(root: Root, now: datetime) -> Status:
         new_gateway_key=_new_gateway_key(root),
         mail_queued=len(root.journal.mail(MAIL_QUEUED)),
         mail_gave_up_24h=len(root.audit.select(since, "mail.gave_up")),
+        requests=[
+            OpenRequest(r.id, r.from_agency, r.to_agency, r.due, r.urgent, r.days_overdue(local_day(now)))
+            for r in Requests(root.db).all(open_only=True)
+        ],
     )
 
 

@@ -17,6 +17,7 @@ from gateway.core.model import Delivery
 from gateway.exchange.intake import OUTBOX, REJECTED
 from gateway.exchange.mailout import spool
 from gateway.state.journal import DeliveryRecord
+from gateway.state.requests import Requests
 from gateway.state.root import QUARANTINE, Root
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,8 @@ def _retired_gateway_keys(root: Root, now: datetime, *, delete: bool) -> tuple[s
         live = root.journal.live_packages(signed_by=fingerprint, expiring_after=now.isoformat(timespec="seconds"))
         if status != "retired" or live:
             continue
-        if root.journal.quarantined_with(fingerprint):
-            continue
+        if root.journal.quarantined_with(fingerprint) or fingerprint in Requests(root.db).sealing_keys():
+            continue  # a quarantined file or a request's text is encrypted to it
         if not root.keyring.key(Fingerprint.parse(fingerprint)).has_secret:
             continue
         if delete:

@@ -7,6 +7,7 @@ a full scan runs at start-up and every `rescan_seconds`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -38,10 +39,11 @@ from gateway.exchange.folders import Orphan, agency_folders, orphaned_folders
 from gateway.exchange.health import late_agencies
 from gateway.exchange.intake import OUTBOX, Pair, open_outbox, scan_outbox
 from gateway.exchange.metrics import METRICS_SECONDS, write_metrics
-from gateway.exchange.outcome import Deferred, Outcome, Rejected, Waiting
+from gateway.exchange.outcome import Deferred, Outcome, Rejected, Requested, Waiting
 from gateway.exchange.process import now_utc, process_once, process_pair
 from gateway.exchange.receipts import take_receipts
 from gateway.exchange.recover import Recovery, recover
+from gateway.governance.drops import take_requests
 from gateway.state.root import Root, flush_audit
 
 log = logging.getLogger(__name__)
@@ -447,6 +449,10 @@ class Daemon:
                 self.processed += 1
                 self.errors += isinstance(outcome, Rejected)
                 log.info("%s", outcome.summary.replace("  ", " "))
+        for outcome in take_request_drops(self.root, agency, folder, now_utc()):
+            self.processed += 1
+            self.errors += isinstance(outcome, Rejected)
+            log.info("%s", outcome.summary.replace("  ", " "))
         present = {str(folder.path / p.csv) for p in intake.pairs}
         present |= {str(folder.path / p.signature) for p in intake.pairs if p.signature}
         with self._lock:
@@ -683,6 +689,24 @@ def _send_mail_once(root: Root) -> None:
         log.error("relay cannot send: %s", exc.message.replace("\n", " "))
 
 
+def take_request_drops(root: Root, agency: Agency, folder: Folder, now: datetime) -> list[Outcome]:
+    """The information requests dropped into the agency's requests/ folder, registered or refused (each one
+    an outcome for itself); what waits for its signature is left for the next pass."""
+    try:
+        dropped = take_requests(root, agency, folder, now, root.config.submissions.pairing_timeout_seconds)
+    except GatewayError as exc:  # the gateway's own state (no key to quarantine with, a full disk): tried again
+        log.error("requests of agency=%s not taken: %s", agency.id, exc.message)
+        return []
+    outcomes: list[Outcome] = []
+    for item in dropped:
+        if item.record is not None:
+            record = item.record
+            outcomes.append(Requested(agency.id, item.name, record.id, record.to_agency, record.due))
+        elif item.reason is not None:
+            outcomes.append(Rejected(agency.id, item.name, "request", (item.reason,), item.report))
+    return outcomes
+
+
 def run_once(path: Path) -> list[Outcome]:
     """Recover, then process what is in every outbox now, and return the outcomes; the audit log ends
     with a signed checkpoint (if the gateway key cannot sign, that is logged: `audit verify` says so)."""
@@ -693,6 +717,9 @@ def run_once(path: Path) -> list[Outcome]:
             _log_recovery(recover(root))
             run_id = root.journal.run_started("once", os.getpid())
             outcomes = process_once(root, now_utc())
+            for agency in root.config.agencies.values():
+                with contextlib.suppress(UsageError, InputFileError), open_outbox(root.path, agency.id) as folder:
+                    outcomes += take_request_drops(root, agency, folder, now_utc())
             flush_audit(root)
             _send_mail_once(root)
             refused = sum(isinstance(o, Rejected | Deferred) for o in outcomes)

@@ -27,6 +27,7 @@ from gateway.exchange.intake import Job, remove_taken
 from gateway.exchange.mailout import package_mail
 from gateway.exchange.outcome import Delivered
 from gateway.state.journal import DEFERRED, DELIVERED, ROLLED_BACK, SEALING, DeliveryRecord, SubmissionRecord
+from gateway.state.requests import Requests
 from gateway.state.root import Root, flush_audit
 from gateway.validate import Report
 
@@ -48,6 +49,7 @@ class Sealed:
     gateway: Fingerprint
     signer: Fingerprint  # the key that made the sender's signature (during a rekey's grace, the old one)
     corrects: str | None = None  # the earlier package (from the same agency) this file corrects
+    request: tuple[str, str] | None = None  # the information request it answers, and the agency that asked
 
     def base(self, submission: str) -> str:
         return package_base(self.marking, self.agency, self.period, submission)
@@ -254,6 +256,10 @@ def _deliver(
     manifest = _manifest(root, submission, sealed, plan, key_id, payload_name, payload_sha, common, expires)
     _publish_manifest(root, recipient, base, canonical_json(manifest), sealed.gateway)
     faults.reached("deliver.manifest")
+    if sealed.request is not None and sealed.request[1] == recipient:  # the answer has reached the requester
+        Requests(root.db).answered(
+            sealed.request[0], officer=sealed.officer, submission=submission, package=base, agency=sealed.agency.id
+        )
     mail = package_mail(
         root,
         recipient=plan.recipient,
@@ -284,7 +290,8 @@ def _deliver(
                 "key_id": key_id,
                 "payload_sha256": payload_sha,
             }
-            | ({"corrects": sealed.corrects} if sealed.corrects else {}),
+            | ({"corrects": sealed.corrects} if sealed.corrects else {})
+            | ({"request": sealed.request[0]} if sealed.request else {}),
         ),
         mail,
     )
@@ -595,6 +602,8 @@ def _manifest(
     }
     if sealed.corrects is not None:  # signed by the sender (corrects@iom-gateway): `pull` marks the earlier file
         manifest["corrects"] = sealed.corrects
+    if sealed.request is not None:  # signed by the sender (request@iom-gateway): the information request answered
+        manifest["request"] = sealed.request[0]
     if common.envelope is not None:  # sealed as the payload is: only its recipients read the officer's words
         manifest["sender_envelope"] = _sealed_envelope(root, common.envelope, plan.method, key_id, sealed.gateway)
     return manifest

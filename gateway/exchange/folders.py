@@ -21,6 +21,7 @@ from gateway.adapters.store import INBOX
 from gateway.core.errors import InputFileError, UsageError
 from gateway.core.model import Agency
 from gateway.core.receipt import RECEIPTS
+from gateway.core.request import REQUESTS
 from gateway.exchange.intake import OUTBOX, REJECTED
 from gateway.state.root import QUARANTINE
 
@@ -122,18 +123,20 @@ def _share(root: Path, kind: str, agency: str, group: str | None) -> None:
 
 
 def _receipts_folder(root: Path, agency: str, group: str | None) -> None:
-    """outbox/<agency>/receipts/, where officers upload the receipts they made away from the gateway: made when
-    missing (an outbox made before receipts existed has none), shared like the outbox when it is shared."""
-    with suppress(OSError, InputFileError, UsageError), Folder.open(root, OUTBOX, agency) as outbox:
-        try:
-            outbox.sub(RECEIPTS).close()
-            return
-        except UsageError:
-            pass
-        with outbox.sub(RECEIPTS, create=True) as receipts:
-            shared = stat.S_IMODE(os.fstat(outbox.fd).st_mode) == stat.S_IMODE(DROP_DIR)
-            if shared and group is not None:
-                share_dir(receipts.fd, group_id(group), DROP_DIR, acl_uid=os.stat(root).st_uid)
+    """outbox/<agency>/receipts/ and requests/, where officers upload the receipts they made away from the
+    gateway and their signed information requests: made when missing (an outbox made before they existed has
+    none), shared like the outbox when it is shared."""
+    for name in (RECEIPTS, REQUESTS):
+        with suppress(OSError, InputFileError, UsageError), Folder.open(root, OUTBOX, agency) as outbox:
+            try:
+                outbox.sub(name).close()
+                continue
+            except UsageError:
+                pass
+            with outbox.sub(name, create=True) as made:
+                shared = stat.S_IMODE(os.fstat(outbox.fd).st_mode) == stat.S_IMODE(DROP_DIR)
+                if shared and group is not None:
+                    share_dir(made.fd, group_id(group), DROP_DIR, acl_uid=os.stat(root).st_uid)
 
 
 def orphaned_folders(root: Path, agencies: Iterable[str]) -> list[Orphan]:

@@ -23,6 +23,7 @@ from gateway.core.model import period_in as period_in  # noqa: PLC0414 (re-expor
 from gateway.core.model import period_of as period_of  # noqa: PLC0414
 from gateway.core.pgpmime import EVIDENCE_SUFFIX, MAX_EVIDENCE_BYTES, Envelope, parse
 from gateway.core.receipt import RECEIPTS
+from gateway.core.request import REQUESTS
 from gateway.state.root import Root
 
 # a detached signature (binary or armored), or a PGP/MIME message's signature and envelope (core/pgpmime)
@@ -88,7 +89,7 @@ def scan_outbox(folder: Folder, now: float, orphan_after: float = 60.0) -> Intak
     regular: dict[str, float] = {}
     ignored: list[tuple[str, str]] = []
     for entry in folder.entries():
-        if _in_progress(entry.name) or entry.name in (REJECTED, RECEIPTS):
+        if _in_progress(entry.name) or entry.name in (REJECTED, RECEIPTS, REQUESTS):
             continue
         try:
             info = entry.stat(follow_symlinks=False)

@@ -18,6 +18,7 @@ from gateway.core.errors import CryptoError, GatewayError, UsageError
 from gateway.exchange.health import key_warnings, late_agencies
 from gateway.exchange.intake import open_outbox, scan_outbox
 from gateway.state.journal import MAIL_QUEUED
+from gateway.state.requests import Requests, local_day
 from gateway.state.root import STATE, Root
 
 METRICS_FILE = "metrics.prom"
@@ -70,6 +71,7 @@ def render(root: Root, now: datetime) -> str:
             "1 if the agency has not submitted for this month and the due day has passed.",
             {a: int(a in late) for a in agencies},
         ),
+        ("requests_open", "Information requests to the agency awaiting its answer.", _asked(root, agencies)),
     ]
     metrics = [
         _Metric(name, text, [({"agency": a}, float(v)) for a, v in values.items()]) for name, text, values in per_agency
@@ -82,6 +84,11 @@ def render(root: Root, now: datetime) -> str:
         ("late_agencies", "Agencies late for this month.", len(late)),
         ("key_problems", "Keys missing, revoked, expired or expiring within 30 days.", len(key_warnings(root, now))),
         ("mail_queued", "Messages the relay has still to send.", len(root.journal.mail(MAIL_QUEUED))),
+        (
+            "requests_overdue",
+            "Information requests past their due date.",
+            len(Requests(root.db).overdue(local_day(now))),
+        ),
         (
             "relay_gave_up_24h",
             "Messages the relay gave up on in the last 24 hours.",
@@ -114,6 +121,11 @@ def _outboxes(root: Root, agencies: list[str], now: datetime) -> tuple[dict[str,
         counts[agency] = len(pairs)
         oldest = max([oldest, *(p.age_seconds for p in pairs)])
     return counts, max(0.0, oldest)
+
+
+def _asked(root: Root, agencies: list[str]) -> dict[str, int]:
+    counts = Requests(root.db).open_by_agency()
+    return {a: counts.get(a, 0) for a in agencies}
 
 
 def _by_agency(entries: list[dict[str, object]], event: str, agencies: list[str]) -> dict[str, int]:

@@ -96,7 +96,22 @@ class Received:
         return f"received  {self.agency}/{shown(self.package)} by {self.officer}"
 
 
-Outcome = Delivered | Rejected | Duplicate | Waiting | Deferred | Received
+@dataclass(frozen=True, slots=True)
+class Requested:
+    """A Designated Officer's signed information request, dropped into requests/ and registered."""
+
+    agency: str
+    name: str
+    request: str
+    to_agency: str
+    due: str
+
+    @property
+    def summary(self) -> str:
+        return f"request   {self.agency}/{shown(self.name)}: {self.request} to {self.to_agency}, due {self.due}"
+
+
+Outcome = Delivered | Rejected | Duplicate | Waiting | Deferred | Received | Requested
 
 
 class Refused(Exception):

@@ -30,7 +30,7 @@ from gateway.core.errors import (
 )
 from gateway.core.marking import Level, Marking, apply_marking
 from gateway.core.model import Agency, Period
-from gateway.exchange.authenticate import corrects, intent, proven, signed_by, signer_key
+from gateway.exchange.authenticate import answers, corrects, intent, proven, signed_by, signer_key
 from gateway.exchange.check import check_file as check_file  # noqa: PLC0414 (re-exported for its callers)
 from gateway.exchange.deliver import (
     Preseal,
@@ -250,6 +250,7 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
         return duplicate(root, job, record.id)
     marking, period = intent(root, job, now)
     corrected = corrects(root, job)
+    answered = answers(root, job, record.id)
     # encrypt while validating; a refused file's outputs are discarded unread when the block is left
     with Preseal.start(root, record.id, job, _expected_base(root, job, record, marking, period)) as prepared:
         report = _validate(root, job, record.id, period, now, corrected)
@@ -279,6 +280,7 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
             gateway=root.gateway_key(),  # one key signs every package and manifest of the submission
             signer=signer_key(job),
             corrects=corrected,
+            request=answered,
         )
         sealing = seal_all(root, record.id, job, sealed, prepared)
     timing.lap("seal")

@@ -1,4 +1,5 @@
-"""The files the gateway ships besides its code: the example gateway.toml, schemas/, samples/, systemd/.
+"""The files the gateway ships besides its code: the example gateway.toml, schemas/, samples/, systemd/,
+the bank holidays.
 
 They are package data, so a wheel installed anywhere carries them; `init` copies the example config
 and the schemas into a new root, and `init --demo` the samples too. In a source checkout the
@@ -15,6 +16,7 @@ EXAMPLE_CONFIG = "gateway.toml"
 SCHEMAS = "schemas"
 SAMPLES = "samples"
 UNITS = "systemd"
+BANK_HOLIDAYS = "bank-holidays.json"  # England and Wales, gov.uk's format (governance.holidays)
 
 
 def shipped(name: str) -> Traversable:

@@ -53,6 +53,12 @@ NEEDS = {
     ("purge",): ["--dry-run"],
     ("access", "authorized-keys"): ["iom-police-do"],
     ("access", "sync"): ["--dry-run"],
+    ("request", "new"): [
+        *("--from-agency", "probation", "--officer", "probation-do", "--to-agency", "police"),
+        *("--purpose", "p", "--grounds", "g"),
+    ],
+    ("request", "answer"): ["0123456789abcdef", "--officer", "police-do", "--refuse", "r"],
+    ("request", "show"): ["0123456789abcdef"],
 }
 # commands only root runs (they change the host): another user is told so before the root is read
 AS_ROOT = {("access", "sync")}
