@@ -87,6 +87,7 @@ def test_help_lists_only_built_commands() -> None:
     assert result.returncode == 0
     commands = result.stdout.split("commands:")[1]
     built = ["validate", "init", "demo", "run", "submit", "pull", "officers", "keys", "audit", "purge", "status"]
+    built += ["sar"]
     built += ["smtp", "check", "access"]
     assert re.findall(r"^ {4}(\S+)", commands, re.MULTILINE) == built
 

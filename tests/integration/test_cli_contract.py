@@ -50,6 +50,7 @@ NEEDS = {
     ("keys", "relay-password"): ["--password-file", "/nowhere/p"],
     ("audit", "report"): ["--month", "2026-10"],
     ("purge",): ["--dry-run"],
+    ("sar",): ["--cro", "265416/21G"],
     ("access", "authorized-keys"): ["iom-police-do"],
     ("access", "sync"): ["--dry-run"],
 }

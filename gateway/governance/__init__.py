@@ -1,0 +1,1 @@
+"""governance: information requests, quality, subject access, corrections"""
