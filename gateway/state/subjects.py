@@ -15,6 +15,7 @@ entries no look-up can match; `purge` removes those with the expired ones.
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import secrets
 import sqlite3
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 SAR_CREDENTIAL = "sar.index"  # the vault credential: the SAR key, 32 random bytes as hex
 _KEY_BYTES = 32
+_BATCH = 65536  # digests sorted and inserted at a time (2 MiB of digests)
 _KEY_ID_LABEL = b"iom-gateway subject access index key id"
 log = logging.getLogger(__name__)
 
@@ -123,11 +125,14 @@ class Entries:
 
     def write(self, db: sqlite3.Connection, submission: str) -> None:
         """Insert the entries (in the caller's transaction); a repeat, or a redo after a crash, adds nothing."""
-        key_id = self.key.id
-        db.executemany(
-            "INSERT OR IGNORE INTO sar_index (digest, submission, key_id) VALUES (?, ?, ?)",
-            ((digest, submission, key_id) for digest in self.key.digests(self.subjects)),
-        )
+        key_id, digests = self.key.id, self.key.digests(self.subjects)
+        # in sorted batches: random digests inserted one by one each touch a random page of the table
+        # (7 s for 340,000 keys, against 2 s so), and sorting all at once would hold every digest
+        while batch := sorted(itertools.islice(digests, _BATCH)):
+            db.executemany(
+                "INSERT OR IGNORE INTO sar_index (digest, submission, key_id) VALUES (?, ?, ?)",
+                ((digest, submission, key_id) for digest in batch),
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +168,7 @@ ORDER BY d.created, d.package, d.recipient
 _OLD = """
 SELECT s.id FROM submissions s
 WHERE s.status NOT IN ('received', 'sealing', 'partial', 'rejecting')
-  AND EXISTS (SELECT 1 FROM sar_index i WHERE i.submission = s.id)
+  AND s.id IN (SELECT DISTINCT i.submission FROM sar_index i)
   AND COALESCE((SELECT MAX(d.created) FROM deliveries d WHERE d.submission = s.id), s.updated) < ?
 """
 _CHUNK = 500  # submissions per statement (SQLite's limit on ? is 32,766 nowadays, 999 in old builds)
