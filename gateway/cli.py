@@ -1011,9 +1011,6 @@ def _status(args: argparse.Namespace) -> int:
     return code
 
 
-# ----------------------------------------------------------------------------------------- check
-
-
 def _sar_command(commands: Any) -> None:
     sar = commands.add_parser(
         "sar",
@@ -1067,6 +1064,9 @@ def _sar(args: argparse.Namespace) -> int:
             f"{p.pulled or '-':25} {p.received or '-':25} {p.package}"
         )
     return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- check
 
 
 def _check_command(commands: Any) -> None:
