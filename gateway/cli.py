@@ -191,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _exchange_commands(commands)
     _oversight_commands(commands)
+    _sar_command(commands)
     _check_command(commands)
     _access_command(commands)
     _request_commands(commands)
@@ -993,7 +994,7 @@ def _purge(args: argparse.Namespace) -> int:
         f"{verb}: {len(result.packages)} expired package(s), {len(result.passwords)} password(s), "
         f"{len(result.keys)} retired gateway key(s), "
         f"{len(result.quarantined)} quarantined file(s), {len(result.reports)} report(s), "
-        f"{result.audit_entries} audit entr(y/ies)"
+        f"{result.audit_entries} audit entr(y/ies), {result.sar_entries} subject access index entr(y/ies)"
     )
     for name in (*result.packages, *result.passwords, *result.keys, *result.quarantined, *result.reports):
         print(f"  {name}")
@@ -1051,6 +1052,61 @@ def _status(args: argparse.Namespace) -> int:
     for line in attention:
         print(f"  - {line}")
     return code
+
+
+def _sar_command(commands: Any) -> None:
+    sar = commands.add_parser(
+        "sar",
+        help="which packages held a person (subject access), found by keyed hashes: no personal data kept",
+        description="List every package that held a person, named by CRO number or by surname and date of birth "
+        "(Solihull 5.1, Warwickshire Appendix 2): when it was delivered, from and to which agency, marking, "
+        "period, rows, whether it is still in the inbox or purged, and when it was first pulled and receipted. "
+        "The gateway keeps only keyed hashes (HMAC-SHA-256 under the SAR key in the vault) of who was in each "
+        "package: packages delivered before the last `keys rotate --sar-key`, or purged past audit retention, "
+        "are not found. Every look-up is on the audit log (who asked, how many found; never whom about). "
+        "Exit 0, also when nothing is found; 2 for a CRO number or date that is not one.",
+    )
+    sar.add_argument("--cro", metavar="NNNNNN/YYC", help="the person's CRO number (case and spaces do not matter)")
+    sar.add_argument(
+        "--surname", metavar="S", help="the person's surname (with --dob; case, spaces, ' - . do not matter)"
+    )
+    sar.add_argument("--dob", metavar="DD/MM/YYYY", help="the person's date of birth (with --surname)")
+    sar.add_argument("--json", action="store_true", help="print one JSON object")
+    sar.set_defaults(handler=_sar)
+
+
+def _sar(args: argparse.Namespace) -> int:
+    from gateway.governance.sar import by_cro, by_name, lookup
+
+    named = args.surname is not None or args.dob is not None
+    if (args.cro is None) == (not named):
+        raise UsageError("name the person one way: --cro NNNNNN/YYC, or --surname S --dob DD/MM/YYYY")
+    if named and (args.surname is None or args.dob is None):
+        raise UsageError("--surname and --dob go together: give both (or --cro instead)")
+    root = _open(args)
+    query = by_cro(root.standard, args.cro) if args.cro is not None else by_name(args.surname, args.dob)
+    answer = lookup(root, query, user=_user(os.geteuid()))
+    if args.json:
+        print(json.dumps(answer.to_json(), indent=2))
+        return EXIT_OK
+    how = "CRO number" if answer.by == "cro" else "surname and date of birth"
+    if not answer.packages:
+        print(
+            f"subject access look-up by {how}: no package in the index held this person (the index covers packages "
+            "delivered since the SAR key was last rotated and not yet past audit retention)"
+        )
+        return EXIT_OK
+    print(f"subject access look-up by {how}: {len(answer.packages)} package(s) held this person")
+    print(
+        f"{'delivered':25} {'from':10} {'to':10} {'marking':18} {'period':7} {'rows':>6} {'status':6} "
+        f"{'pulled':25} {'received':25} package"
+    )
+    for p in answer.packages:
+        print(
+            f"{p.delivered:25} {p.sender:10} {p.recipient:10} {p.marking:18} {p.period:7} {p.rows:>6} {p.status:6} "
+            f"{p.pulled or '-':25} {p.received or '-':25} {p.package}"
+        )
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------- check
@@ -1227,12 +1283,19 @@ def _key_commands(keys: Any) -> None:
         description="--gateway: a new signing key becomes current; the old one stays to verify what it signed. "
         "--agency A: a new password for an AES-ZIP agency; old ones stay for their packages, or with "
         "--reencrypt the packages not yet pulled are re-packed and the old password is retired at once. "
-        "--vault: re-encrypt the vault under the passphrase in --new-passphrase-file.",
+        "--vault: re-encrypt the vault under the passphrase in --new-passphrase-file. "
+        "--sar-key: a new key for the subject access index; the entries made under the old one are deleted.",
     )
     which = rotate.add_mutually_exclusive_group(required=True)
     which.add_argument("--gateway", action="store_true", help="the gateway's signing key")
     which.add_argument("--agency", metavar="A", help="an AES-ZIP agency's password")
     which.add_argument("--vault", action="store_true", help="the vault passphrase")
+    which.add_argument(
+        "--sar-key",
+        action="store_true",
+        help="the subject access index's key: the index made under the old one is deleted (look-ups then find "
+        "nothing delivered before)",
+    )
     rotate.add_argument("--reencrypt", action="store_true", help="with --agency: re-pack packages not yet pulled")
     rotate.add_argument(
         "--algorithm", choices=["ed25519", "rsa3072"], default="ed25519", help="with --gateway: the new key's kind"
@@ -1271,7 +1334,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
-    from gateway.admin.rotation import rotate_agency, rotate_gateway, rotate_vault
+    from gateway.admin.rotation import rotate_agency, rotate_gateway, rotate_sar_key, rotate_vault
 
     if args.reencrypt and not args.agency:
         raise UsageError("--reencrypt goes with --agency A")
@@ -1295,6 +1358,15 @@ def _keys_rotate(args: argparse.Namespace) -> int:
             lines.append(f"re-packed {done.reencrypted} package(s) not yet pulled with the new password")
         lines.append(f"hand it to the agency: iom-gateway keys export --agency {args.agency} --password --to FILE")
         changed = asdict(done) | {"agency": args.agency}  # password ids, never a password
+    elif args.sar_key:
+        _confirm(args, "make a new subject access index key and delete the index made under the old one")
+        sar = rotate_sar_key(root)
+        lines = [
+            f"the subject access index now uses key {sar.new}; {sar.deleted} index entr(y/ies) made under "
+            f"{sar.old or 'no key'} deleted",
+            "`iom-gateway sar` finds nothing delivered before now: only packages delivered from now on are indexed",
+        ]
+        changed = asdict(sar)
     else:
         if args.new_passphrase_file is None:
             raise UsageError("keys rotate --vault needs --new-passphrase-file F (a 0600 file with the new passphrase)")

@@ -35,6 +35,7 @@ from gateway.exchange.folders import agency_folders
 from gateway.state.journal import Journal
 from gateway.state.registry import Officer, Role, slug
 from gateway.state.root import DEMO_OFFICERS, GNUPG_HOME, KEYS, SAMPLES, STATE, Root
+from gateway.state.subjects import SAR_CREDENTIAL, index_key
 
 log = logging.getLogger(__name__)
 DEMO_PASSPHRASE_FILE = "vault-passphrase"  # noqa: S105 (a file name, not a secret)
@@ -214,6 +215,7 @@ def _build(at: Path, target: Path, *, demo: bool, algorithm: str) -> InitResult:
             raise UsageError(f"cannot make {refused[0].folder}: {refused[0].why}")
         gateway = _gateway_key(root, algorithm, demo=demo)
         passwords = _vault(root)
+        _sar_key(root)
         officers = _demo_officers(root, gateway) if demo else ()
     finally:
         root.close()  # ends the log with a signed checkpoint
@@ -246,9 +248,8 @@ def _demo_passphrase(root: Root) -> None:
 
 
 def _check_vault(root: Root) -> None:
-    """Raise ConfigError/VaultError/PolicyError now if the vault will not open or cannot be made."""
-    if not any(a.delivery is Delivery.AES_ZIP for a in root.config.agencies.values()):
-        return
+    """Raise ConfigError/VaultError/PolicyError now if the vault will not open or cannot be made (every
+    root has one: the subject access index's key is kept there, as are the AES-ZIP agencies' passwords)."""
     if root.vault_path.exists():
         _ = root.vault
         return
@@ -290,6 +291,13 @@ def _vault(root: Root) -> tuple[str, ...]:
                 root.audit.append("password.created", actor="admin", agency=agency.id, password_id=record.id)
                 made.append(record.id)
     return tuple(made)
+
+
+def _sar_key(root: Root) -> None:
+    """The subject access index's key, in the vault (made with it if need be)."""
+    if root.vault_path.exists() and root.vault.credential(SAR_CREDENTIAL) is not None:
+        return
+    root.audit.append("sar.key.created", actor="admin", key_id=index_key(root).id)
 
 
 def _demo_officers(root: Root, gateway: Fingerprint) -> tuple[str, ...]:

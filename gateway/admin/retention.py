@@ -19,6 +19,7 @@ from gateway.exchange.mailout import spool
 from gateway.state.journal import DeliveryRecord
 from gateway.state.requests import Requests
 from gateway.state.root import QUARANTINE, Root
+from gateway.state.subjects import SubjectIndex, current_key_id
 
 log = logging.getLogger(__name__)
 _PACKAGE_FILES = (".manifest.json", ".manifest.json.sig")
@@ -36,6 +37,7 @@ class Purge:
     reports: tuple[str, ...] = ()
     audit_entries: int = 0
     keys: tuple[str, ...] = ()  # retired gateway keys whose secret half went
+    sar_entries: int = 0  # subject access index entries of packages past audit retention (or of an old key)
 
 
 def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
@@ -62,6 +64,7 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
             _relative(root, reports),
             root.audit.expired(audit_cutoff),
             _retired_gateway_keys(root, now, delete=False),
+            _stale_subjects(root, audit_cutoff, expired, drop=False),
         )
     for delivery in expired:
         _delete_package(root, delivery)
@@ -76,8 +79,16 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
     removed = root.audit.purge_before(
         audit_cutoff, lambda data: root.keyring.sign_bytes(data, gateway, purpose=Purpose.AUDIT), str(gateway)
     )
+    subjects = _stale_subjects(root, audit_cutoff, [], drop=True)  # the expired packages are purged by now
     result = Purge(
-        False, _names(expired), passwords, _relative(root, quarantined), _relative(root, reports), removed, keys
+        False,
+        _names(expired),
+        passwords,
+        _relative(root, quarantined),
+        _relative(root, reports),
+        removed,
+        keys,
+        subjects,
     )
     root.audit.append(
         "retention.purged",
@@ -88,16 +99,28 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
         quarantined=len(result.quarantined),
         reports=len(result.reports),
         audit_entries=removed,
+        sar_entries=subjects,
     )
     log.info(
-        "purged packages=%d passwords=%d quarantined=%d reports=%d audit_entries=%d",
+        "purged packages=%d passwords=%d quarantined=%d reports=%d audit_entries=%d sar_entries=%d",
         len(result.packages),
         len(passwords),
         len(quarantined),
         len(reports),
         removed,
+        subjects,
     )
     return result
+
+
+def _stale_subjects(root: Root, audit_cutoff: datetime, going: list[DeliveryRecord], *, drop: bool) -> int:
+    """The subject access index entries that go (with `drop`, delete them): those of submissions whose every
+    package is purged (or `going`), delivered before the audit log's retention, and those made under an old
+    SAR key (a rotation that stopped half way, or a worker that hashed under it meanwhile)."""
+    index, cutoff = SubjectIndex(root.db), audit_cutoff.isoformat(timespec="seconds")
+    old = index.past_retention(cutoff, {(d.submission, d.recipient) for d in going})
+    key_id = current_key_id(root)
+    return index.drop_stale(key_id, old) if drop else index.stale(key_id, old)
 
 
 def _delete_package(root: Root, delivery: DeliveryRecord) -> None:

@@ -32,6 +32,7 @@ from gateway.exchange.recover import REPACK_SUFFIX, finish_repacks
 from gateway.state.journal import DeliveryRecord
 from gateway.state.registry import Officer
 from gateway.state.root import Root
+from gateway.state.subjects import SubjectIndex, new_index_key
 
 CURRENT, RETIRED, REVOKED = "current", "retired", "revoked"
 
@@ -128,6 +129,27 @@ def rotate_gateway(root: Root, algorithm: str = "ed25519") -> Rotated:
     root.audit.append("gateway.key.rotated", actor="admin", old=old, new=str(new))
     root.audit.checkpoint(lambda data: root.keyring.sign_bytes(data, new, purpose=Purpose.AUDIT), str(new))
     return Rotated("gateway", old, str(new))
+
+
+@dataclass(frozen=True, slots=True)
+class SarKeyRotated:
+    old: str | None  # the old key's id (None: the root had none)
+    new: str
+    deleted: int  # index entries made under the old key: no look-up could ever match them again
+    kind: str = "sar"
+
+
+def rotate_sar_key(root: Root) -> SarKeyRotated:
+    """Make a new SAR key current and delete the subject access index made under the old one.
+
+    Look-ups then find nothing delivered before the rotation. The key goes first (a crash in between
+    leaves entries no look-up can match, which `purge` removes). Raises ConfigError/VaultError if the
+    vault cannot be opened or made.
+    """
+    key, old = new_index_key(root)
+    deleted = SubjectIndex(root.db).drop_other_keys(key.id)
+    root.audit.append("sar.key.rotated", actor="admin", old=old or "", new=key.id, entries_deleted=deleted)
+    return SarKeyRotated(old, key.id, deleted)
 
 
 def rotate_agency(root: Root, agency_id: str, *, reencrypt: bool) -> Rotated:

@@ -49,6 +49,7 @@ from gateway.exchange.refuse import duplicate, reject, unreadable
 from gateway.state.journal import DEFERRED, DELIVERED, DONE, PARTIAL, SEALING, SubmissionRecord
 from gateway.state.quality import QualityCounts
 from gateway.state.root import Root, flush_audit
+from gateway.state.subjects import Entries, index_key
 from gateway.validate import Report, validate_stream
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,7 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
     with Preseal.start(root, record.id, job, _expected_base(root, job, record, marking, period)) as prepared:
         report = _validate(root, job, record.id, period, now, corrected)
         timing.lap("validate")
+        prepared.planned()  # the SAR key is in the vault, which the ZIP thread may be opening
         fixed = root.journal.sealing(
             record.id,
             officer=officer,
@@ -262,6 +264,7 @@ def _process(root: Root, job: Job, record: SubmissionRecord, now: datetime) -> O
             period=str(period),
             rows=report.rows,
             sealed_at=now.isoformat(timespec="seconds"),
+            index=Entries(index_key(root), report.subjects or ()),  # who is in it, as keyed hashes only
         )
         faults.reached("journal.sealing")
         officer = fixed.officer or officer  # the officer these bytes were first authenticated for
@@ -361,6 +364,7 @@ def _validate(root: Root, job: Job, submission: str, period: Period, now: dateti
         root.standard,
         period=period,
         today=now.date(),
+        subjects=True,
     )
     QualityCounts(root.journal).record(submission, job.agency.id, report, now, corrects)
     if not report.valid:

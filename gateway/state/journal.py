@@ -43,9 +43,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.errors import StorageError
+
+if TYPE_CHECKING:
+    from gateway.state.subjects import Entries
 
 RECEIVED, SEALING, DELIVERED, DONE = "received", "sealing", "delivered", "done"
 REJECTING, REJECTED, ABANDONED = "rejecting", "rejected", "abandoned"
@@ -268,12 +271,23 @@ class Journal:
         return record
 
     def sealing(
-        self, submission_id: str, *, officer: str, marking: str, period: str, rows: int, sealed_at: str
+        self,
+        submission_id: str,
+        *,
+        officer: str,
+        marking: str,
+        period: str,
+        rows: int,
+        sealed_at: str,
+        index: Entries | None = None,
     ) -> SubmissionRecord:
         """Fix what the packages will say, before the first is written; keep what an earlier attempt fixed.
+        With `index`, record who is in the file for subject access (keyed hashes) in the same transaction.
 
         Relaxed: the first delivery_sealing, before any package is written, makes it durable."""
         with self._transaction(durable=False) as db:
+            if index is not None:
+                index.write(db, submission_id)
             db.execute(
                 "UPDATE submissions SET status = 'sealing', officer = ?, marking = ?, period = ?, rows = ?,"
                 " sealed_at = ?, updated = ? WHERE id = ? AND status = 'received'",

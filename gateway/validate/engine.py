@@ -29,6 +29,7 @@ from gateway.validate.reader import (
 from gateway.validate.report import Issue, Report, column_letter, mask
 from gateway.validate.rules import RowRules
 from gateway.validate.schema import HEADER_CELLS_PER_COLUMN, Column, Standard, header_key
+from gateway.validate.subjects import Subjects, collector
 
 
 def validate_file(
@@ -54,10 +55,15 @@ def validate_stream(
     *,
     period: Period,
     today: date,
+    subjects: bool = False,
 ) -> Report:
-    """Like validate_file, for a file the caller has already opened safely (read from its start)."""
+    """Like validate_file, for a file the caller has already opened safely (read from its start).
+
+    With `subjects`, the report also collects who is in the file (`Report.subjects`, never shown).
+    """
     stream.seek(0)
-    return _Validation(name, agency, config, standard, RowRules(period, today, _formulas(config))).run(stream, size)
+    rules = RowRules(period, today, _formulas(config))
+    return _Validation(name, agency, config, standard, rules, subjects=subjects).run(stream, size)
 
 
 # The first rows go straight to the exact checks: the fast path's matcher takes longer to compile
@@ -77,6 +83,7 @@ class _Layout:
     cells: tuple[tuple[int, Column], ...]
     gate: Gate
     fast: Callable[[Sequence[str]], bool] | None
+    collect: Callable[[Sequence[str]], None]  # collects who is in a row, if asked (Report.subjects)
 
 
 class _Fills:
@@ -113,9 +120,11 @@ class _Fills:
 
 
 class _Validation:
-    def __init__(self, path: Path, agency: Agency, config: Config, standard: Standard, rules: RowRules) -> None:
+    def __init__(
+        self, path: Path, agency: Agency, config: Config, standard: Standard, rules: RowRules, *, subjects: bool = False
+    ) -> None:
         self.path, self.agency, self.config, self.standard, self.rules = path, agency, config, standard, rules
-        self.limits = config.limits
+        self.limits, self.subjects = config.limits, subjects
 
     def new_report(self) -> Report:
         return Report(
@@ -124,6 +133,7 @@ class _Validation:
             kind=self.agency.kind,
             period=self.rules.period,
             limit=self.limits.max_reported_errors,
+            subjects=Subjects() if self.subjects else None,
         )
 
     def run(self, stream: BinaryIO, size: int) -> Report:
@@ -217,6 +227,7 @@ class _Validation:
                     )
                     break
                 fills.add(row)
+                layout.collect(row)
                 if row_number > EXACT_ROWS and passes(row):
                     continue
                 self.check_row(row, row_number, layout, report)
@@ -311,7 +322,8 @@ class _Validation:
         cells = tuple((index, column) for index, column in enumerate(layout) if column is not None)
         positions = {column.name: index for index, column in cells}
         gate = Gate(layout, formula_guard=not self.rules.allow_formulas)
-        return _Layout(len(header), cells, gate, self.rules.fast(positions))
+        collect = collector(positions, len(header), report.subjects)
+        return _Layout(len(header), cells, gate, self.rules.fast(positions), collect)
 
     def header_cell(
         self, index: int, cell: str, name: str | None, seen: dict[str, int], report: Report

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.model import Period
+from gateway.validate.subjects import Subjects
 
 SHAPE_CHARS = 40
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -101,6 +102,9 @@ class Report:
     issues: list[Issue] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     tally: Tally = field(default_factory=Tally)
+    # who is in the file, as subject keys, when the caller asked (the pipeline does): personal data,
+    # never serialised or shown; only a valid report's are used, hashed, for the subject access index
+    subjects: Subjects | None = field(default=None, repr=False, compare=False)
 
     @property
     def valid(self) -> bool:

@@ -87,7 +87,7 @@ def test_help_lists_only_built_commands() -> None:
     assert result.returncode == 0
     commands = result.stdout.split("commands:")[1]
     built = ["validate", "init", "demo", "run", "submit", "pull", "officers", "keys", "audit", "report", "purge"]
-    built += ["status"]
+    built += ["status", "sar"]
     built += ["smtp", "check", "access", "request"]
     assert re.findall(r"^ {4}(\S+)", commands, re.MULTILINE) == built
 

@@ -51,6 +51,7 @@ NEEDS = {
     ("audit", "report"): ["--month", "2026-10"],
     ("report", "quality"): ["--month", "2026-10"],
     ("purge",): ["--dry-run"],
+    ("sar",): ["--cro", "265416/21G"],
     ("access", "authorized-keys"): ["iom-police-do"],
     ("access", "sync"): ["--dry-run"],
     ("request", "new"): [
