@@ -1054,6 +1054,30 @@ def _status(args: argparse.Namespace) -> int:
     return code
 
 
+_FROM_STDIN = "- reads it from standard input, out of sight of `ps`"
+
+
+def _read_dashes(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Read the options given as `-` from standard input: what they hold is about a person, and a command
+    line can be read by any user of the host while it runs. One such option takes the whole input (less its
+    final line break); several take a line each, in the order of `names`. Raises UsageError if lines lack."""
+    dashed = [name for name in names if getattr(args, name, None) == "-"]
+    if not dashed:
+        return
+    text = sys.stdin.read()
+    values = [text.removesuffix("\n").removesuffix("\r")] if len(dashed) == 1 else text.splitlines()
+    if len(values) < len(dashed) or not all(v.strip() for v in values[: len(dashed)]):
+        options = " ".join(f"--{name.replace('_', '-')} -" for name in dashed)
+        if len(dashed) == 1:
+            raise UsageError(f"{options} reads the text from standard input, and it is empty: give the text there")
+        raise UsageError(
+            f"{options}: standard input must hold one line for each, in that order; it has {len(values)} "
+            "line(s), or an empty one"
+        )
+    for name, value in zip(dashed, values, strict=False):
+        setattr(args, name, value)
+
+
 def _sar_command(commands: Any) -> None:
     sar = commands.add_parser(
         "sar",
@@ -1066,11 +1090,15 @@ def _sar_command(commands: Any) -> None:
         "are not found. Every look-up is on the audit log (who asked, how many found; never whom about). "
         "Exit 0, also when nothing is found; 2 for a CRO number or date that is not one.",
     )
-    sar.add_argument("--cro", metavar="NNNNNN/YYC", help="the person's CRO number (case and spaces do not matter)")
     sar.add_argument(
-        "--surname", metavar="S", help="the person's surname (with --dob; case, spaces, ' - . do not matter)"
+        "--cro", metavar="NNNNNN/YYC", help=f"the person's CRO number (case and spaces do not matter; {_FROM_STDIN})"
     )
-    sar.add_argument("--dob", metavar="DD/MM/YYYY", help="the person's date of birth (with --surname)")
+    sar.add_argument(
+        "--surname",
+        metavar="S",
+        help=f"the person's surname (with --dob; case, spaces, ' - . do not matter; {_FROM_STDIN})",
+    )
+    sar.add_argument("--dob", metavar="DD/MM/YYYY", help=f"the person's date of birth (with --surname; {_FROM_STDIN})")
     sar.add_argument("--json", action="store_true", help="print one JSON object")
     sar.set_defaults(handler=_sar)
 
@@ -1078,6 +1106,7 @@ def _sar_command(commands: Any) -> None:
 def _sar(args: argparse.Namespace) -> int:
     from gateway.governance.sar import by_cro, by_name, lookup
 
+    _read_dashes(args, ("cro", "surname", "dob"))
     named = args.surname is not None or args.dob is not None
     if (args.cro is None) == (not named):
         raise UsageError("name the person one way: --cro NNNNNN/YYC, or --surname S --dob DD/MM/YYYY")
@@ -1396,15 +1425,21 @@ def _request_commands(commands: Any) -> None:
     new.add_argument("--from-agency", required=True, metavar="A", help="the requesting agency")
     new.add_argument("--officer", required=True, metavar="O", help="the DO/PDO of A who signs the request")
     new.add_argument("--to-agency", required=True, metavar="B", help="the agency asked for the information")
-    new.add_argument("--purpose", required=True, metavar="TEXT", help="what the information is needed for")
-    new.add_argument("--grounds", required=True, metavar="TEXT", help="the lawful grounds for sharing it")
+    new.add_argument(
+        "--purpose", required=True, metavar="TEXT", help=f"what the information is needed for ({_FROM_STDIN})"
+    )
+    new.add_argument(
+        "--grounds", required=True, metavar="TEXT", help=f"the lawful grounds for sharing it ({_FROM_STDIN})"
+    )
     new.add_argument(
         "--consent",
         metavar="FILE|none",
         default="none",
         help="the evidence of the subject's consent (a file, kept encrypted), or none (the default)",
     )
-    new.add_argument("--urgent", metavar="REASON", help="mark it urgent, with the reason: listed first")
+    new.add_argument(
+        "--urgent", metavar="REASON", help=f"mark it urgent, with the reason: listed first ({_FROM_STDIN})"
+    )
     new.add_argument("--gnupghome", type=Path, metavar="DIR", help="the officer's own GnuPG home (default: demo)")
     new.add_argument("--json", action="store_true", help="print the registered request as one JSON object")
     new.set_defaults(handler=_request_new)
@@ -1433,7 +1468,7 @@ def _request_commands(commands: Any) -> None:
     answer.add_argument("--officer", required=True, metavar="P", help="the DO/PDO of the agency asked who answers")
     how = answer.add_mutually_exclusive_group(required=True)
     how.add_argument("--with-submission", type=Path, metavar="FILE.csv", help="answer with this CSV file")
-    how.add_argument("--refuse", metavar="REASON", help="refuse the request, for this reason")
+    how.add_argument("--refuse", metavar="REASON", help=f"refuse the request, for this reason ({_FROM_STDIN})")
     answer.add_argument("--gnupghome", type=Path, metavar="DIR", help="the officer's own GnuPG home (default: demo)")
     answer.add_argument("--marking", metavar="LEVEL", help="with --with-submission: a marking above the floor")
     answer.set_defaults(handler=_request_answer)
@@ -1453,6 +1488,7 @@ def _request_commands(commands: Any) -> None:
 def _request_new(args: argparse.Namespace) -> int:
     from gateway.governance.requests import new_request
 
+    _read_dashes(args, ("purpose", "grounds", "urgent"))
     record = new_request(
         _open(args),
         from_agency=args.from_agency,
@@ -1504,6 +1540,7 @@ def _request_answer(args: argparse.Namespace) -> int:
     from gateway.governance.requests import lookup, refuse
 
     root = _open(args)
+    _read_dashes(args, ("refuse",))
     if args.refuse is not None:
         if args.marking:
             raise UsageError("--marking goes with --with-submission")

@@ -6,6 +6,8 @@ bank-holiday weekend (its due date counted by hand), signed JSON dropped for a r
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -326,3 +328,26 @@ def test_a_malformed_bank_holiday_table_in_state_is_a_config_error_naming_it(
     table.write_text(json.dumps({"england-and-wales": {"division": "england-and-wales", "events": [
         {"title": "A made-up holiday", "date": "2030-01-02", "notes": "", "bunting": False}]}}))  # fmt: skip
     assert _new(routed_root) == 0  # the admin's table overrides the shipped one (weekends only, off its years)
+
+
+def _request_process(root: Path, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`iom-gateway request ...` as its own process, the text on standard input: not in its command line."""
+    argv = [sys.executable, "-m", "gateway", "--root", str(root), "request", *args]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_request_and_its_refusal_can_take_their_text_from_standard_input(
+    routed_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = routed_root
+    who = ["--from-agency", "probation", "--officer", "probation-do", "--to-agency", "police"]
+    made = _request_process(root, f"{PURPOSE}\n{GROUNDS}\n", "new", *who, "--purpose", "-", "--grounds", "-", "--json")
+    assert made.returncode == 0, made.stderr
+    ident = json.loads(made.stdout)["id"]
+    refused = _request_process(root, REASON + "\n", "answer", ident, "--officer", "police-pdo", "--refuse", "-")
+    assert refused.returncode == 0, refused.stderr
+    code, shown = cli_output(root, capsys, "request", "show", ident)
+    assert code == 0 and PURPOSE in shown and GROUNDS in shown and REASON in shown
+    short = _request_process(root, PURPOSE + "\n", "new", *who, "--purpose", "-", "--grounds", "-")
+    assert short.returncode == 2 and "one line for each" in short.stderr
+    assert len(_register(root, capsys)) == 1  # nothing stored for the refused one

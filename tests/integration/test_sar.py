@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,3 +311,23 @@ def test_bad_input_is_a_usage_error_that_says_the_fix_and_audits_nothing(
     err = capsys.readouterr().err
     assert err.startswith("iom-gateway: ") and says in err and "Traceback" not in err
     assert len(audit_entries(routed_template)) == before
+
+
+def _sar_process(root: Path, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`iom-gateway sar` as its own process, the question on standard input: not in its command line."""
+    argv = [sys.executable, "-m", "gateway", "--root", str(root), "sar", *args, "--json"]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_question_can_come_on_standard_input_out_of_sight_of_ps(delivered: Delivered) -> None:
+    expected = _holding(delivered, QUENNELL)
+    assert expected
+    by_name = _sar_process(delivered.root, f"{QUENNELL.surname}\n{QUENNELL.dob}\n", "--surname", "-", "--dob", "-")
+    assert by_name.returncode == 0, by_name.stderr
+    assert {(p["package"], p["recipient"]) for p in json.loads(by_name.stdout)["packages"]} == expected
+    by_cro = _sar_process(delivered.root, QUENNELL.cro + "\n", "--cro", "-")
+    assert by_cro.returncode == 0 and json.loads(by_cro.stdout)["count"] == len(expected)
+    short = _sar_process(delivered.root, QUENNELL.surname + "\n", "--surname", "-", "--dob", "-")
+    assert short.returncode == 2 and "one line for each" in short.stderr and "Traceback" not in short.stderr
+    empty = _sar_process(delivered.root, "", "--cro", "-")
+    assert empty.returncode == 2 and "it is empty" in empty.stderr
