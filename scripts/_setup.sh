@@ -44,10 +44,14 @@ ensure_system() {
     if [ ${#need[@]} -gt 0 ]; then apt_install_quietly "${need[@]}"; fi
 }
 
-# What only the tests need beyond ensure_system: headless Chromium renders the quality scorecard's HTML
-# once, as a reader's browser would (tests/integration/test_quality.py). Debian calls it chromium, Ubuntu
-# chromium-browser (a snap there; the test says it skipped if neither runs).
+# What only the tests need beyond ensure_system: PostgreSQL's server binaries, for the throw-away clusters
+# the tests make (tests/integration/pg_harness.py: installed without starting Debian's own cluster), and
+# headless Chromium, which renders the quality scorecard's HTML once as a reader's browser would
+# (tests/integration/test_quality.py). Debian calls it chromium, Ubuntu chromium-browser (a snap there;
+# the test says it skipped if neither runs).
 ensure_test_tools() {
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 ||
+        apt_install_quietly postgresql
     command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 && return 0
     if apt-cache show chromium >/dev/null 2>&1; then apt_install_quietly chromium; else apt_install_quietly chromium-browser; fi
 }
