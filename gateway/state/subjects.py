@@ -2,8 +2,10 @@
 Warwickshire Appendix 2).
 
 At delivery, each subject key of the file (gateway.core.subject: its CRO numbers, its surnames
-with dates of birth) is stored as HMAC-SHA-256 under the SAR key, with the submission's id and
-the key's id; nothing else about the person. A look-up hashes the question under the same key.
+with dates of birth) is stored as HMAC-SHA-256 under the SAR key, truncated to 16 bytes (128 bits:
+no two keys of a lifetime's files meet by chance), under a reference to the submission's id and
+the key's id (`sar_submissions`); nothing else about the person. A look-up hashes the question
+under the same key.
 
 Threat-model limits: whoever holds the SAR key (it is in the vault) and the database can test a
 guess (a name and a date of birth) against the index, as a look-up does; without the key, the
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 
 SAR_CREDENTIAL = "sar.index"  # the vault credential: the SAR key, 32 random bytes as hex
 _KEY_BYTES = 32
-_BATCH = 65536  # digests sorted and inserted at a time (2 MiB of digests)
+_BATCH = 65536  # digests sorted and inserted at a time (1 MiB of digests)
+DIGEST_BYTES = 16
 _KEY_ID_LABEL = b"iom-gateway subject access index key id"
 log = logging.getLogger(__name__)
 
@@ -52,10 +55,13 @@ class IndexKey:
         return bytes.fromhex(self.secret.reveal())
 
     def digests(self, subjects: Iterable[str]) -> Iterator[bytes]:
-        """HMAC-SHA-256 of each subject key, in turn (streamed: a file's keys are never all hashed at once)."""
-        raw = self._raw
+        """HMAC-SHA-256 of each subject key, its first 16 bytes, in turn (streamed: a file's keys are never
+        all hashed at once). Each starts from a copy of the keyed state: the key is not hashed again."""
+        keyed = hmac.new(self._raw, digestmod="sha256")
         for subject in subjects:
-            yield hmac.digest(raw, subject.encode(), "sha256")
+            digest = keyed.copy()
+            digest.update(subject.encode())
+            yield digest.digest()[:DIGEST_BYTES]
 
 
 def index_key(root: Root) -> IndexKey:
@@ -126,13 +132,14 @@ class Entries:
     def write(self, db: sqlite3.Connection, submission: str) -> None:
         """Insert the entries (in the caller's transaction); a repeat, or a redo after a crash, adds nothing."""
         key_id, digests = self.key.id, self.key.digests(self.subjects)
+        db.execute("INSERT OR IGNORE INTO sar_submissions (submission, key_id) VALUES (?, ?)", (submission, key_id))
+        (ref,) = db.execute(
+            "SELECT ref FROM sar_submissions WHERE submission = ? AND key_id = ?", (submission, key_id)
+        ).fetchone()
         # in sorted batches: random digests inserted one by one each touch a random page of the table
         # (7 s for 340,000 keys, against 2 s so), and sorting all at once would hold every digest
         while batch := sorted(itertools.islice(digests, _BATCH)):
-            db.executemany(
-                "INSERT OR IGNORE INTO sar_index (digest, submission, key_id) VALUES (?, ?, ?)",
-                ((digest, submission, key_id) for digest in batch),
-            )
+            db.executemany("INSERT OR IGNORE INTO sar_index (digest, ref) VALUES (?, ?)", ((d, ref) for d in batch))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +166,8 @@ SELECT d.created, s.agency, d.recipient, COALESCE(s.marking, ''), COALESCE(s.per
        (SELECT MIN(r.received) FROM receipts r WHERE r.package = d.package AND r.agency = d.recipient)
 FROM deliveries d JOIN submissions s ON s.id = d.submission
 WHERE d.status IN ('delivered', 'purged')
-  AND d.submission IN (SELECT i.submission FROM sar_index i WHERE i.key_id = ? AND i.digest IN ({marks}))
+  AND d.submission IN (SELECT m.submission FROM sar_index i JOIN sar_submissions m ON m.ref = i.ref
+                       WHERE m.key_id = ? AND i.digest IN ({marks}))
 ORDER BY d.created, d.package, d.recipient
 """
 
@@ -168,7 +176,7 @@ ORDER BY d.created, d.package, d.recipient
 _OLD = """
 SELECT s.id FROM submissions s
 WHERE s.status NOT IN ('received', 'sealing', 'partial', 'rejecting')
-  AND s.id IN (SELECT DISTINCT i.submission FROM sar_index i)
+  AND s.id IN (SELECT m.submission FROM sar_submissions m)
   AND COALESCE((SELECT MAX(d.created) FROM deliveries d WHERE d.submission = s.id), s.updated) < ?
 """
 _CHUNK = 500  # submissions per statement (SQLite's limit on ? is 32,766 nowadays, 999 in old builds)
@@ -210,13 +218,16 @@ class SubjectIndex:
 
     def stale(self, key_id: str | None, submissions: list[str]) -> int:
         """How many entries `drop_stale` would delete now."""
-        row = self.db.execute("SELECT COUNT(*) FROM sar_index WHERE key_id != ?", (key_id or "",)).fetchone()
+        row = self.db.execute(
+            f"SELECT COUNT(*) FROM sar_index WHERE ref IN ({_OTHER_KEYS})",  # noqa: S608 (constants)
+            (key_id or "",),
+        ).fetchone()
         old = int(row[0])
         for chunk in _chunks(submissions):
-            marks = ",".join("?" * len(chunk))
             row = self.db.execute(
-                f"SELECT COUNT(*) FROM sar_index WHERE key_id = ? AND submission IN ({marks})",  # noqa: S608 (only ?s)
-                (key_id or "", *chunk),
+                f"SELECT COUNT(*) FROM sar_index WHERE ref IN ({_OF_SUBMISSIONS.format(marks=_marks(chunk))})"  # noqa: S608
+                " AND ref IN (SELECT ref FROM sar_submissions WHERE key_id = ?)",
+                (*chunk, key_id or ""),
             ).fetchone()
             old += int(row[0])
         return old
@@ -226,21 +237,31 @@ class SubjectIndex:
         `key_id` (the current one; None: every entry is stale); return how many went."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            gone = self.db.execute("DELETE FROM sar_index WHERE key_id != ?", (key_id or "",)).rowcount
+            gone = self._drop(_OTHER_KEYS, (key_id or "",))
             for chunk in _chunks(submissions):
-                marks = ",".join("?" * len(chunk))
-                gone += self.db.execute(
-                    f"DELETE FROM sar_index WHERE submission IN ({marks})",  # noqa: S608 (only ?s)
-                    chunk,
-                ).rowcount
+                gone += self._drop(_OF_SUBMISSIONS.format(marks=_marks(chunk)), tuple(chunk))
         return gone
 
     def drop_other_keys(self, key_id: str) -> int:
         """Delete every entry made under a key other than `key_id`; return how many went."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            cursor = self.db.execute("DELETE FROM sar_index WHERE key_id != ?", (key_id,))
-        return cursor.rowcount
+            return self._drop(_OTHER_KEYS, (key_id,))
+
+    def _drop(self, refs: str, parameters: tuple[str, ...]) -> int:
+        """Delete the entries under the references `refs` selects, then the references (in the caller's transaction)."""
+        gone = self.db.execute(f"DELETE FROM sar_index WHERE ref IN ({refs})", parameters).rowcount  # noqa: S608 (only ?s)
+        self.db.execute(f"DELETE FROM sar_submissions WHERE ref IN ({refs})", parameters)  # noqa: S608 (only ?s)
+        return int(gone)
+
+
+# the references of entries made under another key than ?, and those of the submissions listed
+_OTHER_KEYS = "SELECT ref FROM sar_submissions WHERE key_id != ?"
+_OF_SUBMISSIONS = "SELECT ref FROM sar_submissions WHERE submission IN ({marks})"
+
+
+def _marks(chunk: list[str]) -> str:
+    return ",".join("?" * len(chunk))
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:

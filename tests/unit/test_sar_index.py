@@ -42,8 +42,10 @@ def test_a_file_larger_than_a_batch_is_indexed_whole_and_once(tmp_path: Path) ->
         Entries(key, subjects[:10]).write(db, "s1")  # nor a redo after a crash
     index = SubjectIndex(db)
     assert index.entries() == len(subjects)
-    rows = db.execute("SELECT digest, key_id FROM sar_index").fetchall()
-    assert {len(r[0]) for r in rows} == {32} and {r[1] for r in rows} == {key.id}
+    rows = db.execute(
+        "SELECT i.digest, m.key_id, m.submission FROM sar_index i JOIN sar_submissions m USING (ref)"
+    ).fetchall()
+    assert {len(r[0]) for r in rows} == {16} and {(r[1], r[2]) for r in rows} == {(key.id, "s1")}
     (found,) = index.lookup(key, [subjects[-1]])
     assert (found.package, found.recipient, found.status, found.rows) == ("P__s1", "probation", "live", 3)
     assert index.lookup(key, ["cro:1/99W"]) == [] and index.lookup(_key(), [subjects[0]]) == []
@@ -75,3 +77,4 @@ def test_purge_drops_submissions_past_retention_with_nothing_live_and_entries_of
     assert index.drop_stale(key.id, ["gone"]) == 3
     assert index.lookup(key, ["cro:gone"]) == [] and len(index.lookup(key, ["cro:recent"])) == 1
     assert index.drop_other_keys(old.id) == 6 and index.entries() == 0
+    assert db.execute("SELECT COUNT(*) FROM sar_submissions").fetchone()[0] == 0  # no reference outlives its entries
