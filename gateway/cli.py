@@ -994,10 +994,13 @@ def _purge(args: argparse.Namespace) -> int:
         f"{verb}: {len(result.packages)} expired package(s), {len(result.passwords)} password(s), "
         f"{len(result.keys)} retired gateway key(s), "
         f"{len(result.quarantined)} quarantined file(s), {len(result.reports)} report(s), "
-        f"{result.audit_entries} audit entr(y/ies), {result.sar_entries} subject access index entr(y/ies)"
+        f"{result.audit_entries} audit entr(y/ies), {result.sar_entries} subject access index entr(y/ies), "
+        f"{len(result.request_texts)} request text(s)"
     )
     for name in (*result.packages, *result.passwords, *result.keys, *result.quarantined, *result.reports):
         print(f"  {name}")
+    for ident in result.request_texts:
+        print(f"  the text of request {ident}")
     return EXIT_OK
 
 

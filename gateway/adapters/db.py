@@ -122,13 +122,15 @@ _MIGRATIONS = (
         "CREATE INDEX quality_by_period ON quality (period, agency)",
     ),
     # 11: the register of information requests between Designated Officers (Warwickshire 2.3.3): ids,
-    # agencies, officers, dates and outcome only; the text is in state/requests/ID.gpg, encrypted
+    # agencies, officers, dates and outcome only; the text is in state/requests/ID.gpg, encrypted, until
+    # purge deletes it with the audit entries of the request's answer (text_purged: when)
     (
         """CREATE TABLE requests (
             id TEXT PRIMARY KEY, from_agency TEXT NOT NULL, from_officer TEXT NOT NULL, to_agency TEXT NOT NULL,
             received TEXT NOT NULL, due TEXT NOT NULL, urgent INTEGER NOT NULL,
             status TEXT NOT NULL CHECK (status IN ('open', 'answered', 'refused')),
-            answered_by TEXT, answered_at TEXT, submission TEXT, package TEXT, key TEXT NOT NULL)""",
+            answered_by TEXT, answered_at TEXT, submission TEXT, package TEXT, key TEXT NOT NULL,
+            text_purged TEXT)""",
         "CREATE INDEX requests_by_status ON requests (status, due)",
     ),
     # 12: the subject access index: the first 16 bytes of HMAC-SHA-256 digests (under the SAR key in the

@@ -14,11 +14,14 @@ from pathlib import Path
 
 from gateway.adapters.gpg import Fingerprint, Purpose
 from gateway.core.model import Delivery
+from gateway.core.request import REQUESTS
 from gateway.exchange.intake import OUTBOX, REJECTED
 from gateway.exchange.mailout import spool
+from gateway.governance.drops import REJECTED_SUFFIX
+from gateway.governance.requests import REFUSAL_SUFFIX, TEXT_SUFFIX
 from gateway.state.journal import DeliveryRecord
 from gateway.state.requests import Requests
-from gateway.state.root import QUARANTINE, Root
+from gateway.state.root import QUARANTINE, STATE, Root
 from gateway.state.subjects import SubjectIndex, current_key_id
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ class Purge:
     audit_entries: int = 0
     keys: tuple[str, ...] = ()  # retired gateway keys whose secret half went
     sar_entries: int = 0  # subject access index entries of packages past audit retention (or of an old key)
+    request_texts: tuple[str, ...] = ()  # requests whose text went with the audit entries of their answer
 
 
 def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
@@ -49,11 +53,14 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
     if root.config.packages.delete_after_receipt:  # received, so no longer needed in the inbox
         seen = {(d.package, d.recipient) for d in expired}
         expired += [d for d in root.journal.receipted() if (d.package, d.recipient) not in seen]
-    quarantined = _older_than(root.path / QUARANTINE, "*", timedelta(days=root.config.retention.quarantine_days), now)
-    reports = _older_than(
-        root.path / OUTBOX, f"{REJECTED}/*.report.*", timedelta(days=root.config.retention.reports_days), now
-    )
+    # quarantine/<agency>/ and its receipts/ and requests/ folders
+    kept = timedelta(days=root.config.retention.quarantine_days)
+    quarantined = _older_than(root.path / QUARANTINE, "**/*", kept, now)
+    reports_age = timedelta(days=root.config.retention.reports_days)
+    reports = _older_than(root.path / OUTBOX, f"{REJECTED}/*.report.*", reports_age, now)
+    reports += _older_than(root.path / OUTBOX, f"{REQUESTS}/*{REJECTED_SUFFIX}", reports_age, now)
     audit_cutoff = now - timedelta(days=root.config.retention.audit_days)
+    texts = Requests(root.db).closed_before(audit_cutoff.isoformat(timespec="seconds"))
     if dry_run:
         passwords = _unneeded_passwords(root, _needed_after(root, expired))
         return Purge(
@@ -65,6 +72,7 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
             root.audit.expired(audit_cutoff),
             _retired_gateway_keys(root, now, delete=False),
             _stale_subjects(root, audit_cutoff, expired, drop=False),
+            tuple(r.id for r in texts),
         )
     for delivery in expired:
         _delete_package(root, delivery)
@@ -72,6 +80,7 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
         path.unlink(missing_ok=True)
     for path in quarantined:
         root.journal.quarantine_purged(str(path.relative_to(root.path / QUARANTINE)))
+    _delete_request_texts(root, [r.id for r in texts], now)
     root.journal.mail_forget(audit_cutoff.isoformat(timespec="seconds"))
     passwords = _remove_passwords(root)
     keys = _retired_gateway_keys(root, now, delete=True)
@@ -89,6 +98,7 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
         removed,
         keys,
         subjects,
+        tuple(r.id for r in texts),
     )
     root.audit.append(
         "retention.purged",
@@ -100,17 +110,30 @@ def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
         reports=len(result.reports),
         audit_entries=removed,
         sar_entries=subjects,
+        request_texts=len(texts),
     )
     log.info(
-        "purged packages=%d passwords=%d quarantined=%d reports=%d audit_entries=%d sar_entries=%d",
+        "purged packages=%d passwords=%d quarantined=%d reports=%d audit_entries=%d sar_entries=%d request_texts=%d",
         len(result.packages),
         len(passwords),
         len(quarantined),
         len(reports),
         removed,
         subjects,
+        len(texts),
     )
     return result
+
+
+def _delete_request_texts(root: Root, request_ids: list[str], now: datetime) -> None:
+    """Delete the texts (and refusals' reasons) of requests closed before the audit log's retention: the
+    register keeps their ids, dates and outcome, as the audit log keeps no entry older."""
+    folder = root.path / STATE / REQUESTS
+    for ident in request_ids:
+        for suffix in (TEXT_SUFFIX, REFUSAL_SUFFIX):
+            (folder / f"{ident}{suffix}").unlink(missing_ok=True)
+    if request_ids:
+        Requests(root.db).texts_purged(request_ids, now.isoformat(timespec="seconds"))
 
 
 def _stale_subjects(root: Root, audit_cutoff: datetime, going: list[DeliveryRecord], *, drop: bool) -> int:

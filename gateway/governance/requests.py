@@ -278,6 +278,12 @@ def show(root: Root, text: str, *, actor: str) -> Shown:
     """Decrypt a request's text (and its refusal's reason) for the admin; audited as `request.shown` (by whom,
     which request: never what it says). Raises as `lookup`; CryptoError if the gateway key that sealed it is gone."""
     record = lookup(root, text)
+    purged = Requests(root.db).text_purged(record.id)
+    if purged is not None:
+        raise PolicyError(
+            f"the text of request {record.id} was deleted on {purged[:10]} with the audit entries of its answer "
+            "([retention] audit_days); `request list` still shows its ids, dates and outcome"
+        )
     bundle = _open(root, record.id + TEXT_SUFFIX)
     request = parse_request(bundle["request"])
     refusal = None

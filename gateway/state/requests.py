@@ -171,8 +171,32 @@ class Requests:
         return [r for r in self.all(open_only=True) if r.days_overdue(today) > 0]
 
     def sealing_keys(self) -> set[str]:
-        """The gateway keys some request's text is encrypted to (kept while they are)."""
-        return {str(row[0]) for row in self.db.execute("SELECT DISTINCT key FROM requests").fetchall()}
+        """The gateway keys some request's kept text is encrypted to (kept while they are)."""
+        rows = self.db.execute("SELECT DISTINCT key FROM requests WHERE text_purged IS NULL").fetchall()
+        return {str(row[0]) for row in rows}
+
+    def closed_before(self, cutoff: str) -> list[RequestRecord]:
+        """The answered or refused requests closed before `cutoff` (UTC, ISO 8601) whose text is still kept."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM requests WHERE status IN ('answered', 'refused')"  # noqa: S608 (constants)
+            " AND answered_at < ? AND text_purged IS NULL ORDER BY answered_at, id",
+            (cutoff,),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def texts_purged(self, request_ids: list[str], when: str) -> None:
+        """Record that the texts of `request_ids` were deleted at `when` (the register keeps the rest)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "UPDATE requests SET text_purged = ? WHERE id = ? AND text_purged IS NULL",
+                [(when, ident) for ident in request_ids],
+            )
+
+    def text_purged(self, request_id: str) -> str | None:
+        """When the request's text was deleted with retention, if it was."""
+        row = self.db.execute("SELECT text_purged FROM requests WHERE id = ?", (request_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
 
 def answerable(

@@ -6,15 +6,19 @@ bank-holiday weekend (its due date counted by hand), signed JSON dropped for a r
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from gateway.admin.retention import purge
 from gateway.core.request import Request, request_id
 from gateway.governance.requests import receive
+from gateway.state.requests import Requests
 from gateway.state.root import Root
 from tests.integration.daemon_harness import GOOD, Daemon, audit_entries, cli, cli_output, home, wait_until
 from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
@@ -351,3 +355,37 @@ def test_a_request_and_its_refusal_can_take_their_text_from_standard_input(
     short = _request_process(root, PURPOSE + "\n", "new", *who, "--purpose", "-", "--grounds", "-")
     assert short.returncode == 2 and "one line for each" in short.stderr
     assert len(_register(root, capsys)) == 1  # nothing stored for the refused one
+
+
+def test_purge_deletes_a_closed_requests_text_with_the_audit_entries_of_its_answer_and_refused_drops_with_theirs(
+    routed_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = routed_root
+    assert _new(root) == 0 and _new(root, "--urgent", "hearing on Friday") == 0
+    closed, still_open = (str(r["id"]) for r in _register(root, capsys)[::-1])
+    assert cli(root, "request", "answer", closed, "--officer", "police-do", "--refuse", REASON) == 0
+    folder = root / "outbox" / "probation" / "requests"
+    (folder / "unsigned.json").write_bytes(b"{}")
+    old = time.time() - 3600
+    os.utime(folder / "unsigned.json", (old, old))  # past the pairing timeout: refused now
+    assert cli(root, "run", "--once") == 1
+    aside, stored = root / "quarantine" / "probation" / "requests", root / "state" / "requests"
+    assert list(aside.glob("*.gpg")) and (folder / "unsigned.json.rejected.txt").exists()
+    config = Root.open(root).config.retention
+    soon = datetime.now(UTC) + timedelta(days=config.quarantine_days + 1)
+    kept = purge(Root.open(root), soon, dry_run=True)
+    assert kept.request_texts == () and len(kept.quarantined) == 1 and len(kept.reports) == 1
+    later = datetime.now(UTC) + timedelta(days=config.audit_days + 1)
+    planned = purge(Root.open(root), later, dry_run=True)
+    assert planned.request_texts == (closed,) and (stored / f"{closed}.gpg").exists()
+    done = purge(Root.open(root), later, dry_run=False)
+    assert done.request_texts == (closed,) and not list(aside.iterdir())
+    assert not (folder / "unsigned.json.rejected.txt").exists()
+    assert sorted(p.name for p in stored.iterdir()) == [f"{still_open}.gpg"]  # an open request keeps its text
+    capsys.readouterr()
+    assert cli(root, "request", "show", closed) == 1
+    assert "was deleted on" in capsys.readouterr().err
+    statuses = {str(r["id"]): r["status"] for r in _register(root, capsys)}
+    assert statuses == {closed: "refused", still_open: "open"}  # the register keeps ids, dates and outcome
+    assert Requests(Root.open(root).db).sealing_keys() == {str(Root.open(root).gateway_key())}
+    assert purge(Root.open(root), later, dry_run=False).request_texts == ()  # once
