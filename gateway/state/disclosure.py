@@ -49,6 +49,7 @@ class Disclosure:
     received_by: str = ""  # the officers whose signed receipts the gateway recorded, "; "-separated
     received_at: str = ""  # the first of those receipts' times (UTC, ISO 8601)
     corrects: str = ""  # the earlier package this disclosure corrects (the sender signed it so), if any
+    request: str = ""  # the information request this disclosure answers (Warwickshire 2.3.3), if any
 
 
 HEADER = tuple(field.name for field in fields(Disclosure))
@@ -161,6 +162,7 @@ def _disclosure(entry: Mapping[str, Any], moment: datetime) -> Disclosure:
         package=str(entry["package"]),
         method=str(entry["method"]),
         corrects=str(entry.get("corrects") or ""),
+        request=str(entry.get("request") or ""),
     )
 
 

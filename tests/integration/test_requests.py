@@ -81,6 +81,8 @@ def test_a_request_answered_with_a_submission_is_linked_in_manifest_audit_and_re
     assert events["request.received"]["due"] == listed["due"] and events["request.received"]["urgent"] is True
     code, text = cli_output(root, capsys, "request", "list")
     assert code == 0 and ident in text and "answered" in text and package in text
+    code, text = cli_output(root, capsys, "audit", "report", "--month", "2026-10", "--json")
+    assert {row["request"] for row in json.loads(text) if row["package"] == package} == {ident}  # the register
     capsys.readouterr()
     assert cli(root, "request", "answer", ident, "--officer", "police-do", "--refuse", "too late") == 1
     err = capsys.readouterr().err

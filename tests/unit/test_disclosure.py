@@ -142,6 +142,7 @@ def test_csv_round_trips_and_defuses_formulas() -> None:
             "received_by",
             "received_at",
             "corrects",
+            "request",
         ]
     )
     assert read[1] == [
@@ -158,6 +159,7 @@ def test_csv_round_trips_and_defuses_formulas() -> None:
         "Crime and Disorder Act 1998 s.115",
         "pkg-0001",
         "gpg",
+        "",
         "",
         "",
         "",
@@ -255,6 +257,7 @@ def test_json_lists_every_field() -> None:
         "received_by": "",
         "received_at": "",
         "corrects": "",
+        "request": "",
     }
     assert to_json([]) == []
 
@@ -272,4 +275,20 @@ def test_a_correction_names_the_package_it_corrects_and_the_cell_is_defused() ->
     stream = io.StringIO(newline="")
     write_csv(rows, stream)
     read = list(csv.reader(io.StringIO(stream.getvalue(), newline="")))
-    assert [line[-1] for line in read] == ["corrects", "pkg-0001", "'=HYPERLINK(1)"]
+    assert [line[-2] for line in read] == ["corrects", "pkg-0001", "'=HYPERLINK(1)"]
+
+
+def test_a_disclosure_made_in_answer_names_its_request() -> None:
+    rows = register(
+        [
+            delivered("2026-10-02T00:00:00+00:00", package="pkg-0002", request="2ae3609fe523a294"),
+            delivered("2026-10-03T00:00:00+00:00", package="pkg-0003"),
+        ],
+        2026,
+        10,
+    )
+    assert [row.request for row in rows] == ["2ae3609fe523a294", ""]
+    stream = io.StringIO(newline="")
+    write_csv(rows, stream)
+    read = list(csv.reader(io.StringIO(stream.getvalue(), newline="")))
+    assert [line[-1] for line in read] == ["request", "2ae3609fe523a294", ""]
