@@ -1,8 +1,8 @@
 """The data-quality scorecard (Solihull 2.2, 6.1.2): what the gateway can measure of each agency's files.
 
-Built only from the counts validation kept (`state.quality`) and the journal's states: never from
-personal data, which the gateway does not keep. Of the six elements of information quality it
-measures five: validity (rows and cells passing each rule, submissions accepted and refused),
+Built only from the counts validation kept (`state.quality`), the journal's states and the audit
+log's refusals: never from personal data, which the gateway does not keep. Of the six elements of
+information quality it measures five: validity (rows and cells passing each rule, submissions accepted and refused),
 completeness (how often each optional Table 1 column the agency may send is filled), timeliness
 (the first accepted file against the due day), accuracy signals (corrections sent) and reliability
 (the change from the month before). Relevance is the Designated Officers' judgement, not a count.
@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
-from gateway.core.model import Period
+from gateway.core.model import Period, period_in
 from gateway.state.quality import Counted, QualityCounts
 from gateway.state.root import Root
 
@@ -94,7 +94,7 @@ def scorecard(root: Root, month: Period, now: datetime) -> Scorecard:
     months = [_shift(month, -back) for back in range(HISTORY_MONTHS - 1, -1, -1)]
     store = QualityCounts(root.journal)
     counted = store.between(str(months[0]), str(month))
-    unvalidated = store.refused_unvalidated(str(months[0]), str(month))
+    unvalidated = _refused_before_validation(root, months[0], month)
     by_month: dict[str, list[Counted]] = {str(m): [] for m in months}
     for item in counted:
         by_month[item.period].append(item)
@@ -125,6 +125,24 @@ def scorecard(root: Root, month: Period, now: datetime) -> Scorecard:
             for name, history in scopes.items()
         },
     )
+
+
+BEFORE_VALIDATION = ("intake", "authenticate")  # the stages whose refusals validation never counted
+
+
+def _refused_before_validation(root: Root, first: Period, last: Period) -> dict[tuple[str, str], int]:
+    """How many files each agency had refused before validation (unsigned, a bad signature...), by (agency,
+    period): from the audit log, which has every refusal (a refused copy of bytes delivered before, too),
+    placed by the period in the file's name, else the month of the refusal."""
+    since = datetime(first.year, first.month, 1, tzinfo=UTC)
+    counts: Counter[tuple[str, str]] = Counter()
+    for entry in root.audit.select(since, "submission.rejected"):
+        if entry.get("stage") not in BEFORE_VALIDATION:
+            continue
+        period = period_in(str(entry.get("file", ""))) or Period.parse(str(entry.get("time", ""))[:7])
+        if first <= period <= last:
+            counts[str(entry.get("agency")), str(period)] += 1
+    return dict(counts)
 
 
 def _month(

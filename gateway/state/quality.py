@@ -9,12 +9,10 @@ the scorecard can be built for any month without keeping personal data.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.core.model import period_in
 from gateway.state.journal import DELIVERED, DONE, PARTIAL, REJECTED, REJECTING, Journal
 from gateway.validate.report import Report
 
@@ -113,19 +111,3 @@ class QualityCounts:
             )
             for row in rows
         ]
-
-    def refused_unvalidated(self, first: str, last: str) -> dict[tuple[str, str], int]:
-        """How many submissions each agency had refused before validation (unsigned, a bad signature...), by
-        (agency, period) for the periods `first`..`last`: the period its file name carries, else the month it
-        arrived in (nothing else about it is known)."""
-        rows = self.db.execute(
-            "SELECT agency, name, created FROM submissions s WHERE status IN (?, ?) AND created >= ?"
-            " AND NOT EXISTS (SELECT 1 FROM quality q WHERE q.submission = s.id)",
-            (*REFUSED, first),
-        ).fetchall()
-        counts: Counter[tuple[str, str]] = Counter()
-        for row in rows:
-            period = str(period_in(row["name"]) or row["created"][:7])
-            if first <= period <= last:
-                counts[row["agency"], period] += 1
-        return dict(counts)

@@ -300,3 +300,16 @@ def _png_ink(data: bytes) -> tuple[int, int, float]:
     rows = [raw[r * stride + 1 : (r + 1) * stride] for r in range(height)]
     inked = sum(len(row) - row.count(0xFF) - row.count(0) for row in rows)
     return width, height, inked / max(len(raw), 1)
+
+
+def test_a_refused_copy_of_bytes_delivered_before_counts_as_a_refusal(
+    routed_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = routed_root
+    drop(root, "police", GOOD, "police-2026-10.csv", "police-do")
+    assert cli(root, "run", "--once") == 0
+    drop(root, "police", GOOD, "police-again-2026-10.csv", "probation-do")  # the same bytes, another agency's DO
+    assert cli(root, "run", "--once") == 1
+    (police,) = (s for s in _card(root, capsys, "2026-10")["agencies"] if s["name"] == "police")
+    assert (police["submissions"], police["accepted"], police["refused"]) == (2, 1, 1)
+    assert police["refused_before_validation"] == 1 and police["rows_checked"] == 7
