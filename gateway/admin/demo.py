@@ -19,9 +19,14 @@ from gateway.exchange.outcome import Delivered, Rejected
 from gateway.exchange.process import process_once
 from gateway.exchange.recipient import pull
 from gateway.exchange.submit import submit
+from gateway.governance.quality import scorecard
+from gateway.governance.quality_report import to_html
+from gateway.governance.sar import by_cro, lookup
 from gateway.state.root import SAMPLES, Root
 
 MARKER = ".iom-gateway-demo-root"
+SCORECARD = "quality-{month}.html"
+DEMO_CRO = "265416/21G"  # the first person in police's sample file (and in probation's invalid one)
 
 
 def run_demo(folder: Path, say: Callable[[str], None]) -> int:
@@ -122,22 +127,42 @@ def run_demo(folder: Path, say: Callable[[str], None]) -> int:
             say(f"   {item.written.relative_to(folder)}")
     # probation receives both good files; housing receives police's (its own is not routed back to it)
     surprises += (sum(p.written is not None for p in got) != 2) + (sum(p.written is not None for p in got_zip) != 1)
-    verdict = verify_audit(root).verdict
     month = period_in("police-good-2026-10.csv") or Period.of(today)  # the register goes by the data's period
+    surprises += _governance(root, folder, month, say)
+    verdict = verify_audit(root).verdict
     register = disclosure_report(root, month, "csv").splitlines()[1:]
     say(
-        f"5. The audit log verifies ({verdict.entries} hash-chained entries, checked by `audit verify`); "
+        f"6. The audit log verifies ({verdict.entries} hash-chained entries, checked by `audit verify`); "
         f"the disclosure register of the data for {month} (`audit report --month {month}`) lists "
         f"{len(register)} disclosure(s), one per package, with purpose and legal basis."
     )
     surprises += (not verdict.ok) + (len(register) != 10)  # two files, five recipients each
     say(
-        f"6. Look at: inbox/ (encrypted packages and signed manifests), quarantine/ (rejected files, encrypted), "
-        f"outbox/*/rejected/ (reports), state/audit.jsonl (every step). All under {folder}."
+        f"7. Look at: inbox/ (encrypted packages and signed manifests), quarantine/ (rejected files, encrypted), "
+        f"outbox/*/rejected/ (reports), state/audit.jsonl (every step), {SCORECARD.format(month=month)} (the "
+        f"scorecard, offline in any browser). All under {folder}."
     )
     root.close()  # the log at rest ends with a signed checkpoint
     _stop_agents(folder)
     return surprises
+
+
+def _governance(root: Root, folder: Path, month: Period, say: Callable[[str], None]) -> int:
+    """Step 5: the month's quality scorecard, and a subject access look-up; the number of surprises."""
+    card = scorecard(root, month, datetime.now(UTC))
+    page = folder / SCORECARD.format(month=month)
+    atomic_write_bytes(page, to_html(card).encode("utf-8"))
+    whole = card.partnership
+    found = lookup(root, by_cro(root.standard, DEMO_CRO), user="demo").packages
+    say(
+        f"5. Governance without personal data: the quality scorecard for {month} (`report quality`, written to "
+        f"{page.name}) counts {whole.submissions} files, {whole.accepted} accepted, {whole.refused} refused, "
+        f"{whole.rows_checked} rows checked, error rate {whole.error_rate or 0:.1f} %; a subject access look-up "
+        f"(`sar --cro {DEMO_CRO}`) finds the {len(found)} package(s) that held that person, from keyed hashes "
+        "only, and not the refused probation file that named them too (the audit log records that someone "
+        "looked, never whom for)."
+    )
+    return (whole.accepted != 2) + (whole.refused != 2) + (len(found) != 5)  # police's file, five recipients
 
 
 def _stop_agents(folder: Path) -> None:

@@ -80,6 +80,10 @@ def test_demo_plays_the_whole_exchange() -> None:
     assert "pulled/housing/PROTECT-PERSONAL__police__2026-10__" in result.stdout
     pulled = sorted((REPO / "demo" / "pulled").rglob("*.csv"))
     assert len(pulled) == 3 and all(p.stat().st_mode & 0o777 == 0o600 for p in pulled)
+    assert "counts 4 files, 2 accepted, 2 refused" in result.stdout  # the forged copy of police's file too
+    assert "(`sar --cro 265416/21G`) finds the 5 package(s)" in result.stdout
+    page = REPO / "demo" / "quality-2026-10.html"
+    assert '<table id="summary">' in page.read_text() and page.stat().st_mode & 0o777 == 0o600
 
 
 def test_help_lists_only_built_commands() -> None:
