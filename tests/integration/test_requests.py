@@ -391,3 +391,31 @@ def test_purge_deletes_a_closed_requests_text_with_the_audit_entries_of_its_answ
     assert statuses == {closed: "refused", still_open: "open"}  # the register keeps ids, dates and outcome
     assert Requests(Root.open(root).db).sealing_keys() == {str(Root.open(root).gateway_key())}
     assert purge(Root.open(root), later, dry_run=False).request_texts == ()  # once
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["deliver.manifest", "deliver.manifest@2", "deliver.committed", "finish.removed"])
+def test_a_kill_while_delivering_an_answer_leaves_the_request_answered_once_by_its_one_package(
+    routed_root: Path, capsys: pytest.CaptureFixture[str], fault: str
+) -> None:
+    root = routed_root
+    assert _new(root) == 0
+    (listed,) = _register(root, capsys)
+    ident = str(listed["id"])
+    assert cli(root, "request", "answer", ident, "--officer", "police-do", "--with-submission", str(GOOD)) == 0
+    crashed = Daemon(root, fault=fault)
+    assert crashed.exited() == -9, f"fault {fault!r} was never reached:\n{crashed.text()}"
+    survivor = Daemon(root).ready()
+    try:
+        wait_until(lambda: not list((root / "outbox" / "police").glob("*.csv")), 60, "the answer delivered")
+        wait_until(lambda: _register(root, capsys)[0]["status"] == "answered", 30, "the request answered")
+    finally:
+        assert survivor.stop() == 0, survivor.text()
+    (answered,) = _register(root, capsys)
+    package = str(answered["package"])
+    assert [p.name for p in (root / "inbox" / "probation").glob("*.manifest.json")] == [f"{package}.manifest.json"]
+    manifest = json.loads((root / "inbox" / "probation" / f"{package}.manifest.json").read_bytes())
+    assert manifest["request"] == ident
+    assert [e["request"] for e in _requests(root) if e["event"] == "request.answered"] == [ident]
+    capsys.readouterr()
+    assert cli(root, "audit", "verify") == 0, capsys.readouterr().out
