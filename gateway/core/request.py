@@ -31,17 +31,21 @@ _OFFICER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _FIELDS = {"version", "from_agency", "to_agency", "officer", "purpose", "grounds", "consent", "urgent", "created"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Consent:
     """The evidence of the subject's consent the requesting officer attached: its file name and bytes."""
 
     name: str
     data: bytes
 
+    def __repr__(self) -> str:  # the evidence is about a person: never in a traceback or a log line
+        return f"Consent(<{len(self.data):,} bytes>)"
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Request:
-    """One officer's signed request to another agency; `created` is UTC, ISO 8601 to the second."""
+    """One officer's signed request to another agency; `created` is UTC, ISO 8601 to the second. Its repr
+    names the agencies and the officer only: the text is about a person, never in a traceback or a log line."""
 
     from_agency: str
     to_agency: str
@@ -51,6 +55,9 @@ class Request:
     consent: Consent | None
     urgent: str | None
     created: str
+
+    def __repr__(self) -> str:
+        return f"Request({self.from_agency} -> {self.to_agency}, officer={self.officer}, <text redacted>)"
 
     def to_bytes(self) -> bytes:
         """The bytes the officer signs."""

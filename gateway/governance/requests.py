@@ -45,13 +45,16 @@ log = logging.getLogger(__name__)
 TEXT_SUFFIX, REFUSAL_SUFFIX = ".gpg", ".refusal.gpg"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Shown:
     """A request's text as `request show` prints it to the admin, with its refusal if it was refused."""
 
     record: RequestRecord
     request: Request
     refusal: str | None
+
+    def __repr__(self) -> str:  # printed on purpose by `request show`, never by accident
+        return f"Shown({self.record.id}, <text redacted>)"
 
 
 def new_request(

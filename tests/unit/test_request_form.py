@@ -78,3 +78,11 @@ def test_what_is_not_json_or_too_large_is_refused() -> None:
         parse_request(b"\xff\xfe")
     with pytest.raises(ValueError, match="larger"):
         parse_request(b" " * (4 << 20))
+
+
+def test_a_request_and_its_consent_never_show_their_text_in_a_repr() -> None:
+    consent = Consent("form.pdf", b"ZQCONSENT scanned form")
+    request = Request("probation", "police", "probation-do", "ZQPURPOSE a child", "ZQGROUNDS s115", consent,
+                      "ZQURGENT Friday", "2026-12-03T10:00:00+00:00")  # fmt: skip
+    shown = repr(request) + repr(consent) + f"{request!r} {[request]}"
+    assert "ZQ" not in shown and "probation -> police" in shown and "22 bytes" in shown
