@@ -121,7 +121,7 @@ def test_init_demo_demo_and_a_real_root_work_from_an_unrelated_folder(installed:
 
     result = run([str(command), "--root", str(elsewhere / "p"), "demo"], elsewhere)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6. Look at:" in result.stdout
+    assert "7. Look at:" in result.stdout
     assert (elsewhere / "p" / "demo" / "pulled" / "probation-do").is_dir()
 
     real = elsewhere / "r"
