@@ -1540,7 +1540,7 @@ def _request_list(args: argparse.Namespace) -> int:
 
 def _request_answer(args: argparse.Namespace) -> int:
     from gateway.exchange.submit import submit
-    from gateway.governance.requests import lookup, refuse
+    from gateway.governance.requests import answering, refuse
 
     root = _open(args)
     _read_dashes(args, ("refuse",))
@@ -1552,7 +1552,7 @@ def _request_answer(args: argparse.Namespace) -> int:
         )
         print(f"request {record.id} refused by {record.answered_by}; the reason is kept encrypted")
         return EXIT_OK
-    record = lookup(root, args.id)
+    record = answering(root, args.id, args.officer)
     report, target = submit(
         root,
         args.with_submission,

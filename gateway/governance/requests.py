@@ -236,6 +236,15 @@ def lookup(root: Root, text: str) -> RequestRecord:
     return record
 
 
+def answering(root: Root, text: str, officer_id: str) -> RequestRecord:
+    """The request `officer_id` is about to answer with a submission, once they are shown to be an active DO/PDO
+    of the agency asked. Raises as `lookup`, and PolicyError for an officer of another agency or a revoked one
+    (a refusal, as for `refuse`: exit 1, nothing submitted)."""
+    record = lookup(root, text)
+    _officer_of(root, officer_id, record.to_agency)
+    return record
+
+
 def refuse(
     root: Root, text: str, *, officer_id: str, reason: str, gnupghome: Path | None, now: datetime
 ) -> RequestRecord:

@@ -302,6 +302,10 @@ def test_answering_a_malformed_or_unknown_id_or_as_another_agency_is_refused(
     capsys.readouterr()
     assert cli(root, "request", "answer", ident, "--officer", "probation-pdo", "--refuse", "mine") == 1
     assert "officer of probation, not of police" in capsys.readouterr().err
+    answer = ["request", "answer", ident, "--officer", "probation-pdo", "--with-submission", str(GOOD)]
+    assert cli(root, *answer) == 1  # a refusal by either way of answering, as for `request new`
+    assert "officer of probation, not of police" in capsys.readouterr().err
+    assert not [p for agency in ("police", "probation") for p in (root / "outbox" / agency).glob("*.csv")]
     assert cli(root, "request", "answer", ident, "--officer", "police-do", "--refuse", " ") == 2
     assert _register(root, capsys)[0]["status"] == "open"
     code, shown = cli_output(root, capsys, "request", "show", ident, "--json")
