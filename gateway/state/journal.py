@@ -224,7 +224,8 @@ class Journal:
     def _stage(self, ref: str, event: str, actor: str, agency: str | None, details: Mapping[str, Any]) -> None:
         entry = json.dumps({"event": event, "actor": actor, "agency": agency, "details": dict(details)})
         self.db.execute(
-            "INSERT OR IGNORE INTO audit_outbox (ref, entry, created) VALUES (?, ?, ?)", (ref, entry, _now())
+            "INSERT INTO audit_outbox (ref, entry, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (ref, entry, _now()),
         )
 
     # ------------------------------------------------------------------------------- submissions
@@ -533,7 +534,9 @@ class Journal:
     def repack_ready(self, delivery: DeliveryRecord, key_id: str, signed_by: str, files: list[str]) -> None:
         """Every new file of a re-encrypted package is written beside the old: record it, then swap them in."""
         self._write(
-            "INSERT OR REPLACE INTO repacks (submission, recipient, key_id, signed_by, files) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO repacks (submission, recipient, key_id, signed_by, files) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (submission, recipient) DO UPDATE"
+            " SET key_id = excluded.key_id, signed_by = excluded.signed_by, files = excluded.files",
             (delivery.submission, delivery.recipient, key_id, signed_by, json.dumps(files)),
         )
 
@@ -554,8 +557,8 @@ class Journal:
     def _queue(self, items: tuple[MailItem, ...]) -> None:
         now = _now()
         self.db.executemany(
-            "INSERT OR IGNORE INTO mail_out (id, kind, address, subject, body, officer, agency, package, sender,"
-            " period, attachment, created, due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO mail_out (id, kind, address, subject, body, officer, agency, package, sender,"
+            " period, attachment, created, due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [
                 (
                     m.id,
@@ -701,7 +704,8 @@ class Journal:
 
     def record_pull(self, package: str, agency: str, puller: str) -> None:
         self._write(
-            "INSERT OR REPLACE INTO pulls (package, agency, puller, pulled) VALUES (?, ?, ?, ?)",
+            "INSERT INTO pulls (package, agency, puller, pulled) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (package, agency, puller) DO UPDATE SET pulled = excluded.pulled",
             (package, agency, puller, _now()),
         )
 

@@ -68,8 +68,9 @@ class QualityCounts:
         tally = report.tally
         with self.journal.relaxed() as db:
             db.execute(
-                "INSERT OR IGNORE INTO quality (submission, agency, period, received, rows, bad_rows, valid, filled,"
-                " errors, rule_rows, column_errors, corrects) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO quality (submission, agency, period, received, rows, bad_rows, valid, filled,"
+                " errors, rule_rows, column_errors, corrects) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 (
                     submission,
                     agency,

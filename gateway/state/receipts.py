@@ -19,8 +19,8 @@ class Receipts:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self.db:
             done = self.db.execute(
-                "INSERT OR IGNORE INTO receipts (package, agency, fingerprint, officer, received, recorded)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO receipts (package, agency, fingerprint, officer, received, recorded)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (receipt.package, receipt.agency, receipt.fingerprint, receipt.officer, receipt.received, now),
             )
         return done.rowcount == 1

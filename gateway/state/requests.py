@@ -84,7 +84,7 @@ class Requests:
                 if changed:
                     entry = json.dumps({"event": event, "actor": actor, "agency": agency, "details": details})
                     self.db.execute(
-                        "INSERT OR IGNORE INTO audit_outbox (ref, entry, created) VALUES (?, ?, ?)",
+                        "INSERT INTO audit_outbox (ref, entry, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                         (ref, entry, _now()),
                     )
         except sqlite3.OperationalError as exc:
@@ -95,7 +95,7 @@ class Requests:
         """Register a request received (its text already stored) and stage `request.received`; False if the
         same request was registered before (nothing changes)."""
         return self._change(
-            f"INSERT OR IGNORE INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 13)})",  # noqa: S608 (constants)
+            f"INSERT INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * 13)}) ON CONFLICT DO NOTHING",  # noqa: S608
             (
                 record.id,
                 record.from_agency,

@@ -132,14 +132,19 @@ class Entries:
     def write(self, db: sqlite3.Connection, submission: str) -> None:
         """Insert the entries (in the caller's transaction); a repeat, or a redo after a crash, adds nothing."""
         key_id, digests = self.key.id, self.key.digests(self.subjects)
-        db.execute("INSERT OR IGNORE INTO sar_submissions (submission, key_id) VALUES (?, ?)", (submission, key_id))
+        db.execute(
+            "INSERT INTO sar_submissions (submission, key_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (submission, key_id),
+        )
         (ref,) = db.execute(
             "SELECT ref FROM sar_submissions WHERE submission = ? AND key_id = ?", (submission, key_id)
         ).fetchone()
         # in sorted batches: random digests inserted one by one each touch a random page of the table
         # (7 s for 340,000 keys, against 2 s so), and sorting all at once would hold every digest
         while batch := sorted(itertools.islice(digests, _BATCH)):
-            db.executemany("INSERT OR IGNORE INTO sar_index (digest, ref) VALUES (?, ?)", ((d, ref) for d in batch))
+            db.executemany(
+                "INSERT INTO sar_index (digest, ref) VALUES (?, ?) ON CONFLICT DO NOTHING", ((d, ref) for d in batch)
+            )
 
 
 @dataclass(frozen=True, slots=True)
