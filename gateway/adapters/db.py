@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from gateway.core.errors import StorageError
 
 STATE = "state"
 DATABASE = "gateway.db"
@@ -175,3 +179,28 @@ def _migrate(connection: sqlite3.Connection) -> None:
             for statement in _MIGRATIONS[version]:
                 connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {version + 1:d}")
+
+
+@contextmanager
+def writing(connection: sqlite3.Connection, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    """One write transaction, begun by taking the database's write lock (BEGIN IMMEDIATE: a read-then-write
+    in it is safe across processes), committed when the block ends, rolled back if it raises. With
+    `durable=False` its commit does not sync the WAL (state.journal's "Durability" says which may).
+
+    The one place a write transaction begins, so that another engine's adapter has one thing to mean by
+    it. Raises StorageError if the database cannot be written (a full disk, a lock held too long).
+    """
+    try:
+        if not durable:
+            connection.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                yield connection
+        finally:
+            if not durable:
+                connection.execute("PRAGMA synchronous=FULL")
+    except sqlite3.OperationalError as exc:
+        raise StorageError(
+            f"the journal cannot be written ({exc}): free disk space in state/; nothing was lost"
+        ) from exc

@@ -39,13 +39,13 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gateway.core.errors import StorageError
+from gateway.adapters.db import writing
 
 if TYPE_CHECKING:
     from gateway.state.subjects import Entries
@@ -193,24 +193,10 @@ class Journal:
             fcntl.lockf(_claims(self.db), fcntl.LOCK_UN, 1, self._claimed)
             self._claimed = None
 
-    @contextmanager
-    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One BEGIN IMMEDIATE transaction (read-then-write safe across processes); `durable=False`
-        commits it without syncing the WAL (see the module's "Durability")."""
-        try:
-            if not durable:
-                self.db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                with self.db:
-                    self.db.execute("BEGIN IMMEDIATE")
-                    yield self.db
-            finally:
-                if not durable:
-                    self.db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.OperationalError as exc:
-            raise StorageError(
-                f"the journal cannot be written ({exc}): free disk space in state/; nothing was lost"
-            ) from exc
+    def _transaction(self, *, durable: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction (read-then-write safe across processes); `durable=False` commits it without
+        syncing the WAL (see the module's "Durability"). Raises StorageError."""
+        return writing(self.db, durable=durable)
 
     def relaxed(self) -> AbstractContextManager[sqlite3.Connection]:
         """A transaction committed without syncing the WAL, for what the next durable commit may carry

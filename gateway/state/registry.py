@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gateway.adapters.db import writing
 from gateway.core.errors import PolicyError, UsageError
 
 OFFICER_ID = re.compile(r"[a-z][a-z0-9-]{1,63}")
@@ -73,8 +74,7 @@ class Registry:
             raise UsageError("the officer needs a name (--name)")
         now = _now()
         try:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
+            with writing(self.db):
                 self._refuse_shared_ssh_key(officer.id, officer.ssh_fingerprint)
                 self.db.execute(
                     "INSERT INTO officers (id, agency, role, name, email, fingerprint, status, demo, created, changed,"
@@ -155,8 +155,7 @@ class Registry:
             raise PolicyError(f"officer {officer_id!r} is revoked: register a new officer instead; nothing changed")
         now = _now()
         try:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
+            with writing(self.db):
                 self.db.execute(
                     "UPDATE officer_keys SET retired = ?, accepted_until = ? WHERE fingerprint = ?",
                     (now, grace_until.isoformat(timespec="seconds") if grace_until else None, officer.fingerprint),
@@ -179,8 +178,7 @@ class Registry:
 
         Raises PolicyError for a revoked officer or a key another active officer holds (nothing changed).
         """
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with writing(self.db):
             if not self.get(officer_id).active:
                 raise PolicyError(
                     f"officer {officer_id!r} is revoked: a revoked officer gets no SSH key; nothing changed"
@@ -198,8 +196,7 @@ class Registry:
     def set_login(self, officer_id: str, hashed: str) -> None:
         """Keep `hashed` (an scrypt hash, `passwords.hash_login`) as the officer's login password."""
         self.get(officer_id)
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with writing(self.db):
             self.db.execute(
                 "INSERT INTO officer_logins (officer, hash, changed) VALUES (?, ?, ?)"
                 " ON CONFLICT (officer) DO UPDATE SET hash = excluded.hash, changed = excluded.changed",

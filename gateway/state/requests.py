@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.core.errors import StorageError
+from gateway.adapters.db import writing
 
 OPEN, ANSWERED, REFUSED = "open", "answered", "refused"
 LOCAL = ZoneInfo("Europe/London")  # the day of receipt and "overdue" are the partners' days, not UTC's
@@ -77,18 +77,14 @@ class Requests:
         agency: str,
         details: dict[str, Any],
     ) -> bool:
-        try:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                changed = self.db.execute(sql, parameters).rowcount == 1
-                if changed:
-                    entry = json.dumps({"event": event, "actor": actor, "agency": agency, "details": details})
-                    self.db.execute(
-                        "INSERT INTO audit_outbox (ref, entry, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                        (ref, entry, _now()),
-                    )
-        except sqlite3.OperationalError as exc:
-            raise StorageError(f"the journal cannot be written ({exc}): free disk space in state/") from exc
+        with writing(self.db) as db:
+            changed: bool = db.execute(sql, parameters).rowcount == 1
+            if changed:
+                entry = json.dumps({"event": event, "actor": actor, "agency": agency, "details": details})
+                db.execute(
+                    "INSERT INTO audit_outbox (ref, entry, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (ref, entry, _now()),
+                )
         return changed
 
     def add(self, record: RequestRecord, details: dict[str, Any]) -> bool:
@@ -186,9 +182,8 @@ class Requests:
 
     def texts_purged(self, request_ids: list[str], when: str) -> None:
         """Record that the texts of `request_ids` were deleted at `when` (the register keeps the rest)."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
+        with writing(self.db) as db:
+            db.executemany(
                 "UPDATE requests SET text_purged = ? WHERE id = ? AND text_purged IS NULL",
                 [(when, ident) for ident in request_ids],
             )

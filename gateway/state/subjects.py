@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.adapters.db import writing
 from gateway.core.errors import ConfigError, VaultError
 from gateway.core.secret import Secret
 
@@ -240,8 +241,7 @@ class SubjectIndex:
     def drop_stale(self, key_id: str | None, submissions: list[str]) -> int:
         """Delete the entries of `submissions` (see past_retention) and those made under a key other than
         `key_id` (the current one; None: every entry is stale); return how many went."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with writing(self.db):
             gone = self._drop(_OTHER_KEYS, (key_id or "",))
             for chunk in _chunks(submissions):
                 gone += self._drop(_OF_SUBMISSIONS.format(marks=_marks(chunk)), tuple(chunk))
@@ -249,8 +249,7 @@ class SubjectIndex:
 
     def drop_other_keys(self, key_id: str) -> int:
         """Delete every entry made under a key other than `key_id`; return how many went."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with writing(self.db):
             return self._drop(_OTHER_KEYS, (key_id,))
 
     def _drop(self, refs: str, parameters: tuple[str, ...]) -> int:
