@@ -190,6 +190,10 @@ def writing(connection: sqlite3.Connection, *, durable: bool = True) -> Iterator
     The one place a write transaction begins, so that another engine's adapter has one thing to mean by
     it. Raises StorageError if the database cannot be written (a full disk, a lock held too long).
     """
+    if not isinstance(connection, sqlite3.Connection):  # the PostgreSQL journal (gateway.adapters.pg)
+        with connection.transaction(durable=durable) as db:
+            yield db
+        return
     try:
         if not durable:
             connection.execute("PRAGMA synchronous=NORMAL")

@@ -12,10 +12,13 @@ BIGINT (SQLite's integers are 64-bit), BLOB becomes BYTEA, an INTEGER PRIMARY KE
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg.cursor import Cursor
 
 SQLITE_VERSION = 12  # the SQLite schema (len(gateway.adapters.db._MIGRATIONS)) the first step matches
 _LOCK = 0x10_6A_7E_3A  # the advisory lock two nodes migrating at once take in turn
@@ -118,3 +121,73 @@ def migrate(connection: psycopg.Connection[tuple[object, ...]]) -> int:
                 (str(target),),
             )
     return version(connection)
+
+
+class Row(tuple[Any, ...]):
+    """A result row read by position or by column name, as sqlite3.Row is (the state modules do both)."""
+
+    names: tuple[str, ...]
+
+    def __new__(cls, names: tuple[str, ...], values: Sequence[Any]) -> Row:
+        row = super().__new__(cls, values)
+        row.names = names
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self.names.index(key) if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def _rows(cursor: Cursor[Any]) -> Any:
+    names = tuple(column.name for column in cursor.description or ())
+    return lambda values: Row(names, values)
+
+
+class Connection:
+    """A PostgreSQL connection that runs the state modules' SQL as an sqlite3 connection does: `?` placeholders,
+    rows by position or name, each statement committed at once unless inside `transaction()`.
+
+    Only what the journal's SQL needs; the SQL itself is written to run on both engines (ON CONFLICT, no
+    PRAGMA outside gateway.adapters.db)."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        connection.autocommit = True
+        connection.row_factory = _rows
+        self.raw = connection
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor[Any]:
+        return self.raw.execute(_placeholders(sql), tuple(parameters) or None)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> Cursor[Any]:
+        cursor = self.raw.cursor()
+        cursor.executemany(_placeholders(sql), [tuple(p) for p in parameters])
+        return cursor
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
+        """One write transaction in the order SQLite's BEGIN IMMEDIATE gives: one writer at a time (an
+        advisory lock taken first); `durable=False` commits without waiting for the WAL's flush."""
+        with self.raw.transaction():
+            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITER,))
+            if not durable:
+                self.raw.execute("SET LOCAL synchronous_commit = off")
+            yield self
+
+    def __enter__(self) -> Connection:  # as sqlite3's `with connection:` outside a transaction: nothing to do
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+_WRITER = 0x10_6A_7E_3B  # the journal's one-writer lock (sqlite's write lock)
+
+
+def _placeholders(sql: str) -> str:
+    """sqlite3's `?` as psycopg's `%s` (the state modules' SQL holds no `?` or `%` of its own)."""
+    return sql.replace("%", "%%").replace("?", "%s")

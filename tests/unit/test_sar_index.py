@@ -7,7 +7,9 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-from gateway.adapters.db import connect
+import pytest
+
+from gateway.adapters.db import connect, writing
 from gateway.core.secret import Secret
 from gateway.state.subjects import _BATCH, Entries, IndexKey, SubjectIndex
 
@@ -32,12 +34,17 @@ def _submission(db: sqlite3.Connection, sid: str, *deliveries: tuple[str, str, s
             )
 
 
-def test_a_file_larger_than_a_batch_is_indexed_whole_and_once(tmp_path: Path) -> None:
-    db, key = connect(tmp_path), _key()
+@pytest.fixture
+def db(tmp_path: Path) -> sqlite3.Connection:
+    """The journal's database (tests/integration/test_pg_journal.py runs these tests on PostgreSQL's)."""
+    return connect(tmp_path)
+
+
+def test_a_file_larger_than_a_batch_is_indexed_whole_and_once(db: sqlite3.Connection) -> None:
+    key = _key()
     _submission(db, "s1", ("probation", "delivered", "2026-11-01"))
     subjects = [f"cro:{n}/21G" for n in range(_BATCH + 100)]
-    with db:
-        db.execute("BEGIN IMMEDIATE")  # as journal.sealing writes them: in its transaction
+    with writing(db):  # as journal.sealing writes them: in its transaction
         Entries(key, [*subjects, *subjects[:50]]).write(db, "s1")  # repeats add nothing
         Entries(key, subjects[:10]).write(db, "s1")  # nor a redo after a crash
     index = SubjectIndex(db)
@@ -57,14 +64,15 @@ def test_the_key_id_is_stable_and_reveals_nothing_of_the_key() -> None:
     assert key.id != _key().id and "Secret(<redacted>)" in repr(key)
 
 
-def test_purge_drops_submissions_past_retention_with_nothing_live_and_entries_of_old_keys(tmp_path: Path) -> None:
-    db, key, old = connect(tmp_path), _key(), _key()
+def test_purge_drops_submissions_past_retention_with_nothing_live_and_entries_of_old_keys(
+    db: sqlite3.Connection,
+) -> None:
+    key, old = _key(), _key()
     _submission(db, "gone", ("probation", "purged", "2019-01-01"), ("housing", "purged", "2019-02-01"))
     _submission(db, "going", ("probation", "purged", "2019-01-01"), ("housing", "delivered", "2019-01-01"))
     _submission(db, "recent", ("probation", "purged", "2026-01-01"))
     _submission(db, "live", ("probation", "delivered", "2019-01-01"))
-    with db:
-        db.execute("BEGIN IMMEDIATE")
+    with writing(db):
         for sid in ("gone", "going", "recent", "live"):
             Entries(key, [f"cro:{sid}", f"name:{sid}|1990-01-01"]).write(db, sid)
         Entries(old, ["cro:stale"]).write(db, "recent")
