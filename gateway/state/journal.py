@@ -714,11 +714,9 @@ class Journal:
                 " AND expires >= ?",
                 (signed_by, expiring_after),
             ).fetchone()
-        else:
-            row = self.db.execute(
-                "SELECT COUNT(*) FROM deliveries WHERE status IN ('sealing', 'delivered') AND instr(key_id, ?) > 0",
-                (key_id_like or "",),
-            ).fetchone()
+        else:  # matched here, not by instr() (SQLite's) or strpos() (PostgreSQL's): the same SQL runs on both
+            rows = self.db.execute("SELECT key_id FROM deliveries WHERE status IN ('sealing', 'delivered')").fetchall()
+            return sum(1 for (key_id,) in rows if (key_id_like or "") in str(key_id))
         return int(row[0])
 
     def quarantine_purged(self, file: str) -> None:
