@@ -115,12 +115,13 @@ def to_html(card: Scorecard) -> str:
     return "\n".join(parts) + "\n</body>\n</html>\n"
 
 
-def _cell(value: object, suffix: str = "") -> str:
+def _cell(value: object, suffix: str = "", *, css: str = "") -> str:
+    tag = f'<td class="{css}">' if css else "<td>"
     if value is None:
-        return "<td>–</td>"
+        return f"{tag}–</td>"
     if isinstance(value, float):
-        return f"<td>{value:,.1f}{suffix}</td>"
-    return f"<td>{escape(str(value))}{suffix}</td>"
+        return f"{tag}{value:,.1f}{suffix}</td>"
+    return f"{tag}{escape(str(value))}{suffix}</td>"
 
 
 def _summary(card: Scorecard) -> str:
@@ -160,7 +161,7 @@ def _summary(card: Scorecard) -> str:
             _cell(s.mean_completeness, " %"),
             _cell(t.due),
             _cell(first),
-            _cell(late).replace("<td>", '<td class="list">') if s.name == PARTNERSHIP else _cell(late),
+            _cell(late, css="list" if s.name == PARTNERSHIP else ""),
             _cell(s.corrections),
             _cell(s.rows_change, " %"),
             _cell(s.error_rate_change, " pt"),
