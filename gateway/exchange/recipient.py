@@ -602,6 +602,8 @@ def _write_plaintext(
         if _sha256(plain) != manifest.plaintext_sha256:
             raise CryptoError(f"{manifest.payload}: the decrypted file does not match its manifest: nothing was kept")
         _check_sender(checks, manifest, plain, opener)
+        # a pull again replaces the CSV: its sidecar goes first, so a kill never leaves one without its CSV
+        (to / (manifest.package + MARKING_SUFFIX)).unlink(missing_ok=True)
         if raw:
             written = publish(plain, to, manifest.package + ".csv")
         else:
