@@ -195,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     _check_command(commands)
     _access_command(commands)
     _request_commands(commands)
+    _journal_commands(commands)
     _global_options_everywhere(parser)
     return parser
 
@@ -461,6 +462,14 @@ def _keys_relay_command(keys: Any) -> None:
     )
     relay.add_argument("--password-file", required=True, type=Path, metavar="F", help="a 0600 file holding it")
     relay.set_defaults(handler=_keys_relay_password)
+    journal = keys.add_parser(
+        "journal-password",
+        help="store the PostgreSQL journal's login password in the vault (it never goes in gateway.toml)",
+        description="Keep the password of the [journal] url login in the vault, where every node reads it; a "
+        "systemd credential named journal-password, when there is one, is used before it.",
+    )
+    journal.add_argument("--password-file", required=True, type=Path, metavar="F", help="a 0600 file holding it")
+    journal.set_defaults(handler=_keys_journal_password)
 
 
 def _keys_export_command(keys: Any) -> None:
@@ -762,6 +771,14 @@ def _keys_relay_password(args: argparse.Namespace) -> int:
 
     user = set_relay_password(_open(args), args.password_file)
     print(f"the relay login {user!r} now uses the password in {str(args.password_file)!r} (kept in the vault)")
+    return EXIT_OK
+
+
+def _keys_journal_password(args: argparse.Namespace) -> int:
+    from gateway.admin.journal import set_password
+
+    set_password(_open(args), args.password_file)
+    print(f"the journal's login now uses the password in {str(args.password_file)!r} (kept in the vault)")
     return EXIT_OK
 
 
@@ -1601,4 +1618,43 @@ def _request_show(args: argparse.Namespace) -> int:
     print(f"consent:  {'none' if consent is None else f'{consent.name} ({len(consent.data)} bytes)'}")
     if shown.refusal is not None:
         print(f"refusal:  {shown.refusal}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- journal
+
+
+def _journal_commands(commands: Any) -> None:
+    journal = commands.add_parser(
+        "journal", help="where the journal lives: move it to PostgreSQL, bring its schema up to date"
+    ).add_subparsers(title="journal commands", metavar="ACTION", required=True)
+    migrate = journal.add_parser(
+        "migrate",
+        help="move the SQLite journal to PostgreSQL (--to URL), or bring a PostgreSQL journal's schema up to date",
+        description="With --to URL: copy the root's journal and officer register from state/gateway.db into the "
+        "empty PostgreSQL database at URL in one transaction, check every table's rows on both sides (counts and "
+        "a digest of every row), and leave state/journal-moved naming URL; then set [journal] url = URL in "
+        "gateway.toml. Refused while a daemon works on the root, into a database that holds rows, or with a "
+        "password in URL (it comes from `keys journal-password` or a systemd credential named journal-password). "
+        "Without --to: bring the PostgreSQL journal [journal] url names to this gateway's schema (once, from one "
+        "node, after an upgrade). Exit 0 done, 1 refused, 2 misuse.",
+    )
+    migrate.add_argument("--to", metavar="URL", help="postgresql://USER@HOST:PORT/DATABASE (no password in it)")
+    migrate.set_defaults(handler=_journal_migrate)
+
+
+def _journal_migrate(args: argparse.Namespace) -> int:
+    from gateway.admin.journal import move_to, upgrade
+    from gateway.daemon.watch import exclusive
+
+    path = resolve_root(args.root)
+    if args.to is None:
+        print(f"the journal is at schema version {upgrade(_open(args))}, this gateway's")
+        return EXIT_OK
+    with exclusive(path):
+        moved = move_to(_open(args), args.to)
+    for table in moved.tables:
+        print(f"{table.name:18} {table.rows:>9} row(s)  digest {table.digest[:16]}")
+    print(f"moved {moved.rows} row(s) in {len(moved.tables)} tables to {moved.url}; every table verified")
+    print(f'now set [journal] url = "{moved.url}" in gateway.toml; state/gateway.db is kept, and not used again')
     return EXIT_OK

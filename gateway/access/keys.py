@@ -12,14 +12,16 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from gateway.core.errors import UsageError
+from gateway.adapters.config import journal_url
+from gateway.adapters.db import Database
+from gateway.core.errors import GatewayError, UsageError
 from gateway.state.accounts import OPEN, Accounts
 from gateway.state.registry import Registry
 
 DATABASE = Path("state") / "gateway.db"
 
 
-def authorized_key(db: sqlite3.Connection, account: str, uid: str | None) -> str | None:
+def authorized_key(db: Database, account: str, uid: str | None) -> str | None:
     """The authorized_keys line for the system account `account` (uid `uid`, as sshd's %U gives it): its officer's
     SSH key, if `access sync` made that account and the officer is active; None otherwise, so `officers revoke`
     shuts the door at the officer's next connection."""
@@ -41,6 +43,8 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3):
         print("usage: python -m gateway.access.keys ROOT ACCOUNT [UID]", file=sys.stderr)
         return 2
+    if journal_url(Path(argv[0])) is not None:  # the register is in PostgreSQL: open the root as the gateway does
+        return _from_postgresql(Path(argv[0]), argv[1], argv[2] if len(argv) == 3 else None)
     path = Path(argv[0]) / DATABASE
     if not path.is_file():
         print(f"iom-gateway: no register at {str(path)!r}", file=sys.stderr)
@@ -54,6 +58,20 @@ def main(argv: list[str]) -> int:
             db.close()
     except sqlite3.Error as exc:
         print(f"iom-gateway: the register at {str(path)!r} cannot be read: {exc}", file=sys.stderr)
+        return 1
+    if line is not None:
+        print(line)
+    return 0
+
+
+def _from_postgresql(path: Path, account: str, uid: str | None) -> int:
+    from gateway.state.root import Root  # noqa: PLC0415 (SQLite roots never load the configuration)
+
+    try:
+        with Root.open(path) as root:
+            line = authorized_key(root.db, account, uid)
+    except GatewayError as exc:
+        print(f"iom-gateway: the register of {str(path)!r} cannot be read: {exc.message}", file=sys.stderr)
         return 1
     if line is not None:
         print(line)

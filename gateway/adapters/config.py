@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +21,7 @@ ROOT_ENV = "IOM_GATEWAY_ROOT"
 FAULT_ENV = "IOM_GATEWAY_UNSAFE_FAULT"
 VAULT_ENV = "IOM_GATEWAY_VAULT_PASSPHRASE"
 CREDENTIAL_NAME = "vault-passphrase"
+JOURNAL_CREDENTIAL = "journal-password"  # the PostgreSQL journal's password: a systemd credential, or in the vault
 CONFIG_NAME = "gateway.toml"
 # a portable Unix group name (useradd/groupadd on Debian accept it): what `[agencies.X] group` may be
 UNIX_GROUP = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -99,6 +101,17 @@ class Daemon:
     checkpoint_minutes: int = 60  # the audit log gets a signed checkpoint at least this often...
     checkpoint_entries: int = 100  # ...and at least every this many entries
     workers: int = field(default_factory=default_workers)  # processes that take ready files in parallel
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """Where the journal is: `state/gateway.db` (url None, the default) or the PostgreSQL database at `url`
+    (no password in it: that comes from a systemd credential or the vault, `journal_password`)."""
+
+    url: str | None = None
+
+
+POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +216,7 @@ class Config:
     smtp_intake: SmtpIntake | None = None  # no [smtp.intake] section: no e-mail intake
     smtp_relay: SmtpRelay | None = None  # no [smtp.relay] section: nothing is sent by e-mail
     notices: Notices = field(default_factory=Notices)
+    journal: Journal = field(default_factory=Journal)
 
     def agency(self, agency_id: str) -> Agency:
         """The agency called `agency_id`; raise UsageError listing the partnership's agencies."""
@@ -288,15 +302,62 @@ class Config:
 _ZERO_OK = frozenset({"pairing_timeout_seconds", "clock_skew_seconds", "compress_level"})
 
 
-def partnership_name(root: Path) -> str | None:
-    """The `[partnership] name` of the gateway.toml in `root`, read leniently; None if absent or unparsable."""
+def _lenient(root: Path, section: str, key: str) -> str | None:
+    """`[section] key` of the gateway.toml in `root` if it is a string; None if absent or unparsable."""
     try:
         data = tomllib.loads((root / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
-    section = data.get("partnership")
-    name = section.get("name") if isinstance(section, dict) else None
-    return name if isinstance(name, str) else None
+    table = data.get(section)
+    value = table.get(key) if isinstance(table, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def partnership_name(root: Path) -> str | None:
+    """The `[partnership] name` of the gateway.toml in `root`, read leniently; None if absent or unparsable."""
+    return _lenient(root, "partnership", "name")
+
+
+def journal_url(root: Path) -> str | None:
+    """The `[journal] url` of the gateway.toml in `root`, read leniently (for sshd's key look-up, which loads
+    nothing else): None for the SQLite journal, or when the file cannot be read (Config.load then says why)."""
+    url = _lenient(root, "journal", "url")
+    return None if url == "sqlite" else url
+
+
+def journal_url_problem(value: object) -> str | None:
+    """What is wrong with `value` as a PostgreSQL journal's URL, or None: a postgresql:// URL naming a database,
+    with no password in it (a password in gateway.toml is readable by whoever reads the configuration)."""
+    fix = (
+        f"keep the password out of it: store it with `iom-gateway keys journal-password --from FILE`, or pass a"
+        f" systemd credential named {JOURNAL_CREDENTIAL!r}"
+    )
+    if not isinstance(value, str):
+        return 'journal.url must be "sqlite" or a postgresql:// URL'
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (checks it)
+    except ValueError as exc:
+        return f"journal.url is not a URL ({exc}): write postgresql://USER@HOST:PORT/DATABASE"
+    if parts.scheme not in POSTGRESQL_SCHEMES:
+        return 'journal.url must be "sqlite" (state/gateway.db) or postgresql://USER@HOST:PORT/DATABASE'
+    if parts.password is not None:
+        return f"journal.url holds a password: {fix}"
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    if "password" in query:
+        return f"journal.url has a password= parameter: {fix}"
+    if not parts.path.strip("/") and "dbname" not in query:
+        return "journal.url names no database: write postgresql://USER@HOST:PORT/DATABASE"
+    return None
+
+
+def journal_password(vault_credential: Secret | None) -> Secret | None:
+    """The PostgreSQL journal's password: the systemd credential named journal-password, else the one stored in
+    the vault (`vault_credential`), else None (libpq then tries ~/.pgpass, or peer authentication)."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / JOURNAL_CREDENTIAL).is_file():
+        return Secret((Path(credentials) / JOURNAL_CREDENTIAL).read_text(encoding="utf-8").strip()) or None
+    return vault_credential
 
 
 def unsafe_fault_injection() -> str | None:
@@ -348,6 +409,7 @@ class _Checker:
             "retention",
             "access",
             "smtp",
+            "journal",
         }
         for section in sorted(set(data) - known):
             self.problem(section, f"unknown section [{section}]: remove it or check its spelling")
@@ -396,6 +458,7 @@ class _Checker:
             smtp_intake=self.smtp(root, self.table(data, "smtp")),
             smtp_relay=self.relay(root, self.table(data, "smtp")),
             notices=self.notices(self.table(data, "smtp")),
+            journal=self.journal(self.table(data, "journal")),
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -682,6 +745,18 @@ class _Checker:
                 value = True
             switches[kind] = value
         return Notices(tuple(admins), **switches)
+
+    def journal(self, table: dict[str, Any]) -> Journal:
+        for key in sorted(set(table) - {"url"}):
+            self.problem(f"journal.{key}", f"unknown setting {key!r} in [journal]: known is url")
+        value = table.get("url", "sqlite")
+        if value == "sqlite":
+            return Journal()
+        problem = journal_url_problem(value)
+        if problem is not None:
+            self.problem("journal.url", problem)
+            return Journal()
+        return Journal(value)
 
     def vault_file(self, root: Path, table: dict[str, Any]) -> Path | None:
         for key in sorted(set(table) - {"passphrase_file"}):

@@ -1,17 +1,54 @@
-"""The state database (SQLite now; the seam a PostgreSQL adapter would replace). The only user of sqlite3."""
+"""The state database: SQLite in `state/gateway.db` (the default), or PostgreSQL (gateway.adapters.pg) when
+[journal] url names one. The only user of sqlite3.
+
+The state modules see either engine as a `Database`: `execute` and `executemany` with `?` placeholders, rows
+read by position or by column name, each statement committed at once outside `writing()`. Their SQL runs on
+both (ON CONFLICT, RETURNING, no PRAGMA outside this module), and a constraint either engine refuses raises
+one of `IntegrityError`.
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
-from gateway.core.errors import StorageError
+from gateway.adapters import pg
+from gateway.core.errors import ConfigError, StorageError
+
+
+class Cursor(Protocol):
+    """What the state modules read from a statement's result."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Database(Protocol):
+    """A journal connection of either engine (sqlite3.Connection, pg.Connection)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
+
+    def close(self) -> None: ...
+
+
+# a row a key, a CHECK or a NOT NULL refused, on either engine
+IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError, pg.IntegrityError)
 
 STATE = "state"
 DATABASE = "gateway.db"
+MOVED = "journal-moved"  # `journal migrate --to` leaves the URL it moved the journal to here, beside the old one
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS officers (
         id TEXT PRIMARY KEY, agency TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('DO', 'PDO')),
@@ -152,9 +189,17 @@ _MIGRATIONS = (
 
 
 def connect(root: Path) -> sqlite3.Connection:
-    """Open (creating if needed) `root/state/gateway.db`: WAL, synchronous=FULL, private files."""
+    """Open (creating if needed) `root/state/gateway.db`: WAL, synchronous=FULL, private files. Raises ConfigError
+    if the journal was moved to PostgreSQL."""
     folder = root / STATE
     folder.mkdir(mode=0o700, exist_ok=True)
+    moved = folder / MOVED
+    if moved.is_file():  # the journal lives on in PostgreSQL: this copy is history, and must not take new work
+        where = moved.read_text(encoding="utf-8", errors="replace").strip()
+        raise ConfigError(
+            f"this root's journal moved to {where} (`iom-gateway journal migrate`): set [journal] url = {where!r}"
+            f" in gateway.toml (state/{DATABASE} is kept as it was at the move, and is not used again)"
+        )
     path = folder / DATABASE
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -182,7 +227,7 @@ def _migrate(connection: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def writing(connection: sqlite3.Connection, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+def writing(connection: Database, *, durable: bool = True) -> Iterator[Database]:
     """One write transaction, begun by taking the database's write lock (BEGIN IMMEDIATE: a read-then-write
     in it is safe across processes), committed when the block ends, rolled back if it raises. With
     `durable=False` its commit does not sync the WAL (state.journal's "Durability" says which may).
@@ -190,10 +235,11 @@ def writing(connection: sqlite3.Connection, *, durable: bool = True) -> Iterator
     The one place a write transaction begins, so that another engine's adapter has one thing to mean by
     it. Raises StorageError if the database cannot be written (a full disk, a lock held too long).
     """
-    if not isinstance(connection, sqlite3.Connection):  # the PostgreSQL journal (gateway.adapters.pg)
+    if isinstance(connection, pg.Connection):
         with connection.transaction(durable=durable) as db:
             yield db
         return
+    assert isinstance(connection, sqlite3.Connection)  # noqa: S101 (the two engines)
     try:
         if not durable:
             connection.execute("PRAGMA synchronous=NORMAL")

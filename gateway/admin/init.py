@@ -24,7 +24,7 @@ from pathlib import Path
 
 from gateway import resources
 from gateway.adapters.config import CONFIG_NAME, partnership_name
-from gateway.adapters.db import DATABASE, connect
+from gateway.adapters.db import DATABASE, MOVED, connect
 from gateway.adapters.fsio import atomic_write_bytes, private_dirs
 from gateway.adapters.gpg import Fingerprint, Keyring, Purpose
 from gateway.adapters.passwords import generate
@@ -34,7 +34,7 @@ from gateway.core.model import Delivery
 from gateway.exchange.folders import agency_folders
 from gateway.state.journal import Journal
 from gateway.state.registry import Officer, Role, slug
-from gateway.state.root import DEMO_OFFICERS, GNUPG_HOME, KEYS, SAMPLES, STATE, Root
+from gateway.state.root import CLAIMS_FILE, DEMO_OFFICERS, GNUPG_HOME, KEYS, SAMPLES, STATE, Root
 from gateway.state.subjects import SAR_CREDENTIAL, index_key
 
 log = logging.getLogger(__name__)
@@ -137,11 +137,14 @@ def _check_folder(path: Path) -> None:
 
 def _initialised(path: Path) -> bool:
     """Whether `path` has a journal with a gateway key (a root `init` finished once)."""
+    if (path / STATE / MOVED).is_file():  # its journal moved to PostgreSQL, where [journal] url names it
+        with Root.open(path) as root:
+            return root.journal.current_gateway_key() is not None
     if not (path / STATE / DATABASE).is_file():
         return False
     connection = connect(path)
     try:
-        return Journal(connection).current_gateway_key() is not None
+        return Journal(connection, claims=path / STATE / CLAIMS_FILE).current_gateway_key() is not None
     finally:
         connection.close()
 
@@ -202,6 +205,11 @@ def _seed(path: Path, staging: Path) -> None:
 def _build(at: Path, target: Path, *, demo: bool, algorithm: str) -> InitResult:
     """Make or complete the root at `at`, which becomes `target` (the same folder unless `at` is staging)."""
     root = Root.open(at)
+    if at != target and root.config.journal.url is not None:
+        raise UsageError(
+            "init makes a new root's journal in state/gateway.db: remove [journal] url from gateway.toml, run init,"
+            " then move the journal with `iom-gateway journal migrate --to URL`"
+        )
     try:
         root = _passphrase_from(root, target, demo=demo)
         if demo:

@@ -139,6 +139,8 @@ AUDIT_EVENTS = frozenset(
         "delivery.deferred",
         "gateway.key.created",
         "gateway.key.rotated",
+        "journal.moved",
+        "journal.password_set",
         "mail.gave_up",
         "mail.sent",
         "officer.added",

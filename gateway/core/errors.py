@@ -64,6 +64,11 @@ class StorageError(GatewayError):
     """The state database or a folder cannot be written now (disk full, read-only): try again later."""
 
 
+class JournalUnavailable(StorageError):
+    """The journal's PostgreSQL server cannot be reached now (down, restarting, the network): a node stops
+    taking work and tries again; nothing was half-written (the transaction in hand rolled back)."""
+
+
 class UnreadableError(InputFileError):
     """A file this user may not read (its mode or access list gives it no read permission)."""
 

@@ -30,7 +30,7 @@ from gateway.access.check import refuse_open_state
 from gateway.adapters.config import unsafe_fault_injection
 from gateway.adapters.fsio import Folder
 from gateway.core import faults
-from gateway.core.errors import GatewayError, InputFileError, UsageError
+from gateway.core.errors import GatewayError, InputFileError, JournalUnavailable, UsageError
 from gateway.core.model import Agency
 from gateway.daemon.companion import Companion
 from gateway.daemon.pool import Pool, Result, Task
@@ -53,6 +53,7 @@ MAX_FAILED_STARTS = 3  # workers dying before they are ready this often in a row
 ORPHAN_WAIT_SECONDS = 5.0  # a killed daemon's workers die with it (PR_SET_PDEATHSIG), a moment later
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HEARTBEAT_SECONDS = 30.0
+OUTAGE_RETRY_SECONDS = (1.0, 60.0)  # a journal server that went away is tried again after 1 s, doubling to 60 s
 INTAKE_LOOK_SECONDS = 5.0  # how soon an SMTP intake that exited is noticed (it starts again after RESTART_SECONDS)
 
 
@@ -217,6 +218,7 @@ class Daemon:
     _due: dict[str, float] = field(default_factory=dict)  # agency -> when to look again (a worker said wait)
     _starved: set[str] = field(default_factory=set)  # agencies with ready files no worker was free for
     _recovering: bool = False  # a worker died: drain the pool, then recover as at a restart
+    _deferred: bool = False  # a file was deferred: is the journal still there? (`_ask_journal`)
 
     def __post_init__(self) -> None:
         self.settler = Settler(float(self.root.config.daemon.settle_seconds))
@@ -260,7 +262,10 @@ class Daemon:
             self.relay.stop()
             _stop_quietly(observer)
         self._checkpoint()
-        self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors, finished=True)
+        try:
+            self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors, finished=True)
+        except JournalUnavailable as exc:  # stopped while the journal's server was away: the run ends unrecorded
+            log.warning("the run's end is not recorded: %s", exc.message)
         log.info("stopped processed=%d errors=%d", self.processed, self.errors)
         return 0
 
@@ -296,43 +301,87 @@ class Daemon:
         self._wake.set()
 
     def _loop(self, run_id: int) -> None:
-        config = self.root.config.daemon
-        next_scan = next_beat = next_checkpoint = next_metrics = 0.0
+        clock = _Clock()
         wait = 0.0
         while not self._stop:
             self._wake.wait(timeout=wait)
             self._wake.clear()
-            if self._reload:
-                self._reload = False
-                self._reload_config()
-                config = self.root.config.daemon
-            self._collect()
-            now = time.monotonic()
-            self.intake.tend(self.root.config.smtp_intake is not None, now)
-            self.relay.tend(self.root.config.smtp_relay is not None, now)
-            if now >= next_scan:
-                self._dirty.update(self.root.config.agencies)
-                self._warn_orphans()
-                self._warn_late()
-                next_scan = now + config.rescan_seconds
-            for agency_id, due in list(self._due.items()):
-                if due <= now:
-                    self._dirty.add(agency_id)
-                    del self._due[agency_id]
-            wait = min(self._pass(), next_scan - now, *(due - now for due in self._due.values()))
-            if now >= next_beat:
-                self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors)
-                next_beat = now + HEARTBEAT_SECONDS
-            if now >= next_checkpoint:
-                if next_checkpoint:
-                    self._checkpoint()
-                next_checkpoint = now + config.checkpoint_minutes * 60
-            if now >= next_metrics:
-                self._write_metrics()
-                next_metrics = now + METRICS_SECONDS
-            wait = max(0.05, min(wait, next_beat - now, next_checkpoint - now, next_metrics - now))
-            if self.root.config.smtp_intake is not None or self.root.config.smtp_relay is not None:
-                wait = min(wait, INTAKE_LOOK_SECONDS)  # an intake that exited is started again soon
+            try:
+                wait = self._round(run_id, clock)
+            except JournalUnavailable as exc:
+                self._journal_lost(exc)
+                wait = 0.0
+
+    def _round(self, run_id: int, clock: _Clock) -> float:
+        """One turn of the loop: take in results, process what is ready, the periodic work; how long to sleep."""
+        if self._reload:
+            self._reload = False
+            self._reload_config()
+        config = self.root.config.daemon
+        self._collect()
+        self._ask_journal()
+        now = time.monotonic()
+        self.intake.tend(self.root.config.smtp_intake is not None, now)
+        self.relay.tend(self.root.config.smtp_relay is not None, now)
+        if now >= clock.scan:
+            self._dirty.update(self.root.config.agencies)
+            self._warn_orphans()
+            self._warn_late()
+            clock.scan = now + config.rescan_seconds
+        for agency_id, due in list(self._due.items()):
+            if due <= now:
+                self._dirty.add(agency_id)
+                del self._due[agency_id]
+        wait = min(self._pass(), clock.scan - now, *(due - now for due in self._due.values()))
+        self._ask_journal()
+        if now >= clock.beat:
+            self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors)
+            clock.beat = now + HEARTBEAT_SECONDS
+        if now >= clock.checkpoint:
+            if clock.checkpoint:
+                self._checkpoint()
+            clock.checkpoint = now + config.checkpoint_minutes * 60
+        if now >= clock.metrics:
+            self._write_metrics()
+            clock.metrics = now + METRICS_SECONDS
+        wait = max(0.05, min(wait, clock.beat - now, clock.checkpoint - now, clock.metrics - now))
+        if self.root.config.smtp_intake is not None or self.root.config.smtp_relay is not None:
+            wait = min(wait, INTAKE_LOOK_SECONDS)  # an intake that exited is started again soon
+        return wait
+
+    def _ask_journal(self) -> None:
+        """After a deferred file: raise JournalUnavailable if the journal's server is away (SQLite always answers)."""
+        if self._deferred:
+            self._deferred = False
+            self.root.db.execute("SELECT 1").fetchall()
+
+    def _journal_lost(self, exc: JournalUnavailable) -> None:
+        """The journal's server went away (a restart, a failover, the network): take no work until it answers
+        again, trying with back-off; the workers finish (or defer) the files in hand meanwhile. Then recover as
+        at a restart (what was in flight is finished or undone by the journal's states), and look at every
+        outbox again. Whatever transaction was in hand rolled back whole with the connection."""
+        lost = time.monotonic()
+        log.error("journal unreachable (%s): taking no work until it answers", exc.message)
+        delay, most = OUTAGE_RETRY_SECONDS
+        while not self._stop:
+            self._wake.wait(timeout=delay)
+            self._wake.clear()
+            if self._stop:
+                return
+            try:
+                self._collect()  # what the workers finish meanwhile (deferred: the journal is away)
+                if self.pool.in_flight:
+                    continue
+                self._deferred = True
+                self._ask_journal()
+                _log_recovery(recover(self.root))
+            except JournalUnavailable:
+                delay = min(delay * 2, most)
+                log.info("journal still unreachable: trying again in %.0f s", delay)
+                continue
+            log.info("journal reachable again after %.0f s: recovered, taking work", time.monotonic() - lost)
+            self._dirty.update(self.root.config.agencies)
+            return
 
     @property
     def _parallel(self) -> bool:
@@ -374,7 +423,11 @@ class Daemon:
         self._starved.clear()
 
     def _tally(self, kind: str, summary: str, soon: bool) -> float | None:
-        """Count and log one outcome (by its class name); return how soon to look again, if it waits."""
+        """Count and log one outcome (by its class name); return how soon to look again, if it waits.
+
+        A deferred file may have met a journal server gone away: `_ask_journal` asks once the outcomes in hand
+        are counted, so that the files after it are not each deferred in turn."""
+        self._deferred = self._deferred or kind == "Deferred"
         retry = None
         if kind in ("Waiting", "Deferred"):
             retry = 1.0 if kind == "Waiting" and soon else float(self.root.config.daemon.rescan_seconds)
@@ -543,6 +596,8 @@ class Daemon:
         month = f"{now:%Y-%m}"
         try:
             late = {(agency, month) for agency in late_agencies(self.root, now)}
+        except JournalUnavailable:
+            raise
         except GatewayError as exc:
             log.error("late agencies not checked: %s", exc.message)
             return
@@ -559,6 +614,8 @@ class Daemon:
     def _write_metrics(self) -> None:
         try:
             write_metrics(self.root, datetime.now(UTC))
+        except JournalUnavailable:
+            raise  # the node stops taking work (`_journal_lost`), not only the metrics
         except (GatewayError, OSError) as exc:  # monitoring fails alone: files go on being delivered
             log.error("metrics file not written: %s", getattr(exc, "message", None) or exc)
 
@@ -570,6 +627,16 @@ class Daemon:
             return
         if entry is not None:
             log.info("audit checkpoint seq=%s covers=%s", entry["seq"], entry["covers_seq"])
+
+
+@dataclass(slots=True)
+class _Clock:
+    """When the daemon's periodic work is next due (time.monotonic()): 0, at once."""
+
+    scan: float = 0.0
+    beat: float = 0.0
+    checkpoint: float = 0.0
+    metrics: float = 0.0
 
 
 def _stop_quietly(observer: BaseObserver) -> None:

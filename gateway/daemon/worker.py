@@ -27,9 +27,9 @@ from typing import Any
 
 from gateway.adapters.config import unsafe_fault_injection
 from gateway.core import faults
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, JournalUnavailable
 from gateway.exchange.intake import Pair, open_outbox
-from gateway.exchange.outcome import Waiting
+from gateway.exchange.outcome import Deferred, Outcome, Waiting
 from gateway.exchange.process import now_utc, process_pair
 from gateway.state.root import Root
 
@@ -77,13 +77,22 @@ def take(root: Root, task: dict[str, Any]) -> dict[str, Any]:
     except GatewayError:  # gone or refused since the daemon looked: its next scan says so
         return answer
     pair = Pair(str(task["csv"]), None if task["signature"] is None else str(task["signature"]), float(task["age"]))
-    with folder:
-        seen = task.get("seen")
-        early = task.get("early") is True
-        outcome = process_pair(
-            root, agency, folder, pair, now_utc(), early=early, seen=None if seen is None else float(seen)
-        )
-    root.journal.unclaim()  # a copy of the same bytes under another name may go on in another worker
+    seen = task.get("seen")
+    try:
+        with folder:
+            outcome: Outcome | None = process_pair(
+                root,
+                agency,
+                folder,
+                pair,
+                now_utc(),
+                early=task.get("early") is True,
+                seen=None if seen is None else float(seen),
+            )
+        root.journal.unclaim()  # a copy of the same bytes under another name may go on in another worker
+    except JournalUnavailable as exc:  # its server went away: the file stays for the next try, and the daemon asks
+        log.error("deferred agency=%s file=%r reason=%r", agency.id, pair.csv, exc.message)
+        outcome = Deferred(agency.id, pair.csv, exc.message)
     if outcome is not None:
         soon = isinstance(outcome, Waiting) and outcome.soon
         answer |= {"kind": type(outcome).__name__, "summary": outcome.summary, "soon": soon}
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayError as exc:
         log.error("worker cannot open the root: %s", exc.message.replace("\n", " "))
         return 1
-    root.journal.claiming = True  # another worker may hold a copy of the same bytes
+    root.claiming = True  # another worker may hold a copy of the same bytes (the journal opens at the first task)
     arm_child_faults()
     answers.write(json.dumps({READY: os.getpid()}).encode() + b"\n")
     answers.flush()

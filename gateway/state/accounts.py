@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from gateway.adapters.db import Database, writing
 
 OPEN, LOCKED = "open", "locked"
 
@@ -23,7 +24,7 @@ class Account:
 class Accounts:
     """The accounts table; the caller records each change as an audit event."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         self.db = connection
 
     def all(self) -> dict[str, Account]:
@@ -43,7 +44,7 @@ class Accounts:
     def record(self, account: Account) -> None:
         """Remember `account` (made, or changed to `account.status`)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self.db:
+        with writing(self.db):
             self.db.execute(
                 "INSERT INTO accounts (name, uid, officer, agency, created, changed, status)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)"

@@ -38,14 +38,14 @@ import fcntl
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.adapters.db import writing
+from gateway.adapters.db import Cursor, Database, writing
 
 if TYPE_CHECKING:
     from gateway.state.subjects import Entries
@@ -145,14 +145,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-CLAIMS_FILE = "claims.lock"
 _claims_fd: dict[str, int] = {}  # one descriptor per process and file: closing any other would drop its locks
 
 
-def _claims(connection: sqlite3.Connection) -> int:
-    """This process's descriptor on the claims file beside the state database (opened once, kept open)."""
-    database = next(str(row[2]) for row in connection.execute("PRAGMA database_list") if row[1] == "main")
-    path = os.path.join(os.path.dirname(database), CLAIMS_FILE)
+def _claims(path: str) -> int:
+    """This process's descriptor on the claims file `path` (opened once, kept open)."""
     fd = _claims_fd.get(path)
     if fd is None:
         fd = _claims_fd[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -164,8 +161,9 @@ def _claim_byte(submission_id: str) -> int:
 
 
 class Journal:
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Database, *, claims: Path) -> None:
         self.db = connection
+        self._claims = str(claims)  # the file whose byte-range locks are the claims (`claim`)
         self._claimed: int | None = None  # the byte of the claims file this process holds, if any
         # only the daemon and its workers claim (each lets go after every file); one-shot commands
         # hold the run lock or touch no submission, and must never wait on a claim
@@ -181,7 +179,7 @@ class Journal:
         """
         if not self.claiming:
             return
-        fd = _claims(self.db)
+        fd = _claims(self._claims)
         self.unclaim()
         byte = _claim_byte(submission_id)
         fcntl.lockf(fd, fcntl.LOCK_EX, 1, byte)
@@ -190,20 +188,20 @@ class Journal:
     def unclaim(self) -> None:
         """Release this process's claim (see `claim`), if it holds one."""
         if self._claimed is not None:
-            fcntl.lockf(_claims(self.db), fcntl.LOCK_UN, 1, self._claimed)
+            fcntl.lockf(_claims(self._claims), fcntl.LOCK_UN, 1, self._claimed)
             self._claimed = None
 
-    def _transaction(self, *, durable: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True) -> AbstractContextManager[Database]:
         """One write transaction (read-then-write safe across processes); `durable=False` commits it without
         syncing the WAL (see the module's "Durability"). Raises StorageError."""
         return writing(self.db, durable=durable)
 
-    def relaxed(self) -> AbstractContextManager[sqlite3.Connection]:
+    def relaxed(self) -> AbstractContextManager[Database]:
         """A transaction committed without syncing the WAL, for what the next durable commit may carry
         (the quality counts written before a submission's seal or refusal). Raises StorageError."""
         return self._transaction(durable=False)
 
-    def _write(self, sql: str, parameters: tuple[Any, ...], *, durable: bool = True) -> sqlite3.Cursor:
+    def _write(self, sql: str, parameters: tuple[Any, ...], *, durable: bool = True) -> Cursor:
         with self._transaction(durable=durable) as db:
             return db.execute(sql, parameters)
 
@@ -242,14 +240,17 @@ class Journal:
         """
         self.claim(submission_id)
         now = _now()
-        with self._transaction(durable=False) as db:
+        with self._transaction(durable=False) as db:  # the upsert's columns named by table (PostgreSQL needs it)
             db.execute(
                 "INSERT INTO submissions (id, agency, name, sha256, status, attempts, created, updated)"
                 " VALUES (?, ?, ?, ?, 'received', 1, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET"
-                "  attempts = CASE WHEN status IN ('received', 'sealing', 'rejecting') THEN attempts + 1 ELSE 1 END,"
-                "  name = CASE WHEN status IN ('delivered', 'done') THEN name ELSE excluded.name END,"
-                "  status = CASE WHEN status IN ('rejected', 'abandoned', 'rejecting') THEN 'received' ELSE status END,"
+                "  attempts = CASE WHEN submissions.status IN ('received', 'sealing', 'rejecting')"
+                "   THEN submissions.attempts + 1 ELSE 1 END,"
+                "  name = CASE WHEN submissions.status IN ('delivered', 'done') THEN submissions.name"
+                "   ELSE excluded.name END,"
+                "  status = CASE WHEN submissions.status IN ('rejected', 'abandoned', 'rejecting') THEN 'received'"
+                "   ELSE submissions.status END,"
                 "  updated = excluded.updated",
                 (submission_id, agency, name, sha256, now, now),
             )
@@ -344,7 +345,8 @@ class Journal:
     def release(self, submission_id: str) -> None:
         """The attempt ended in an error that was caught and logged: do not count it as a crash."""
         self._write(
-            "UPDATE submissions SET attempts = MAX(attempts - 1, 0) WHERE id = ? AND status IN ('received', 'sealing')",
+            "UPDATE submissions SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
+            " WHERE id = ? AND status IN ('received', 'sealing')",
             (submission_id,),
             durable=False,
         )
@@ -427,9 +429,9 @@ class Journal:
             "INSERT INTO deliveries (submission, recipient, package, method, key_id, status, created, expires,"
             " signed_by) VALUES (?, ?, ?, ?, ?, 'sealing', ?, ?, ?) ON CONFLICT (submission, recipient) DO UPDATE SET"
             " method = excluded.method, key_id = excluded.key_id, signed_by = excluded.signed_by, status = 'sealing',"
-            " created = CASE WHEN status = 'deferred' THEN excluded.created ELSE created END,"
+            " created = CASE WHEN deliveries.status = 'deferred' THEN excluded.created ELSE deliveries.created END,"
             " expires = excluded.expires, reason = NULL"
-            " WHERE status IN ('sealing', 'rolled_back', 'deferred')",
+            " WHERE deliveries.status IN ('sealing', 'rolled_back', 'deferred')",
             (submission_id, recipient, package, method, key_id, _now(), expires, signed_by),
         )
 
@@ -454,7 +456,7 @@ class Journal:
                 "INSERT INTO deliveries (submission, recipient, package, method, key_id, status, created, expires,"
                 " reason) VALUES (?, ?, ?, ?, '', 'deferred', ?, '', ?) ON CONFLICT (submission, recipient) DO UPDATE"
                 " SET status = 'deferred', key_id = '', created = excluded.created, expires = '',"
-                " reason = excluded.reason WHERE status IN ('sealing', 'rolled_back')",
+                " reason = excluded.reason WHERE deliveries.status IN ('sealing', 'rolled_back')",
                 (submission_id, recipient, package, method, now, reason),
             ).rowcount
             if changed:
@@ -815,10 +817,12 @@ class Journal:
 
     def run_started(self, mode: str, pid: int) -> int:
         now = _now()
-        cursor = self._write(
-            "INSERT INTO runs (mode, pid, started, heartbeat) VALUES (?, ?, ?, ?)", (mode, pid, now, now)
-        )
-        return int(cursor.lastrowid or 0)
+        with self._transaction() as db:  # RETURNING's row is read before the commit (SQLite requires it)
+            row = db.execute(
+                "INSERT INTO runs (mode, pid, started, heartbeat) VALUES (?, ?, ?, ?) RETURNING id",
+                (mode, pid, now, now),
+            ).fetchone()
+        return int(row[0])
 
     def run_heartbeat(self, run: int, *, processed: int, errors: int, finished: bool = False) -> None:
         now = _now()

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 
+from gateway.adapters.db import Database, writing
 from gateway.core.receipt import Receipt
 
 
 class Receipts:
     """The receipts table."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         self.db = connection
 
     def record(self, receipt: Receipt) -> bool:
         """Remember a checked receipt; False if this key had already receipted this package (nothing changes)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self.db:
+        with writing(self.db):
             done = self.db.execute(
                 "INSERT INTO receipts (package, agency, fingerprint, officer, received, recorded)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 import re
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from gateway.adapters.db import writing
+from gateway.adapters.db import Database, IntegrityError, writing
 from gateway.core.errors import PolicyError, UsageError
 
 OFFICER_ID = re.compile(r"[a-z][a-z0-9-]{1,63}")
@@ -61,7 +61,7 @@ def slug(text: str) -> str:
 class Registry:
     """Officers in the state database; every change is also an audit event (recorded by the caller)."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         self.db = connection
 
     def add(self, officer: Officer) -> Officer:
@@ -97,7 +97,7 @@ class Registry:
                     "INSERT INTO officer_keys (fingerprint, officer, added) VALUES (?, ?, ?)",
                     (officer.fingerprint, officer.id, now),
                 )
-        except sqlite3.IntegrityError:  # a well-formed request the register refuses: exit 1, not a usage error
+        except IntegrityError:  # a well-formed request the register refuses: exit 1, not a usage error
             raise PolicyError(
                 f"officer {officer.id!r} or key {officer.fingerprint} is already registered: "
                 "choose another --id, or use `officers rekey` for a new key"
@@ -167,7 +167,7 @@ class Registry:
                 self.db.execute(
                     "UPDATE officers SET fingerprint = ?, changed = ? WHERE id = ?", (fingerprint, now, officer_id)
                 )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise PolicyError(
                 f"key {fingerprint} is already registered to an officer: each officer needs their own key"
             ) from None
@@ -189,7 +189,7 @@ class Registry:
                     "UPDATE officers SET ssh_key = ?, ssh_fingerprint = ?, changed = ? WHERE id = ?",
                     (line, fingerprint, _now(), officer_id),
                 )
-            except sqlite3.IntegrityError:  # another process gave it to someone else meanwhile
+            except IntegrityError:  # another process gave it to someone else meanwhile
                 raise PolicyError(f"SSH key {fingerprint} is already registered: nothing changed") from None
         return self.get(officer_id)
 
@@ -223,7 +223,7 @@ class Registry:
             )
 
 
-def _officer(row: sqlite3.Row) -> Officer:
+def _officer(row: Any) -> Officer:
     return Officer(
         row["id"],
         row["agency"],

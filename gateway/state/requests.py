@@ -4,13 +4,12 @@ outcome. Ids, agencies, officers and dates only: a request's text is kept encryp
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.adapters.db import writing
+from gateway.adapters.db import Database, writing
 
 OPEN, ANSWERED, REFUSED = "open", "answered", "refused"
 LOCAL = ZoneInfo("Europe/London")  # the day of receipt and "overdue" are the partners' days, not UTC's
@@ -50,7 +49,7 @@ def local_day(now: datetime) -> date:
     return now.astimezone(LOCAL).date()
 
 
-def _record(row: sqlite3.Row) -> RequestRecord:
+def _record(row: Any) -> RequestRecord:
     values = dict(row)
     values["urgent"] = bool(values["urgent"])
     return RequestRecord(**values)
@@ -64,7 +63,7 @@ class Requests:
     """The requests table. A change and the audit event it causes are committed together (the event is
     staged in the journal's audit outbox, as a submission's are): the caller then flushes the audit log."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         self.db = connection
 
     def _change(

@@ -6,6 +6,7 @@ import fcntl
 import functools
 import logging
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from gateway.core.secret import Secret
 from gateway.validate import Standard, load_standard
 
 if TYPE_CHECKING:
+    from gateway.adapters.db import Database
     from gateway.adapters.gpg import Fingerprint, Keyring
     from gateway.adapters.store import PackageStore
     from gateway.adapters.vault import Vault
@@ -36,6 +38,8 @@ GNUPG_HOME = "gnupg"
 VAULT_FILE = "vault.json"
 VAULT_LOCK = "vault.lock"
 DEMO_OFFICERS = "demo-officers"
+ROOT_ID = "root-id"
+CLAIMS_FILE = "claims.lock"  # the byte-range locks by which a node's processes claim submissions
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +51,8 @@ class Root:
     config: Config
     standard: Standard
     _vault: tuple[object, Vault] | None = field(default=None, repr=False)
+    # the daemon and its workers claim the submissions they take (Journal.claim); set before first use
+    claiming: bool = False
 
     @classmethod
     def open(cls, path: Path) -> Root:
@@ -55,10 +61,46 @@ class Root:
         return cls(path, Config.load(path, columns=frozenset(standard.columns), kinds=standard.kinds), standard)
 
     @functools.cached_property
-    def db(self):  # type: ignore[no-untyped-def]  # sqlite3.Connection, kept out of this module's imports
-        from gateway.adapters.db import connect  # noqa: PLC0415 (see the imports above)
+    def db(self) -> Database:
+        """The journal: `state/gateway.db`, or the PostgreSQL database [journal] url names, checked as this root's
+        (gateway.adapters.pg.check). Raises ConfigError or JournalUnavailable naming the fix."""
+        url = self.config.journal.url
+        if url is None:
+            from gateway.adapters.db import connect  # noqa: PLC0415 (see the imports above)
 
-        return connect(self.path)
+            return connect(self.path)
+        from gateway.adapters import pg  # noqa: PLC0415
+
+        return pg.connect(url, self.journal_password(), root_id=self.identity, root_path=str(self.path))
+
+    def journal_password(self) -> Secret | None:
+        """The PostgreSQL journal's password: a systemd credential, else the vault's (`keys journal-password`)."""
+        from gateway.adapters.config import JOURNAL_CREDENTIAL, journal_password  # noqa: PLC0415
+
+        stored = self.vault.credential(JOURNAL_CREDENTIAL) if self.vault_path.exists() else None
+        return journal_password(stored)
+
+    @functools.cached_property
+    def identity(self) -> str:
+        """This root's id (`state/root-id`, made at first need): what a PostgreSQL journal records as its root,
+        so that a second root pointed at the same database is refused."""
+        state = self.path / STATE
+        state.mkdir(mode=0o700, exist_ok=True)
+        path = state / ROOT_ID
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(fd, f"{secrets.token_hex(16)}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        value = path.read_text(encoding="ascii").strip()
+        if len(value) != 32 or not all(c in "0123456789abcdef" for c in value):
+            raise ConfigError(f"{str(path)!r} is not a root id (32 hex digits): restore it from a backup of this root")
+        return value
 
     @functools.cached_property
     def registry(self) -> Registry:
@@ -70,7 +112,9 @@ class Root:
     def journal(self) -> Journal:
         from gateway.state.journal import Journal  # noqa: PLC0415
 
-        return Journal(self.db)
+        journal = Journal(self.db, claims=self.path / STATE / CLAIMS_FILE)
+        journal.claiming = self.claiming
+        return journal
 
     @functools.cached_property
     def audit(self) -> AuditLog:

@@ -20,12 +20,11 @@ import hmac
 import itertools
 import logging
 import secrets
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.adapters.db import writing
+from gateway.adapters.db import Database, writing
 from gateway.core.errors import ConfigError, VaultError
 from gateway.core.secret import Secret
 
@@ -130,7 +129,7 @@ class Entries:
     key: IndexKey
     subjects: Iterable[str]
 
-    def write(self, db: sqlite3.Connection, submission: str) -> None:
+    def write(self, db: Database, submission: str) -> None:
         """Insert the entries (in the caller's transaction); a repeat, or a redo after a crash, adds nothing."""
         key_id, digests = self.key.id, self.key.digests(self.subjects)
         db.execute(
@@ -191,7 +190,7 @@ _CHUNK = 500  # submissions per statement (SQLite's limit on ? is 32,766 nowaday
 class SubjectIndex:
     """The sar_index table of the journal's database."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         self.db = connection
 
     def lookup(self, key: IndexKey, subjects: Iterable[str]) -> list[Disclosed]:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.adapters.db import writing
 from gateway.admin.init import init_root
 from gateway.cli import main
+from gateway.state.root import Root
 from tests.conftest import REPO
 from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
 
@@ -58,6 +60,19 @@ def make_demo_template() -> Path:
     toml = path / "gateway.toml"
     toml.write_text(toml.read_text().replace("pairing_timeout_seconds = 300", "pairing_timeout_seconds = 0"))
     return path
+
+
+def journal_rows(root: Path, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Run `sql` (`?` placeholders) on the root's journal, whichever it is ([journal] url), as the gateway opens
+    it; return the rows as tuples (a write commits at once)."""
+    with Root.open(root) as opened:
+        return [tuple(row) for row in opened.db.execute(sql, parameters).fetchall()]
+
+
+def journal_write(root: Path, sql: str, parameters: tuple[object, ...] = ()) -> None:
+    """Run `sql` on the root's journal in a transaction of its own (a test that plays the attacker, or moves time)."""
+    with Root.open(root) as opened, writing(opened.db) as db:
+        db.execute(sql, parameters)
 
 
 def homes(root: Path) -> list[Path]:

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 
+from tests.integration.daemon_harness import cli
 from tests.integration.sshd_harness import free_port
 
 SERVER_PACKAGE = "postgresql"  # what scripts/test installs when no server binaries are found
@@ -54,6 +56,16 @@ class Cluster:
     port: int
     password: str = field(repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    bin_dir: Path = field(default=Path(), repr=False)
+    owner: tuple[int, int] | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        """Shut the server down (fast: clients are disconnected, as in a restart or a failover)."""
+        _stop(self)
+
+    def start(self) -> None:
+        """Start the stopped server again on the same port, with the same data."""
+        _start(self, self.bin_dir, self.base / "data", self.owner, create=False)
 
     @property
     def url(self) -> str:
@@ -70,6 +82,13 @@ class Cluster:
             password=self.password if password is None else password,
             connect_timeout=10,
         )
+
+    def database(self, name: str) -> str:
+        """Make an empty database `name` owned by the cluster's role; return its URL (no password in it)."""
+        with self.connect(dbname="postgres") as connection:
+            connection.autocommit = True
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
 
     def log(self) -> str:
         path = self.base / "server.log"
@@ -118,9 +137,9 @@ def _initdb(base: Path, bin_dir: Path, password: str, owner: tuple[int, int] | N
     return data
 
 
-def _start(cluster: Cluster, bin_dir: Path, data: Path, owner: tuple[int, int] | None) -> None:
+def _start(cluster: Cluster, bin_dir: Path, data: Path, owner: tuple[int, int] | None, *, create: bool = True) -> None:
     sockets = cluster.base / "sockets"
-    sockets.mkdir(mode=0o700)
+    sockets.mkdir(mode=0o700, exist_ok=True)
     if owner is not None:
         os.chown(sockets, *owner)
     log = os.open(cluster.base / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -139,7 +158,8 @@ def _start(cluster: Cluster, bin_dir: Path, data: Path, owner: tuple[int, int] |
         try:
             with cluster.connect(dbname="postgres") as connection:
                 connection.autocommit = True
-                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+                if create:
+                    connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
             return
         except psycopg.OperationalError:
             if cluster.process.poll() is not None or time.monotonic() > deadline:
@@ -169,7 +189,7 @@ def cluster() -> Iterator[Cluster]:
     try:
         if owner is not None:
             os.chown(base, *owner)  # initdb makes data/ inside, as the owner; nobody else may enter
-        running = Cluster(base, free_port(), secrets.token_urlsafe(24))
+        running = Cluster(base, free_port(), secrets.token_urlsafe(24), bin_dir=bin_dir, owner=owner)
         data = _initdb(base, bin_dir, running.password, owner)
         try:
             _start(running, bin_dir, data, owner)
@@ -178,3 +198,30 @@ def cluster() -> Iterator[Cluster]:
             _stop(running)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def move_journal(root: Path, server: Cluster) -> str:
+    """Move the demo root `root`'s journal into a new database on `server` as an admin does: the password into
+    the vault (`keys journal-password`), `journal migrate --to URL`, then [journal] url in gateway.toml; return
+    the database's URL."""
+    url = server.database(f"journal_{secrets.token_hex(6)}")
+    secret = root.parent / "journal-password"
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(server.password + "\n")
+    try:
+        assert cli(root, "keys", "journal-password", "--password-file", str(secret)) == 0
+    finally:
+        secret.unlink()
+    assert cli(root, "journal", "migrate", "--to", url) == 0
+    config = root / "gateway.toml"
+    config.write_text(config.read_text(encoding="utf-8") + f'\n[journal]\nurl = "{url}"\n', encoding="utf-8")
+    return url
+
+
+def on_journal(journal: str, root: Path, request: pytest.FixtureRequest) -> Path:
+    """`root`, with its journal moved to the test process's cluster (the `pg_server` fixture) when `journal` is
+    "postgresql" (the `journal` fixture, tests/integration/conftest.py)."""
+    if journal == "postgresql":
+        move_journal(root, request.getfixturevalue("pg_server"))
+    return root

@@ -92,7 +92,7 @@ def test_help_lists_only_built_commands() -> None:
     commands = result.stdout.split("commands:")[1]
     built = ["validate", "init", "demo", "run", "submit", "pull", "officers", "keys", "audit", "report", "purge"]
     built += ["status", "sar"]
-    built += ["smtp", "check", "access", "request"]
+    built += ["smtp", "check", "access", "request", "journal"]
     assert re.findall(r"^ {4}(\S+)", commands, re.MULTILINE) == built
 
 

@@ -48,6 +48,8 @@ NEEDS = {
     ("keys", "export"): ["--gateway"],
     ("keys", "import"): ["--agency", "housing", "--password-file", "/nowhere/p"],
     ("keys", "relay-password"): ["--password-file", "/nowhere/p"],
+    ("keys", "journal-password"): ["--password-file", "/nowhere/p"],
+    ("journal", "migrate"): ["--to", "postgresql://iom@127.0.0.1:9/iom"],
     ("audit", "report"): ["--month", "2026-10"],
     ("report", "quality"): ["--month", "2026-10"],
     ("purge",): ["--dry-run"],
@@ -234,7 +236,7 @@ def test_a_root_whose_state_this_user_cannot_read_is_refused_naming_the_file(
         for part, mode in modes.items():
             part.chmod(mode)
     assert "Traceback" not in result.stderr and result.returncode == 1, result.stderr
-    assert re.search(rf"permission denied on '{re.escape(str(path))}/state/[a-z.]+'", result.stderr), result.stderr
+    assert re.search(rf"permission denied on '{re.escape(str(path))}/state/[a-z.-]+'", result.stderr), result.stderr
     assert "run iom-gateway as the gateway's user" in result.stderr
 
 

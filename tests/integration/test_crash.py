@@ -1,9 +1,9 @@
 """The crash matrix: SIGKILL the real daemon at many points; after a restart every submission is
-delivered exactly once to each recipient, or quarantined; the audit log verifies; no temp file is left."""
+delivered exactly once to each recipient, or quarantined; the audit log verifies; no temp file is left.
+On both journals: state/gateway.db, and PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from tests.integration.daemon_harness import (
     audit_entries,
     cli,
     drop,
+    journal_rows,
     outbox_clear,
     packages,
     pull_raw,
@@ -23,7 +24,7 @@ from tests.integration.daemon_harness import (
     wait_until,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_journals]
 KILLED = -9
 
 
@@ -33,8 +34,7 @@ def root(routed_root: Path) -> Path:
 
 
 def _statuses(root: Path) -> dict[str, str]:
-    with sqlite3.connect(root / "state" / "gateway.db") as db:
-        return {row[0]: row[1] for row in db.execute("SELECT name, status FROM submissions")}
+    return {str(name): str(status) for name, status in journal_rows(root, "SELECT name, status FROM submissions")}
 
 
 def _crash_then_recover(root: Path, fault: str, agency: str) -> None:

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import main
+from tests.integration.daemon_harness import journal_rows
 from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
 from tests.unit.test_sshkey import keygen, keygen_fingerprint
 
@@ -27,8 +27,7 @@ def ssh_events(root: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str,
 
 
 def register_row(root: Path, officer: str) -> tuple[object, ...]:
-    with sqlite3.connect(root / "state" / "gateway.db") as db:
-        return tuple(db.execute("SELECT * FROM officers WHERE id = ?", (officer,)).fetchone())
+    return journal_rows(root, "SELECT * FROM officers WHERE id = ?", (officer,))[0]
 
 
 def show(root: Path, officer: str, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:

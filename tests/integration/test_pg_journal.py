@@ -4,11 +4,13 @@ throw-away cluster instead of an SQLite one."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import pytest
 
 from gateway.adapters import pg
+from gateway.core.secret import Secret
 from tests.integration.pg_harness import Cluster, cluster
 from tests.unit.test_sar_index import (  # noqa: F401 (collected here, with this module's `db`)
     test_a_file_larger_than_a_batch_is_indexed_whole_and_once,
@@ -24,13 +26,8 @@ def server() -> Iterator[Cluster]:
 
 @pytest.fixture
 def db(server: Cluster) -> Iterator[pg.Connection]:
-    """A new, migrated PostgreSQL journal for each test."""
-    raw = server.connect()
-    raw.execute("DROP SCHEMA public CASCADE")
-    raw.execute("CREATE SCHEMA public")
-    raw.commit()
-    assert pg.migrate(raw) == pg.SQLITE_VERSION
-    raw.commit()
-    connection = pg.Connection(raw)
+    """A new PostgreSQL journal for each test, made by the migrations as a node's first connection makes it."""
+    url = server.database(f"journal_{secrets.token_hex(4)}")
+    connection = pg.connect(url, Secret(server.password), root_id=secrets.token_hex(16), root_path="test")
     yield connection
     connection.close()

@@ -73,6 +73,9 @@ def _pg_tables(connection: psycopg.Connection[tuple[object, ...]]) -> Columns:
         text = None if default is None else re.sub(r"::[a-z ]+$", "", str(default)).strip("'")
         # an identity column is SQLite's INTEGER PRIMARY KEY, which may be given NULL to take the next number
         tables.setdefault(str(table), []).append((str(column), str(kind), nullable == "NO" and identity != "YES", text))
+    for table in pg.ROWID_TABLES:  # SQLite's implicit rowid, a column of that name here
+        assert tables[table][-1] == ("rowid", "bigint", False, None)
+        del tables[table][-1]
     return tables
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.integration.daemon_harness import (
     audit_entries,
     cli,
     drop,
+    journal_rows,
     outbox_clear,
     packages,
     pull_raw,
@@ -60,14 +60,11 @@ def _alive(pid: int) -> bool:
 
 def _journal(root: Path) -> tuple[dict[str, int], dict[str, int]]:
     """Submissions by status, and committed deliveries by recipient."""
-    with sqlite3.connect(root / "state" / "gateway.db") as db:
-        statuses = dict(db.execute("SELECT status, COUNT(*) FROM submissions GROUP BY status").fetchall())
-        made = dict(
-            db.execute(
-                "SELECT recipient, COUNT(*) FROM deliveries WHERE status = 'delivered' GROUP BY recipient"
-            ).fetchall()
-        )
-    return statuses, made
+    statuses = journal_rows(root, "SELECT status, COUNT(*) FROM submissions GROUP BY status")
+    made = journal_rows(
+        root, "SELECT recipient, COUNT(*) FROM deliveries WHERE status = 'delivered' GROUP BY recipient"
+    )
+    return {str(k): int(v) for k, v in statuses}, {str(k): int(v) for k, v in made}  # type: ignore[call-overload]
 
 
 def _assert_exactly_once(root: Path, count: int, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from tests.integration.daemon_harness import (
     cli,
     drop,
     home,
+    journal_rows,
+    journal_write,
     packages,
 )
 from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
@@ -141,8 +142,8 @@ def test_rotating_the_gateway_key_keeps_old_packages_verifiable_and_signs_new_on
 def test_an_expired_gateway_key_never_signs_the_file_waits_and_status_says_why(
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with sqlite3.connect(root / "state" / "gateway.db") as db:  # let the key's recorded expiry pass
-        db.execute("UPDATE gateway_keys SET expires = ?", ((datetime.now(UTC) - timedelta(days=1)).isoformat(),))
+    # let the key's recorded expiry pass
+    journal_write(root, "UPDATE gateway_keys SET expires = ?", ((datetime.now(UTC) - timedelta(days=1)).isoformat(),))
     drop(root, "police", variant(4), "police-4-2026-10.csv", "police-do")
     capsys.readouterr()
     assert cli(root, "run", "--once") == 0
@@ -221,11 +222,11 @@ def test_rekey_with_grace_accepts_the_old_key_until_then_and_old_packages_still_
         == 0
     )
     exchange(root, 11, capsys)  # still signed with the old key: accepted within the grace period
-    with sqlite3.connect(root / "state" / "gateway.db") as db:  # the grace period ends
-        db.execute(
-            "UPDATE officer_keys SET accepted_until = ? WHERE retired IS NOT NULL",
-            ((datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="seconds"),),
-        )
+    journal_write(  # the grace period ends
+        root,
+        "UPDATE officer_keys SET accepted_until = ? WHERE retired IS NOT NULL",
+        ((datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="seconds"),),
+    )
     drop(root, "police", variant(12), "police-12-2026-10.csv", "police-do")
     capsys.readouterr()
     assert cli(root, "run", "--once") == 1
@@ -380,9 +381,9 @@ def _snapshot(root: Path) -> dict[str, bytes]:
             if item.name.endswith(("-wal", "-shm", ".lock")) or item.name == "gateway.db":
                 continue
             files[str(item.relative_to(root))] = item.read_bytes()
-    with sqlite3.connect(root / "state" / "gateway.db") as db:
-        for table in ("officers", "officer_keys", "gateway_keys", "deliveries"):
-            files[table] = repr(db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()).encode()  # noqa: S608
+    for table in ("officers", "officer_keys", "gateway_keys", "deliveries"):
+        rows = journal_rows(root, f"SELECT * FROM {table}")  # noqa: S608 (the test's own)
+        files[table] = repr(sorted(rows, key=repr)).encode()
     return files
 
 
@@ -475,8 +476,8 @@ def test_purge_deletes_a_retired_gateway_keys_secret_once_nothing_live_needs_it_
     assert cli(root, "keys", "rotate", "--gateway", "--yes") == 0
     assert cli(root, "purge") == 0
     assert Root.open(root).keyring.key(old).has_secret  # its packages still live: kept
-    with sqlite3.connect(root / "state" / "gateway.db") as db:  # they expire
-        db.execute("UPDATE deliveries SET expires = ?", ((datetime.now(UTC) - timedelta(days=1)).isoformat(),))
+    # they expire
+    journal_write(root, "UPDATE deliveries SET expires = ?", ((datetime.now(UTC) - timedelta(days=1)).isoformat(),))
     capsys.readouterr()
     assert cli(root, "purge", "--dry-run", "--json") == 0
     assert json.loads(capsys.readouterr().out)["keys"] == [str(old)]

@@ -10,7 +10,6 @@ probation (OpenPGP) and housing (AES-ZIP)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,18 @@ import pytest
 from gateway.core.subject import cro_key, name_key
 from gateway.validate.rules import CRO_LETTERS, cro_check_letter_ok
 from tests.conftest import csv_bytes
-from tests.integration.daemon_harness import GOOD, audit_entries, cli, cli_output, copy_of, drop, packages, pull_raw
+from tests.integration.daemon_harness import (
+    GOOD,
+    audit_entries,
+    cli,
+    cli_output,
+    copy_of,
+    drop,
+    journal_rows,
+    journal_write,
+    packages,
+    pull_raw,
+)
 
 HEADER = GOOD.read_text(encoding="utf-8").splitlines()[0].split(",")
 RECIPIENTS = ("housing", "probation")
@@ -86,12 +96,10 @@ def _deliver(root: Path, name: str, people: tuple[Person, ...]) -> str:
 
 
 def _index(root: Path) -> list[tuple[bytes, str, str]]:
-    with sqlite3.connect(root / "state" / "gateway.db") as db:
-        rows = db.execute(
-            "SELECT i.digest, m.submission, m.key_id FROM sar_index i JOIN sar_submissions m USING (ref)"
-        ).fetchall()
-    db.close()
-    return [tuple(row) for row in rows]
+    rows = journal_rows(
+        root, "SELECT i.digest, m.submission, m.key_id FROM sar_index i JOIN sar_submissions m USING (ref)"
+    )
+    return [(bytes(digest), str(submission), str(key)) for digest, submission, key in rows]  # type: ignore[arg-type]
 
 
 def _sar(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
@@ -224,7 +232,7 @@ def test_the_gateway_keeps_no_personal_data_for_the_index(
     assert _index(root), "the index is there (and holds only digests and ids)"
     assert all(len(digest) == 16 and key.startswith("sar-") for digest, _, key in _index(root))
     files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
-    assert any(p.name == "gateway.db" for p in files) and any(p.name == "audit.jsonl" for p in files)
+    assert any(p.name == "audit.jsonl" for p in files)
     assert not list((root / "outbox" / "police").glob("police-sar-*.csv"))  # every drop was consumed
     found = []
     for path in files:
@@ -267,10 +275,10 @@ def test_purge_drops_the_entries_of_packages_past_audit_retention_and_no_others(
     # Test set-up reaches into the journal: expiry and delivery time are fixed when a package is sealed, so
     # the honest way to have packages past retention today is to move them back. `old` expired and was
     # delivered before the audit log's six years; `recent` expired too, but its audit entries are kept.
-    with sqlite3.connect(root / "state" / "gateway.db") as db:
-        db.execute("UPDATE deliveries SET expires = '2020-01-01T00:00:00+00:00' WHERE package IN (?, ?)", (old, recent))
-        db.execute("UPDATE deliveries SET created = '2019-01-01T00:00:00+00:00' WHERE package = ?", (old,))
-    db.close()
+    journal_write(
+        root, "UPDATE deliveries SET expires = '2020-01-01T00:00:00+00:00' WHERE package IN (?, ?)", (old, recent)
+    )
+    journal_write(root, "UPDATE deliveries SET created = '2019-01-01T00:00:00+00:00' WHERE package = ?", (old,))
     before = len(_index(root))
     code, out = cli_output(root, capsys, "purge", "--dry-run", "--json")
     assert code == 0 and json.loads(out)["sar_entries"] == old_keys and len(_index(root)) == before

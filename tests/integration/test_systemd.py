@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "systemd"
 DAEMON, PURGE, TIMER = "iom-gateway.service", "iom-gateway-purge.service", "iom-gateway-purge.timer"
 MAIL = "iom-gateway-mail.conf"  # the drop-in for a gateway with e-mail
+JOURNAL = "iom-gateway-journal.conf"  # the drop-in for a gateway whose journal is on a PostgreSQL server
 INSTALLED = "/opt/iom-gateway/.venv/bin/iom-gateway"
 ROOT = "/var/lib/iom-gateway"
 CREDENTIAL = "vault-passphrase:/etc/iom-gateway/vault-passphrase"
@@ -170,13 +171,13 @@ def test_daemon_carries_the_required_settings() -> None:
     assert one(service, "PrivateNetwork") == "yes" and one(service, "IPAddressDeny") == "any"
 
 
-def _with_mail(folder: Path) -> Path:
+def _with_mail(folder: Path, drop_in: str = MAIL, name: str = "mail.conf") -> Path:
     """The daemon's unit (starting this checkout's console script, as in the verify test) and the
-    e-mail drop-in in `folder`, as systemd finds them: iom-gateway.service.d/mail.conf."""
+    e-mail drop-in (or `drop_in`) in `folder`, as systemd finds them: iom-gateway.service.d/mail.conf."""
     local = Path(sys.executable).parent / "iom-gateway"
     (folder / DAEMON).write_text((UNITS / DAEMON).read_text(encoding="utf-8").replace(INSTALLED, str(local)))
     (folder / f"{DAEMON}.d").mkdir()
-    shutil.copyfile(UNITS / MAIL, folder / f"{DAEMON}.d" / "mail.conf")
+    shutil.copyfile(UNITS / drop_in, folder / f"{DAEMON}.d" / name)
     return folder / DAEMON
 
 
@@ -201,6 +202,24 @@ def test_the_mail_drop_in_opens_tcp_and_port_587_alone_and_still_scores_below_tw
     found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
     assert found, result.stdout
     assert "Service may allocate Internet sockets" in result.stdout  # the drop-in was read (the unit alone: cannot)
+    assert float(found.group(1)) < MAX_EXPOSURE, result.stdout
+
+
+def test_the_journal_drop_in_opens_tcp_to_the_servers_address_alone_and_scores_below_two(tmp_path: Path) -> None:
+    drop_in = directives(JOURNAL)["Service"]
+    assert one(drop_in, "RestrictAddressFamilies") == "AF_UNIX AF_INET AF_INET6"
+    assert one(drop_in, "PrivateNetwork") == "no"
+    assert "IPAddressDeny" not in drop_in, "the unit's IPAddressDeny=any stays: only IPAddressAllow is reachable"
+    assert one(drop_in, "IPAddressAllow") == "192.0.2.10"
+    assert one(drop_in, "LoadCredential") == "journal-password:/etc/iom-gateway/journal-password"
+    assert set(drop_in) == {"RestrictAddressFamilies", "PrivateNetwork", "IPAddressAllow", "LoadCredential"}
+    unit = _with_mail(tmp_path, JOURNAL, "journal.conf")
+    verified = run(tool(), "verify", f"./{DAEMON}", cwd=tmp_path)
+    assert verified.returncode == 0 and "journal.conf" not in verified.stderr, verified.stderr
+    result = run(tool(), "security", "--no-pager", "--offline=true", str(unit), cwd=tmp_path)
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert found, result.stdout
+    assert "Service may allocate Internet sockets" in result.stdout
     assert float(found.group(1)) < MAX_EXPOSURE, result.stdout
 
 

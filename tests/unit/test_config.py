@@ -263,3 +263,36 @@ def test_the_relay_and_notices_are_off_without_their_sections_and_every_setting_
     alone = text + "\n[smtp.notices]\nlanded = false\n"
     with pytest.raises(ConfigError, match=r"\[smtp.notices\] needs an \[smtp.relay\]"):
         _load(make_root(tmp_path / "alone", toml=alone))
+
+
+def test_the_journal_is_sqlite_unless_journal_url_names_a_postgresql_database(tmp_path: Path) -> None:
+    assert _load(make_root(tmp_path / "a")).journal.url is None
+    assert _load(make_root(tmp_path / "b", '\n[journal]\nurl = "sqlite"\n')).journal.url is None
+    url = "postgresql://iom@db.partnership.example:5432/iom?sslmode=verify-full"
+    assert _load(make_root(tmp_path / "c", f'\n[journal]\nurl = "{url}"\n')).journal.url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://iom:hunter2hunter2@db/iom", "holds a password: keep the password out of it"),
+        ("postgresql://iom@db/iom?password=hunter2hunter2", "password= parameter"),
+        ("mysql://iom@db/iom", 'must be "sqlite"'),
+        ("postgresql://iom@db", "names no database"),
+        ("postgresql://iom@db:port/iom", "is not a URL"),
+    ],
+)
+def test_a_journal_url_with_a_password_or_not_naming_a_database_is_refused_with_the_fix(
+    tmp_path: Path, url: str, says: str
+) -> None:
+    root = make_root(tmp_path, f'\n[journal]\nurl = "{url}"\n')
+    with pytest.raises(ConfigError) as caught:
+        _load(root)
+    assert says in caught.value.message
+    assert re.search(r"line \d+: journal\.url", caught.value.message), caught.value.message
+    assert "hunter2" not in caught.value.message  # never repeats the secret it refuses
+
+
+def test_an_unknown_journal_setting_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'password' in \\[journal\\]"):
+        _load(make_root(tmp_path, '\n[journal]\npassword = "x"\n'))

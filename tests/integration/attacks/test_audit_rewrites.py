@@ -14,7 +14,6 @@ import base64
 import hashlib
 import json
 import shutil
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,9 +23,11 @@ from typing import Any
 import pytest
 
 from gateway.state.audit import GENESIS, canonical
-from tests.integration.daemon_harness import GOOD, cli, copy_of, drop
+from tests.integration.daemon_harness import GOOD, cli, copy_of, drop, journal_rows, journal_write
 from tests.integration.gpg_helpers import gpg, new_officer, stop_agent
+from tests.integration.pg_harness import on_journal
 
+pytestmark = pytest.mark.both_journals
 Entry = dict[str, Any]
 HIDDEN = ("audit.checkpoint", "package.delivered")
 
@@ -41,9 +42,9 @@ def delivered(routed_template: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def root(delivered: Path) -> Iterator[Path]:
+def root(delivered: Path, journal: str, request: pytest.FixtureRequest) -> Iterator[Path]:
     with copy_of(delivered) as path:
-        yield path
+        yield on_journal(journal, path, request)
 
 
 @pytest.fixture
@@ -122,9 +123,8 @@ def take_over_the_box(root: Path) -> None:
     """The forger who also controls inbox/ and the journal: no manifest, no delivery, no gateway key record left."""
     for path in (root / "inbox").rglob("*.manifest.json*"):
         path.unlink()
-    with sqlite3.connect(root / "state" / "gateway.db") as db:
-        db.execute("DELETE FROM deliveries")
-        db.execute("DELETE FROM gateway_keys")
+    journal_write(root, "DELETE FROM deliveries")
+    journal_write(root, "DELETE FROM gateway_keys")
 
 
 def verify(root: Path, capsys: pytest.CaptureFixture[str], *witnesses: Path) -> tuple[int, str]:
@@ -161,8 +161,7 @@ def _sha(line: bytes) -> str:
 
 
 def _gateway_fingerprint(root: Path) -> str:
-    with sqlite3.connect(root / "state" / "gateway.db") as db:
-        return str(db.execute("SELECT fingerprint FROM gateway_keys WHERE status = 'current'").fetchone()[0])
+    return str(journal_rows(root, "SELECT fingerprint FROM gateway_keys WHERE status = 'current'")[0][0])
 
 
 # ----------------------------------------------------------------------------------------- the attacks

@@ -13,7 +13,7 @@ import pytest
 from tests.integration.daemon_harness import Daemon, drop, home, run_once_process, wait_until
 from tests.integration.gpg_helpers import gpg
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_journals]
 PROBATION_GOOD = b"Forename,Surname,Gender,Date of Birth\r\nAmir,Khan,M,01/02/1990\r\nZo\xc3\xab,Byrne,F,03/04/1985\r\n"
 INVALID = b"Forename,Surname,Gender,Date of Birth\r\nAmir,Khan,X,31/02/1990\r\n"
 

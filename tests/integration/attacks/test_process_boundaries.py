@@ -14,6 +14,8 @@ from tests.conftest import REPO
 from tests.integration.daemon_harness import GOOD, Daemon, cli, drop, home, wait_until
 from tests.integration.gpg_helpers import gpg, stop_agent
 
+pytestmark = pytest.mark.both_journals
+
 
 def _agents_of(root: Path) -> dict[int, bytes]:
     """The gpg-agent processes serving a GnuPG home under `root`: pid -> environment."""

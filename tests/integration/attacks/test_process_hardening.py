@@ -43,6 +43,8 @@ from tests.integration.daemon_harness import (
 )
 from tests.launcher import LAUNCHER
 
+pytestmark = pytest.mark.both_journals
+
 SEVEN = shutil.which("7z")
 PASSWORD = Secret("Xq7#open-Sesame-2026")
 MIB = 1 << 20

@@ -24,6 +24,8 @@ from tests.integration.attacks.packets import lift_signature
 from tests.integration.daemon_harness import GOOD, cli, drop, home
 from tests.integration.gpg_helpers import gpg
 
+pytestmark = pytest.mark.both_journals
+
 RECIPIENT = "probation"
 
 

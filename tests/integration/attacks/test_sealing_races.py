@@ -21,7 +21,7 @@ from tests.integration.attacks.packets import lift_signature
 from tests.integration.daemon_harness import GOOD, Daemon, home, pull_raw, run_once_process, wait_until
 from tests.integration.gpg_helpers import gpg
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_journals]
 ROUNDS = 8
 EVENT_TIMEOUT = 8.0
 STOP = threading.Event()  # set once the gateway is done with the file: the attacker gives up waiting

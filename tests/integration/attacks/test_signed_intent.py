@@ -17,6 +17,8 @@ import pytest
 from tests.integration.daemon_harness import GOOD, cli, home
 from tests.integration.gpg_helpers import gpg, primary_fingerprint, stop_agent
 
+pytestmark = pytest.mark.both_journals
+
 PERIOD = "2026-11"
 THIS_MONTH = f"{datetime.now(UTC):%Y-%m}"
 
