@@ -109,8 +109,12 @@ class Journal:
     (no password in it: that comes from a systemd credential or the vault, `journal_password`)."""
 
     url: str | None = None
+    # how long a node's claim on a submission lasts without renewal (renewed every third of it while the node
+    # works): a node paused or cut off longer loses the submission to another, and writes nothing more for it
+    lease_seconds: int = 30  # DEFAULT_LEASE_SECONDS
 
 
+DEFAULT_LEASE_SECONDS = 30
 POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 
 
@@ -747,16 +751,20 @@ class _Checker:
         return Notices(tuple(admins), **switches)
 
     def journal(self, table: dict[str, Any]) -> Journal:
-        for key in sorted(set(table) - {"url"}):
-            self.problem(f"journal.{key}", f"unknown setting {key!r} in [journal]: known is url")
+        for key in sorted(set(table) - {"url", "lease_seconds"}):
+            self.problem(f"journal.{key}", f"unknown setting {key!r} in [journal]: known are url, lease_seconds")
+        lease = table.get("lease_seconds", DEFAULT_LEASE_SECONDS)
+        if isinstance(lease, bool) or not isinstance(lease, int) or not 5 <= lease <= 3600:
+            self.problem("journal.lease_seconds", "journal.lease_seconds must be a whole number of seconds, 5 to 3600")
+            lease = DEFAULT_LEASE_SECONDS
         value = table.get("url", "sqlite")
         if value == "sqlite":
-            return Journal()
+            return Journal(lease_seconds=lease)
         problem = journal_url_problem(value)
         if problem is not None:
             self.problem("journal.url", problem)
-            return Journal()
-        return Journal(value)
+            return Journal(lease_seconds=lease)
+        return Journal(value, lease)
 
     def vault_file(self, root: Path, table: dict[str, Any]) -> Path | None:
         for key in sorted(set(table) - {"passphrase_file"}):

@@ -185,6 +185,14 @@ _MIGRATIONS = (
         """CREATE TABLE sar_index (
             digest BLOB NOT NULL, ref INTEGER NOT NULL, PRIMARY KEY (digest, ref)) WITHOUT ROWID""",
     ),
+    # 13: who holds each submission, on the PostgreSQL journal, where nodes on many hosts share a root: the
+    # holder (host:pid), until when its lease runs, and the fencing number every later write of its must show.
+    # SQLite's claims are byte-range locks on state/claims.lock (one host; the kernel drops a dead process's),
+    # so this table stays empty there: it is in both schemas so that the two stay one
+    (
+        """CREATE TABLE claims (
+            submission TEXT PRIMARY KEY, fence INTEGER NOT NULL, node TEXT NOT NULL, until TEXT NOT NULL)""",
+    ),
 )
 
 
@@ -227,7 +235,7 @@ def _migrate(connection: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def writing(connection: Database, *, durable: bool = True) -> Iterator[Database]:
+def writing(connection: Database, *, durable: bool = True, serial: bool = True) -> Iterator[Database]:
     """One write transaction, begun by taking the database's write lock (BEGIN IMMEDIATE: a read-then-write
     in it is safe across processes), committed when the block ends, rolled back if it raises. With
     `durable=False` its commit does not sync the WAL (state.journal's "Durability" says which may).
@@ -235,8 +243,8 @@ def writing(connection: Database, *, durable: bool = True) -> Iterator[Database]
     The one place a write transaction begins, so that another engine's adapter has one thing to mean by
     it. Raises StorageError if the database cannot be written (a full disk, a lock held too long).
     """
-    if isinstance(connection, pg.Connection):
-        with connection.transaction(durable=durable) as db:
+    if isinstance(connection, pg.Connection):  # serial=False: the claims, which lock their own rows
+        with connection.transaction(durable=durable, serial=serial) as db:
             yield db
         return
     assert isinstance(connection, sqlite3.Connection)  # noqa: S101 (the two engines)

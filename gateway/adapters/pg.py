@@ -14,6 +14,8 @@ they were written, is an identity column of that name in the tables that use it 
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from gateway.core.secret import Secret
 
 ROWID_TABLES = ("audit_outbox", "officer_keys", "submissions")
-SQLITE_VERSION = 12  # the SQLite schema (len(gateway.adapters.db._MIGRATIONS)) the first step matches
+SQLITE_VERSION = 12  # the SQLite schema the first step matches (a journal moved from SQLite starts there)
 _LOCK = 0x10_6A_7E_3A  # the advisory lock two nodes migrating at once take in turn
 _META = "CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
@@ -103,8 +105,13 @@ _V12 = (
         UNIQUE (submission, key_id))""",
     "CREATE TABLE sar_index (digest BYTEA NOT NULL, ref BIGINT NOT NULL, PRIMARY KEY (digest, ref))",
 )
+_V13 = (
+    """CREATE TABLE claims (
+        submission TEXT PRIMARY KEY, fence BIGINT NOT NULL, node TEXT NOT NULL, until TEXT NOT NULL)""",
+    "CREATE SEQUENCE claim_fences",  # the fencing numbers: each claim's is greater than every one before
+)
 # (version, its statements), oldest first: a step is never edited once shipped
-STEPS: tuple[tuple[int, tuple[str, ...]], ...] = ((SQLITE_VERSION, _V12),)
+STEPS: tuple[tuple[int, tuple[str, ...]], ...] = ((SQLITE_VERSION, _V12), (13, _V13))
 
 
 NEWEST = STEPS[-1][0]
@@ -163,7 +170,7 @@ def dial(url: str, password: Secret | None) -> psycopg.Connection[Any]:
             url,
             password=None if password is None else password.reveal(),
             connect_timeout=CONNECT_SECONDS,
-            application_name="iom-gateway",
+            application_name=f"iom-gateway {socket.gethostname()}:{os.getpid()}"[:63],  # which node (pg_stat_activity)
             autocommit=True,  # a statement outside transaction() is its own: nothing is left uncommitted
         )
     except psycopg.Error as exc:
@@ -223,13 +230,18 @@ def check(connection: psycopg.Connection[Any], url: str, *, root_id: str, root_p
         )
 
 
-def connect(url: str, password: Secret | None, *, root_id: str, root_path: str) -> Connection:
+def connect(url: str, password: Secret | None, *, root_id: str, root_path: str, idle_seconds: int = 30) -> Connection:
     """The journal at `url` for the root `root_id`, checked (`check`) at the first connection and at every
-    reconnection after the server dropped it. Raises JournalUnavailable or ConfigError."""
+    reconnection after the server dropped it. Raises JournalUnavailable or ConfigError.
+
+    The server ends this session if it sits inside a transaction for `idle_seconds` (a node paused or cut off
+    mid-write, [journal] lease_seconds): its locks, the one-writer lock among them, go with it, so one stopped
+    node never stops the others."""
 
     def reconnect() -> psycopg.Connection[Any]:
         raw = dial(url, password)
         try:
+            raw.execute(f"SET idle_in_transaction_session_timeout = {int(idle_seconds) * 1000:d}")
             check(raw, url, root_id=root_id, root_path=root_path)
         except GatewayError:
             raw.close()
@@ -281,6 +293,14 @@ class Connection:
         self._reconnect = reconnect
         self.raw = self._prepare(reconnect())
         self._depth = 0
+        self.guard: Callable[[Connection], None] | None = None  # run first in every write (a claim's fence)
+        self.session = 0  # counts connections made: a session's advisory locks end with it
+        self.duties: dict[int, int] = {}  # duty -> the session that holds its lock (`duty`)
+
+    def sibling(self) -> Connection:
+        """Another connection to the same journal, for a thread of this process (a psycopg connection serves
+        one transaction at a time)."""
+        return Connection(self._reconnect)
 
     @staticmethod
     def _prepare(raw: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
@@ -292,6 +312,7 @@ class Connection:
         if (self.raw.closed or self.raw.broken) and not self._depth:
             self.raw.close()
             self.raw = self._prepare(self._reconnect())
+            self.session += 1
         return self.raw
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor[Any]:
@@ -309,16 +330,20 @@ class Connection:
         return cursor
 
     @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
+    def transaction(self, *, durable: bool = True, serial: bool = True) -> Iterator[Connection]:
         """One write transaction in the order SQLite's BEGIN IMMEDIATE gives: one writer at a time (an
-        advisory lock taken first); `durable=False` commits without waiting for the WAL's flush."""
+        advisory lock taken first), then `guard`; `durable=False` commits without waiting for the WAL's flush.
+        `serial=False`: neither (the claims, which lock their own rows)."""
         raw = self._live()
         self._depth += 1
         try:
             with raw.transaction():
-                raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER,))
+                if serial:
+                    raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER,))
                 if not durable:
                     raw.execute("SET LOCAL synchronous_commit = off")
+                if serial and self.guard is not None:
+                    self.guard(self)
                 yield self
         except Exception as exc:
             _raise(exc)
@@ -336,6 +361,31 @@ class Connection:
 
 
 WRITER = 0x10_6A_7E_3B  # the journal's one-writer lock (SQLite's write lock)
+DUTIES = 0x10_6A_7E_40  # + a duty's number: the session lock of the node doing work that runs once (`duty`)
+
+
+def duty(connection: Connection, number: int) -> bool:
+    """Whether this session holds the advisory lock of duty `number` (taking it if free): work only one node does
+    at a time (the metrics file, audit checkpoints). The lock ends with the session, so when its node dies (or
+    the server drops it) the next node to ask takes the duty over."""
+    if connection.duties.get(number) == connection.session:
+        return True
+    taken: Any = connection.execute("SELECT pg_try_advisory_lock(?)", (DUTIES + number,)).fetchone()
+    if not taken[0]:
+        return False
+    connection.duties[number] = connection.session
+    return True
+
+
+@contextmanager
+def exclusive(connection: Connection, number: int) -> Iterator[None]:
+    """Hold the session advisory lock `DUTIES + number` for the block, waiting for it (the audit sequencer)."""
+    connection.execute("SELECT pg_advisory_lock(?)", (DUTIES + number,)).fetchall()
+    try:
+        yield
+    finally:
+        if not connection.raw.broken and not connection.raw.closed:
+            connection.execute("SELECT pg_advisory_unlock(?)", (DUTIES + number,)).fetchall()
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from gateway.exchange.intake import OUTBOX, REJECTED
 from gateway.exchange.mailout import spool
 from gateway.governance.drops import REJECTED_SUFFIX
 from gateway.governance.requests import REFUSAL_SUFFIX, TEXT_SUFFIX
-from gateway.state.journal import DeliveryRecord
+from gateway.state.journal import DUTY_PURGE, DeliveryRecord
 from gateway.state.requests import Requests
 from gateway.state.root import QUARANTINE, STATE, Root
 from gateway.state.subjects import SubjectIndex, current_key_id
@@ -47,8 +47,14 @@ class Purge:
 def purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
     """Delete expired packages, the passwords only they needed, old quarantine items, reports and audit entries.
 
-    With `dry_run`, change nothing and say what would go. Records what it did on the audit log.
+    With `dry_run`, change nothing and say what would go. Records what it did on the audit log. On the PostgreSQL
+    journal, where every node's timer may start a purge, one runs at a time (the others wait, then find less).
     """
+    with root.journal.exclusive(DUTY_PURGE):
+        return _purge(root, now, dry_run=dry_run)
+
+
+def _purge(root: Root, now: datetime, *, dry_run: bool) -> Purge:
     expired = root.journal.deliveries_expired(now.isoformat(timespec="seconds"))
     if root.config.packages.delete_after_receipt:  # received, so no longer needed in the inbox
         seen = {(d.package, d.recipient) for d in expired}

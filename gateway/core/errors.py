@@ -69,6 +69,15 @@ class JournalUnavailable(StorageError):
     taking work and tries again; nothing was half-written (the transaction in hand rolled back)."""
 
 
+class ClaimLost(StorageError):
+    """Another node took over the submission this process was working on (its lease lapsed while it was paused
+    or cut off): this process writes nothing more for it, and leaves it to the new holder."""
+
+
+class Claimed(GatewayError):
+    """Another live process (of this node or another) holds the submission: look at it again later."""
+
+
 class UnreadableError(InputFileError):
     """A file this user may not read (its mode or access list gives it no read permission)."""
 

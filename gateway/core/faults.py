@@ -3,7 +3,8 @@
 The CLI arms it from IOM_GATEWAY_UNSAFE_FAULT (read by config, audited and logged as unsafe). A
 spec is a comma-separated list of `point[@n][:action]`: on the n-th time (default 1st) the code
 reaches `point`, do `action`: `kill` (default) sends this process SIGKILL, as a power cut would;
-`enospc` raises OSError(ENOSPC), as a full disk would. Unknown points are simply never reached.
+`enospc` raises OSError(ENOSPC), as a full disk would; `stop` sends it SIGSTOP, as a node paused
+(or cut off) there would be, until someone sends SIGCONT. Unknown points are simply never reached.
 A fault fires in whichever process reaches its point; in a daemon's worker, `kill` takes the daemon
 down first (its other workers follow it), so a crash test still means "the gateway was killed at X".
 The daemon and its workers count the times a point is reached together (in the file COUNTS_ENV
@@ -20,7 +21,7 @@ import re
 import signal
 from dataclasses import dataclass
 
-_SPEC = re.compile(r"([a-z][a-z0-9_.-]*)(?:@([1-9][0-9]*))?(?::(kill|enospc))?")
+_SPEC = re.compile(r"([a-z][a-z0-9_.-]*)(?:@([1-9][0-9]*))?(?::(kill|enospc|stop))?")
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ def parse(spec: str) -> dict[str, tuple[int, str]]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         match = _SPEC.fullmatch(part)
         if match is None:
-            raise ValueError(f"fault {part!r} is not point[@n][:kill|enospc]")
+            raise ValueError(f"fault {part!r} is not point[@n][:kill|enospc|stop]")
         faults[match[1]] = (int(match[2] or 1), match[3] or "kill")
     return faults
 
@@ -75,6 +76,9 @@ def reached(point: str) -> None:
         return
     if fault.action == "enospc":
         raise OSError(errno.ENOSPC, f"No space left on device (injected at {point})")
+    if fault.action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
     for pid in _also_kill:
         os.kill(pid, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -27,7 +27,7 @@ from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from gateway.access.check import refuse_open_state
-from gateway.adapters.config import unsafe_fault_injection
+from gateway.adapters.config import journal_url, unsafe_fault_injection
 from gateway.adapters.fsio import Folder
 from gateway.core import faults
 from gateway.core.errors import GatewayError, InputFileError, JournalUnavailable, UsageError
@@ -44,6 +44,7 @@ from gateway.exchange.process import now_utc, process_once, process_pair
 from gateway.exchange.receipts import take_receipts
 from gateway.exchange.recover import Recovery, recover
 from gateway.governance.drops import take_requests
+from gateway.state.journal import DUTY_CHECKPOINT, DUTY_METRICS
 from gateway.state.root import Root, flush_audit
 
 log = logging.getLogger(__name__)
@@ -337,12 +338,13 @@ class Daemon:
         if now >= clock.beat:
             self.root.journal.run_heartbeat(run_id, processed=self.processed, errors=self.errors)
             clock.beat = now + HEARTBEAT_SECONDS
-        if now >= clock.checkpoint:
-            if clock.checkpoint:
+        if now >= clock.checkpoint:  # on the PostgreSQL journal: by one node, the others' stand by
+            if clock.checkpoint and self.root.journal.duty(DUTY_CHECKPOINT):
                 self._checkpoint()
             clock.checkpoint = now + config.checkpoint_minutes * 60
         if now >= clock.metrics:
-            self._write_metrics()
+            if self.root.journal.duty(DUTY_METRICS):
+                self._write_metrics()
             clock.metrics = now + METRICS_SECONDS
         wait = max(0.05, min(wait, clock.beat - now, clock.checkpoint - now, clock.metrics - now))
         if self.root.config.smtp_intake is not None or self.root.config.smtp_relay is not None:
@@ -737,10 +739,22 @@ def arm_faults(root: Root) -> None:
 def serve(path: Path) -> int:
     """Run the daemon on the root at `path` until SIGTERM/SIGINT (it checkpoints the audit log as it stops)."""
     refuse_open_state(path)  # keys/ or state/ open beyond the gateway user: name the fix, start nothing
-    with exclusive(path) as lock:
+    with node(path) as lock:
         root = Root.open(path)
         arm_faults(root)
         return Daemon(path, root, lock_fd=lock).run()
+
+
+@contextmanager
+def node(path: Path) -> Iterator[int | None]:
+    """What lets this process work on the root: on SQLite, the run lock (`exclusive`: one daemon or `run --once`
+    per root); on the PostgreSQL journal nothing, as any number of nodes share the root and the journal's
+    claims keep each submission in one process's hands (state.journal.Lease). Yields the lock's descriptor."""
+    if journal_url(path) is not None:
+        yield None
+        return
+    with exclusive(path) as fd:
+        yield fd
 
 
 def _send_mail_once(root: Root) -> None:
@@ -777,10 +791,11 @@ def take_request_drops(root: Root, agency: Agency, folder: Folder, now: datetime
 def run_once(path: Path) -> list[Outcome]:
     """Recover, then process what is in every outbox now, and return the outcomes; the audit log ends
     with a signed checkpoint (if the gateway key cannot sign, that is logged: `audit verify` says so)."""
-    with exclusive(path):
+    with node(path):
         root = Root.open(path)
         try:
             arm_faults(root)
+            root.journal.claiming = root.journal.leases  # beside other nodes, it claims as they do
             _log_recovery(recover(root))
             run_id = root.journal.run_started("once", os.getpid())
             outcomes = process_once(root, now_utc())

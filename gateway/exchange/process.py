@@ -20,6 +20,7 @@ from gateway.adapters.fsio import Folder, OpenFile, shown
 from gateway.core import faults, timing
 from gateway.core.errors import (
     ChangedError,
+    Claimed,
     ConfigError,
     GatewayError,
     InputFileError,
@@ -75,6 +76,7 @@ def process_once(root: Root, now: datetime) -> list[Outcome]:
                 log.warning("ignored agency=%s file=%r reason=%r", agency.id, name, why)
             for pair in intake.pairs:
                 outcome = process_pair(root, agency, folder, pair, now)
+                root.journal.unclaim()  # on the PostgreSQL journal, other nodes may take what comes next
                 if outcome is not None:
                     outcomes.append(outcome)
             outcomes += take_receipts(root, agency, folder, now, root.config.submissions.pairing_timeout_seconds)
@@ -136,6 +138,9 @@ def _take_pair(root: Root, agency: Agency, folder: Folder, pair: Pair, now: date
             submission = _submission_id(agency.id, digest)
             record = root.journal.begin(submission, agency.id, _journal_name(pair.csv), digest)
             outcome = _attempt(root, job, record, now)
+    except Claimed as claimed:  # another node has these bytes in hand (the PostgreSQL journal): its outcome
+        log.info("waiting agency=%s file=%r reason=%r", agency.id, pair.csv, claimed.message)
+        return Waiting(agency.id, pair.csv, "another node is processing these bytes", soon=False)
     except (OSError, StorageError, VaultError, ConfigError) as exc:
         reason = exc.message if isinstance(exc, GatewayError) else (exc.strerror or str(exc))
         code = "" if isinstance(exc, GatewayError) else errno.errorcode.get(exc.errno or 0, str(exc.errno))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.adapters.fsio import Folder, fsync_dir, shown
 from gateway.core.errors import GatewayError
@@ -44,32 +46,50 @@ def recover(root: Root) -> Recovery:
     repaired = root.audit.repair()
     events = flush_audit(root, check_log=True)
     finish_repacks(root)
-    finished, abandoned, withdrawn = [], [], []
+    finished: list[str] = []
+    abandoned: list[str] = []
+    withdrawn: list[str] = []
     for record in root.journal.submissions(DELIVERED, REJECTING, RECEIVED, SEALING, PARTIAL):
-        left = _outbox_copy(root, record)
-        if record.status == PARTIAL:
-            if left is None:
-                _close_partial(root, record)
-                finished.append(record.id)
-        elif record.status == DELIVERED:
-            if left is not None:
-                _remove_copy(left, record.name)
-            root.journal.done(record.id)
-            finished.append(record.id)
-        elif left is None and record.status == REJECTING:
-            root.journal.rejected(
-                record.id,
-                ("submission.rejected", {"submission": record.id, "stage": record.stage, "file": shown(record.name)}),
-            )
-            finished.append(record.id)
-        elif left is None:
-            withdrawn += roll_back(root, record.id) if record.status == SEALING else []
-            root.journal.abandoned(record.id, ("submission.abandoned", {"submission": record.id, "was": record.status}))
-            abandoned.append(record.id)
-        if left is not None:
-            left[0].close()
+        if not root.journal.try_claim(record.id):  # another node's, in its hands now (the PostgreSQL journal)
+            continue
+        try:
+            _recover_one(root, record, finished, abandoned, withdrawn)
+        finally:
+            root.journal.unclaim()
     events += flush_audit(root)
     return Recovery(events, tuple(finished), tuple(abandoned), tuple(withdrawn), _remove_temp_files(root), repaired)
+
+
+def _recover_one(
+    root: Root, record: SubmissionRecord, finished: list[str], abandoned: list[str], withdrawn: list[str]
+) -> None:
+    """Finish or roll back one submission a crash left in flight (see `recover`)."""
+    now = root.journal.submission(record.id)  # as it is now, claimed: another node may have ended it meanwhile
+    if now is None or now.status != record.status:
+        return
+    record = now
+    left = _outbox_copy(root, record)
+    if record.status == PARTIAL:
+        if left is None:
+            _close_partial(root, record)
+            finished.append(record.id)
+    elif record.status == DELIVERED:
+        if left is not None:
+            _remove_copy(left, record.name)
+        root.journal.done(record.id)
+        finished.append(record.id)
+    elif left is None and record.status == REJECTING:
+        root.journal.rejected(
+            record.id,
+            ("submission.rejected", {"submission": record.id, "stage": record.stage, "file": shown(record.name)}),
+        )
+        finished.append(record.id)
+    elif left is None:
+        withdrawn.extend(roll_back(root, record.id) if record.status == SEALING else [])
+        root.journal.abandoned(record.id, ("submission.abandoned", {"submission": record.id, "was": record.status}))
+        abandoned.append(record.id)
+    if left is not None:
+        left[0].close()
 
 
 def _close_partial(root: Root, record: SubmissionRecord) -> None:
@@ -130,6 +150,14 @@ def _remove_copy(left: tuple[Folder, tuple[int, int]], name: str) -> None:
     folder.sync()
 
 
+def _idle(path: Path) -> float:
+    """Seconds since `path` last changed (0 if it is gone)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
 def _remove_temp_files(root: Root) -> int:
     """Delete the temp files our own writers leave when killed (never an agency's own temp files in an outbox)."""
     folders = [root.path / STATE, root.path / KEYS]
@@ -138,10 +166,12 @@ def _remove_temp_files(root: Root) -> int:
     outboxes = root.path / OUTBOX
     if outboxes.is_dir():
         folders += [p / REJECTED for p in outboxes.iterdir() if not p.is_symlink() and (p / REJECTED).is_dir()]
+    # on the PostgreSQL journal other nodes' writers are live: only a temp file idle past two leases is stale
+    quiet = 2 * root.config.journal.lease_seconds if root.journal.leases else 0
     removed = 0
     for folder in folders:
         for temp in [*folder.glob(".*.tmp"), *folder.glob(f".*{REPACK_SUFFIX}")]:
-            if temp.is_file() and not temp.is_symlink():
+            if temp.is_file() and not temp.is_symlink() and _idle(temp) >= quiet:
                 temp.unlink()
                 removed += 1
                 log.info("removed stale temp file=%r", str(temp.relative_to(root.path)))

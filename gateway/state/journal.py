@@ -37,19 +37,27 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import socket
+import threading
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.adapters import pg
 from gateway.adapters.db import Cursor, Database, writing
+from gateway.core.errors import Claimed, ClaimLost, GatewayError
 
 if TYPE_CHECKING:
     from gateway.state.subjects import Entries
 
+log = logging.getLogger(__name__)
+# once-only work: taken by one node at a time (Journal.duty), or waited for in turn (Journal.exclusive)
+DUTY_METRICS, DUTY_CHECKPOINT, DUTY_SEQUENCER, DUTY_PURGE = 1, 2, 3, 4
 RECEIVED, SEALING, DELIVERED, DONE = "received", "sealing", "delivered", "done"
 REJECTING, REJECTED, ABANDONED = "rejecting", "rejected", "abandoned"
 PARTIAL = "partial"  # some deliveries are deferred: the submission waits in its outbox
@@ -160,36 +168,187 @@ def _claim_byte(submission_id: str) -> int:
     return int(hashlib.sha256(submission_id.encode()).hexdigest()[:15], 16)
 
 
+def _node() -> str:
+    """This process, as a claim names its holder: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _gone(node: str) -> bool:
+    """Whether the holder `node` (host:pid) is a process of this host that no longer exists: its claim is dead
+    before its lease runs out (a node killed and restarted need not wait). A pid reused since is taken as alive."""
+    host, _, pid = node.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")  # killed, not yet reaped: gone all the same
+
+
+def _later(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
+class Lease:
+    """A claim on one submission in the PostgreSQL journal: held by one process (`node`, host:pid) until `until`,
+    under a fencing number greater than every one given before.
+
+    Taken with `SELECT … FOR UPDATE SKIP LOCKED` on the submission's claims row: a row another process is
+    taking, renewing or writing under is skipped (Claimed), never waited on; one whose lease ran out, or whose
+    holder was a process of this host that is gone, is taken over with a new fencing number. A thread renews
+    it every third of the lease on a connection of its own.
+    Every later write of this process checks, in its own transaction, that the row still shows its fencing
+    number (`guard`, which also share-locks the row until that write commits, so no take-over can land inside
+    it): once another process has taken the submission over, this one writes nothing more for it (ClaimLost).
+    """
+
+    def __init__(self, db: pg.Connection, submission: str, fence: int, seconds: int) -> None:
+        self.db, self.submission, self.fence, self.seconds = db, submission, fence, seconds
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name=f"lease-{submission[:12]}", daemon=True)
+        self._renewer.start()
+        db.guard = self.guard
+
+    @classmethod
+    def take(cls, db: pg.Connection, submission: str, seconds: int) -> Lease:
+        """Claim `submission` for this process for `seconds`; raise Claimed if another live process holds it."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        with writing(db, serial=False) as claims:
+            claims.execute(
+                "INSERT INTO claims (submission, fence, node, until) VALUES (?, 0, '', '') ON CONFLICT DO NOTHING",
+                (submission,),
+            )
+            row = claims.execute(
+                "SELECT node, until FROM claims WHERE submission = ? FOR UPDATE SKIP LOCKED", (submission,)
+            ).fetchone()
+            if row is None or (row[0] and row[0] != _node() and str(row[1]) > now and not _gone(str(row[0]))):
+                holder = row[0] if row else "another node"
+                raise Claimed(f"submission {submission[:16]} is being processed by {holder}")
+            fence = int(
+                claims.execute(
+                    "UPDATE claims SET fence = nextval('claim_fences'), node = ?, until = ? WHERE submission = ?"
+                    " RETURNING fence",
+                    (_node(), _later(seconds), submission),
+                ).fetchone()[0]
+            )
+        return cls(db, submission, fence, seconds)
+
+    def guard(self, db: pg.Connection) -> None:
+        """In a write transaction of this process: raise ClaimLost unless the claim is still this one."""
+        held = db.execute(
+            "SELECT 1 FROM claims WHERE submission = ? AND fence = ? FOR SHARE", (self.submission, self.fence)
+        ).fetchone()
+        if held is None:
+            raise ClaimLost(
+                f"submission {self.submission[:16]} was taken over by another node while this one was paused or cut"
+                f" off longer than its lease ([journal] lease_seconds = {self.seconds}): this node writes nothing"
+                " more for it"
+            )
+
+    def _renew(self) -> None:
+        renewer: pg.Connection | None = None
+        try:
+            while not self._stop.wait(self.seconds / 3):
+                try:
+                    renewer = renewer or self.db.sibling()
+                    renewer.execute(
+                        "UPDATE claims SET until = ? WHERE submission = ? AND fence = ?",
+                        (_later(self.seconds), self.submission, self.fence),
+                    )
+                except GatewayError as exc:  # the server away: the lease may run out; `guard` will tell
+                    log.warning("lease of submission %s not renewed: %s", self.submission[:16], exc.message)
+        finally:
+            if renewer is not None:
+                renewer.close()
+
+    def release(self) -> None:
+        """Let the submission go (so no other node waits for the lease to run out)."""
+        self._stop.set()
+        self._renewer.join()
+        if self.db.guard == self.guard:
+            self.db.guard = None
+        try:
+            self.db.execute(
+                "UPDATE claims SET node = '', until = '' WHERE submission = ? AND fence = ?",
+                (self.submission, self.fence),
+            )
+        except GatewayError as exc:  # the lease runs out by itself
+            log.warning("claim of submission %s not released: %s", self.submission[:16], exc.message)
+
+
 class Journal:
-    def __init__(self, connection: Database, *, claims: Path) -> None:
+    def __init__(self, connection: Database, *, claims: Path, lease_seconds: int = 30) -> None:
         self.db = connection
         self._claims = str(claims)  # the file whose byte-range locks are the claims (`claim`)
         self._claimed: int | None = None  # the byte of the claims file this process holds, if any
+        self._lease: Lease | None = None  # on PostgreSQL: the claim this process holds, if any
+        self.lease_seconds = lease_seconds
         # only the daemon and its workers claim (each lets go after every file); one-shot commands
         # hold the run lock or touch no submission, and must never wait on a claim
         self.claiming = False
+
+    @property
+    def leases(self) -> bool:
+        """Whether claims are leases in the journal (PostgreSQL: nodes on many hosts) rather than locks."""
+        return isinstance(self.db, pg.Connection)
 
     def claim(self, submission_id: str) -> None:
         """Hold the submission for this process, waiting while another process (a worker) holds it.
 
         Two names with the same bytes are one submission: two workers taking them at once must not
-        both seal it. The claim is a POSIX record lock on one byte of `state/claims.lock`, which the
-        kernel drops when its process dies, so a killed worker never leaves a submission claimed.
-        A process holds one claim at a time: taking one releases the last.
+        both seal it. On SQLite the claim is a POSIX record lock on one byte of `state/claims.lock`,
+        which the kernel drops when its process dies, so a killed worker never leaves a submission
+        claimed. On PostgreSQL it is a lease (`Lease`): raises Claimed while another live process,
+        of this node or another, holds it. A process holds one claim at a time: taking one releases the last.
         """
         if not self.claiming:
             return
-        fd = _claims(self._claims)
         self.unclaim()
+        if isinstance(self.db, pg.Connection):
+            self._lease = Lease.take(self.db, submission_id, self.lease_seconds)
+            return
+        fd = _claims(self._claims)
         byte = _claim_byte(submission_id)
         fcntl.lockf(fd, fcntl.LOCK_EX, 1, byte)
         self._claimed = byte
+
+    def try_claim(self, submission_id: str) -> bool:
+        """Claim the submission unless another live process holds it (then False); always True on SQLite, where
+        the one daemon's recovery runs with no worker holding a claim."""
+        if not self.leases or not self.claiming:
+            return True
+        try:
+            self.claim(submission_id)
+        except Claimed:
+            return False
+        return True
+
+    def duty(self, number: int) -> bool:
+        """Whether this node is the one doing the once-only work `number` (DUTY_*) now: on the PostgreSQL journal,
+        the node holding its advisory lock, taken over when that node's session ends; on SQLite, the one daemon."""
+        return pg.duty(self.db, number) if isinstance(self.db, pg.Connection) else True
+
+    def sequencer(self) -> AbstractContextManager[None]:
+        """Hold the audit sequencer: on the PostgreSQL journal, one node at a time appends staged events to the
+        log (the chain stays one, in order); on SQLite, the flush lock file does it alone."""
+        return self.exclusive(DUTY_SEQUENCER)
+
+    def exclusive(self, number: int) -> AbstractContextManager[None]:
+        """Wait for, then hold, the once-only work `number` (DUTY_*) for the block: on the PostgreSQL journal an
+        advisory lock among every node's processes; on SQLite nothing (one host: the caller's own locks)."""
+        return pg.exclusive(self.db, number) if isinstance(self.db, pg.Connection) else nullcontext()
 
     def unclaim(self) -> None:
         """Release this process's claim (see `claim`), if it holds one."""
         if self._claimed is not None:
             fcntl.lockf(_claims(self._claims), fcntl.LOCK_UN, 1, self._claimed)
             self._claimed = None
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            lease.release()
 
     def _transaction(self, *, durable: bool = True) -> AbstractContextManager[Database]:
         """One write transaction (read-then-write safe across processes); `durable=False` commits it without

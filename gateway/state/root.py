@@ -71,7 +71,13 @@ class Root:
             return connect(self.path)
         from gateway.adapters import pg  # noqa: PLC0415
 
-        return pg.connect(url, self.journal_password(), root_id=self.identity, root_path=str(self.path))
+        return pg.connect(
+            url,
+            self.journal_password(),
+            root_id=self.identity,
+            root_path=str(self.path),
+            idle_seconds=self.config.journal.lease_seconds,
+        )
 
     def journal_password(self) -> Secret | None:
         """The PostgreSQL journal's password: a systemd credential, else the vault's (`keys journal-password`)."""
@@ -112,7 +118,9 @@ class Root:
     def journal(self) -> Journal:
         from gateway.state.journal import Journal  # noqa: PLC0415
 
-        journal = Journal(self.db, claims=self.path / STATE / CLAIMS_FILE)
+        journal = Journal(
+            self.db, claims=self.path / STATE / CLAIMS_FILE, lease_seconds=self.config.journal.lease_seconds
+        )
         journal.claiming = self.claiming
         return journal
 
@@ -268,10 +276,11 @@ def flush_audit(root: Root, *, check_log: bool = False) -> int:
     `state/audit-flush.lock` and reads what is staged under it, so no event is appended twice. The
     lock file names the events being appended until the journal has let them go: a flusher that
     finds names there knows its predecessor died in between, and looks those events up in the log.
+    On the PostgreSQL journal, nodes on other hosts flush too: the journal's sequencer lock is taken first.
     """
     if not root.journal.staged_audit(ready=True):  # the common case: nothing to append, no lock taken
         return 0
-    with _flushing(root.path / STATE / FLUSH_LOCK) as fd:
+    with root.journal.sequencer(), _flushing(root.path / STATE / FLUSH_LOCK) as fd:
         interrupted = set(os.pread(fd, 1 << 20, 0).decode(errors="replace").split("\n")) - {""}
         staged = root.journal.staged_audit(ready=True)
         there = {

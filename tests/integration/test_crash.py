@@ -44,7 +44,7 @@ def _crash_then_recover(root: Path, fault: str, agency: str) -> None:
     wait_until(
         lambda: outbox_clear(root, agency) and set(_statuses(root).values()) <= {"done", "rejected"},
         60,
-        "the restarted daemon to finish",
+        f"the restarted daemon to finish: {survivor.text()}",
     )
     assert survivor.stop() == 0, survivor.text()
     assert "Traceback" not in crashed.text() + survivor.text()

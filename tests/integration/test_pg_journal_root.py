@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import psycopg
 import pytest
 
 from gateway.adapters import pg
+from tests.conftest import REPO
 from tests.integration.daemon_harness import (
     GOOD,
     ROUTE,
@@ -36,7 +39,7 @@ from tests.integration.pg_harness import Cluster, cluster, move_journal
 from tests.integration.sshd_harness import free_port
 
 # every table of the journal, as `journal migrate --to` counts them
-TABLES = 18
+TABLES = 19
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +295,21 @@ def test_a_server_lost_mid_run_stops_the_node_taking_work_until_it_is_back(root:
     assert journal_rows(root, "SELECT status FROM submissions") == [("done",)]
     assert not temp_files(root)
     assert cli(root, "audit", "verify") == 0
+
+
+def test_a_systemd_credential_gives_the_password_before_the_vault(root: Path, server: Cluster, tmp_path: Path) -> None:
+    _store_password(root, "not-the-password", tmp_path)  # the vault's is wrong now
+    assert run_once_process(root).returncode == 1
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    _password_file(credentials / "journal-password", server.password)
+    once = subprocess.run(
+        [sys.executable, "-m", "gateway", "--root", str(root), "run", "--once"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)},
+        timeout=120,
+        check=False,
+    )
+    assert once.returncode == 0, once.stderr
