@@ -44,7 +44,7 @@ import threading
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,8 +188,15 @@ def _gone(node: str) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")  # killed, not yet reaped: gone all the same
 
 
-def _later(seconds: float) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+# A lease's times are the server's (clock_timestamp(), in UTC, as ISO 8601 text): nodes' clocks never meet in it.
+_HELD = """SELECT node, until > to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS')
+    FROM claims WHERE submission = ? FOR UPDATE SKIP LOCKED"""
+_TAKE = """UPDATE claims SET node = ?, fence = nextval('claim_fences'),
+    until = to_char((clock_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS')
+    WHERE submission = ? RETURNING fence"""
+_RENEW = """UPDATE claims
+    SET until = to_char((clock_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS')
+    WHERE submission = ? AND fence = ?"""
 
 
 class Lease:
@@ -215,25 +222,16 @@ class Lease:
     @classmethod
     def take(cls, db: pg.Connection, submission: str, seconds: int) -> Lease:
         """Claim `submission` for this process for `seconds`; raise Claimed if another live process holds it."""
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
         with writing(db, serial=False) as claims:
             claims.execute(
                 "INSERT INTO claims (submission, fence, node, until) VALUES (?, 0, '', '') ON CONFLICT DO NOTHING",
                 (submission,),
             )
-            row = claims.execute(
-                "SELECT node, until FROM claims WHERE submission = ? FOR UPDATE SKIP LOCKED", (submission,)
-            ).fetchone()
-            if row is None or (row[0] and row[0] != _node() and str(row[1]) > now and not _gone(str(row[0]))):
+            row = claims.execute(_HELD, (submission,)).fetchone()
+            if row is None or (row[0] and row[0] != _node() and row[1] and not _gone(str(row[0]))):
                 holder = row[0] if row else "another node"
                 raise Claimed(f"submission {submission[:16]} is being processed by {holder}")
-            fence = int(
-                claims.execute(
-                    "UPDATE claims SET fence = nextval('claim_fences'), node = ?, until = ? WHERE submission = ?"
-                    " RETURNING fence",
-                    (_node(), _later(seconds), submission),
-                ).fetchone()[0]
-            )
+            fence = int(claims.execute(_TAKE, (_node(), seconds, submission)).fetchone()[0])
         return cls(db, submission, fence, seconds)
 
     def guard(self, db: pg.Connection) -> None:
@@ -254,10 +252,7 @@ class Lease:
             while not self._stop.wait(self.seconds / 3):
                 try:
                     renewer = renewer or self.db.sibling()
-                    renewer.execute(
-                        "UPDATE claims SET until = ? WHERE submission = ? AND fence = ?",
-                        (_later(self.seconds), self.submission, self.fence),
-                    )
+                    renewer.execute(_RENEW, (self.seconds, self.submission, self.fence))
                 except GatewayError as exc:  # the server away: the lease may run out; `guard` will tell
                     log.warning("lease of submission %s not renewed: %s", self.submission[:16], exc.message)
         finally:

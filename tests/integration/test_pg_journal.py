@@ -115,5 +115,8 @@ def test_a_duty_is_held_by_one_session_and_handed_over_when_it_ends(two: tuple[J
     assert first.duty(DUTY_METRICS) and first.duty(DUTY_METRICS)  # held, and still held
     assert not second.duty(DUTY_METRICS)
     assert second.duty(DUTY_CHECKPOINT)  # another duty is another lock
-    first.db.close()  # its node dies: the server ends the session, and its locks
-    assert second.duty(DUTY_METRICS)
+    first.db.close()  # its node dies: the server ends the session, and its locks (a moment later)
+    deadline = time.monotonic() + 10
+    while not second.duty(DUTY_METRICS):
+        assert time.monotonic() < deadline, "the duty was never handed over"
+        time.sleep(0.05)
