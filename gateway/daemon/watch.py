@@ -471,7 +471,7 @@ class Daemon:
         intake = scan_outbox(folder, time.time(), self.root.config.submissions.pairing_timeout_seconds)
         pending: float | None = None
         self._report_ignored(agency.id, intake.ignored)
-        for pair in intake.pairs:
+        for pair in self._in_turn(intake.pairs):
             if self._stop:
                 return pending
             if self.pool.busy((agency.id, pair.csv)):
@@ -513,6 +513,15 @@ class Daemon:
         with self._lock:
             self.settler.forget(str(folder.path), present)
         return pending
+
+    def _in_turn(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
+        """The ready pairs in the order to take them: as scanned; on the PostgreSQL journal, where other nodes scan
+        the same outbox, starting at a place of this node's own (by its pid), so that nodes taking a burst
+        meet on the same file (one claims it, the others look again later) as seldom as chance allows."""
+        if not pairs or not self.root.journal.leases:
+            return pairs
+        start = os.getpid() % len(pairs)
+        return pairs[start:] + pairs[:start]
 
     def _dispatch(self, agency: Agency, pair: Pair, early: bool, seen: float | None) -> bool:
         """Hand a ready pair to a free worker; False if none is free."""
