@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow tests first (in their order): with `-n 4`, a long test handed out last is the whole run's tail."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 PERIOD = Period(2026, 10)
 TODAY = date(2026, 11, 21)
 

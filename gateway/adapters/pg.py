@@ -350,12 +350,6 @@ class Connection:
         finally:
             self._depth -= 1
 
-    def __enter__(self) -> Connection:  # as sqlite3's `with connection:` outside a transaction: nothing to do
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
     def close(self) -> None:
         self.raw.close()
 

@@ -20,7 +20,7 @@ def _key() -> IndexKey:
 
 def _submission(db: sqlite3.Connection, sid: str, *deliveries: tuple[str, str, str]) -> None:
     """A delivered submission and its (recipient, status, created) deliveries."""
-    with db:
+    with writing(db):
         db.execute(
             "INSERT INTO submissions (id, agency, name, sha256, status, marking, period, rows, created, updated)"
             " VALUES (?, 'police', 'f.csv', 'h', 'done', 'PROTECT-PERSONAL', '2026-10', 3, 't', '2019-01-01')",
