@@ -44,7 +44,7 @@ from gateway.exchange.process import now_utc, process_once, process_pair
 from gateway.exchange.receipts import take_receipts
 from gateway.exchange.recover import Recovery, recover
 from gateway.governance.drops import take_requests
-from gateway.state.journal import DUTY_CHECKPOINT, DUTY_METRICS
+from gateway.state.journal import DUTY_CHECKPOINT, DUTY_METRICS, DUTY_RESCAN
 from gateway.state.root import Root, flush_audit
 
 log = logging.getLogger(__name__)
@@ -324,10 +324,11 @@ class Daemon:
         now = time.monotonic()
         self.intake.tend(self.root.config.smtp_intake is not None, now)
         self.relay.tend(self.root.config.smtp_relay is not None, now)
-        if now >= clock.scan:
-            self._dirty.update(self.root.config.agencies)
-            self._warn_orphans()
-            self._warn_late()
+        if now >= clock.scan:  # the first at start; on the PostgreSQL journal the later ones by one node at a time
+            if not clock.scan or self.root.journal.duty(DUTY_RESCAN):
+                self._dirty.update(self.root.config.agencies)
+                self._warn_orphans()
+                self._warn_late()
             clock.scan = now + config.rescan_seconds
         for agency_id, due in list(self._due.items()):
             if due <= now:

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # once-only work: taken by one node at a time (Journal.duty), or waited for in turn (Journal.exclusive)
-DUTY_METRICS, DUTY_CHECKPOINT, DUTY_SEQUENCER, DUTY_PURGE = 1, 2, 3, 4
+DUTY_METRICS, DUTY_CHECKPOINT, DUTY_SEQUENCER, DUTY_PURGE, DUTY_RESCAN = 1, 2, 3, 4, 5
 RECEIVED, SEALING, DELIVERED, DONE = "received", "sealing", "delivered", "done"
 REJECTING, REJECTED, ABANDONED = "rejecting", "rejected", "abandoned"
 PARTIAL = "partial"  # some deliveries are deferred: the submission waits in its outbox
