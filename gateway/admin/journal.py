@@ -77,9 +77,10 @@ def move_to(root: Root, url: str) -> Moved:
             tables = _move(source, raw, url, root)
     finally:
         raw.close()
+    moved = Moved(url, tables)
     atomic_write_bytes(root.path / STATE / db.MOVED, f"{url}\n".encode())
-    root.audit.append("journal.moved", actor="admin", to=url, tables=len(tables), rows=sum(t.rows for t in tables))
-    return Moved(url, tables)
+    root.audit.append("journal.moved", actor="admin", to=url, tables=len(tables), rows=moved.rows)
+    return moved
 
 
 def _move(source: db.Database, raw: Any, url: str, root: Root) -> tuple[Table, ...]:

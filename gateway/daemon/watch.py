@@ -27,7 +27,7 @@ from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from gateway.access.check import refuse_open_state
-from gateway.adapters.config import journal_url, unsafe_fault_injection
+from gateway.adapters.config import unsafe_fault_injection
 from gateway.adapters.fsio import Folder
 from gateway.core import faults
 from gateway.core.errors import GatewayError, InputFileError, JournalUnavailable, UsageError
@@ -375,8 +375,7 @@ class Daemon:
                 self._collect()  # what the workers finish meanwhile (deferred: the journal is away)
                 if self.pool.in_flight:
                     continue
-                self._deferred = True
-                self._ask_journal()
+                self.root.db.execute("SELECT 1").fetchall()  # is it back?
                 _log_recovery(recover(self.root))
             except JournalUnavailable:
                 delay = min(delay * 2, most)
@@ -749,21 +748,21 @@ def arm_faults(root: Root) -> None:
 def serve(path: Path) -> int:
     """Run the daemon on the root at `path` until SIGTERM/SIGINT (it checkpoints the audit log as it stops)."""
     refuse_open_state(path)  # keys/ or state/ open beyond the gateway user: name the fix, start nothing
-    with node(path) as lock:
-        root = Root.open(path)
+    root = Root.open(path)
+    with node(root) as lock:
         arm_faults(root)
         return Daemon(path, root, lock_fd=lock).run()
 
 
 @contextmanager
-def node(path: Path) -> Iterator[int | None]:
+def node(root: Root) -> Iterator[int | None]:
     """What lets this process work on the root: on SQLite, the run lock (`exclusive`: one daemon or `run --once`
     per root); on the PostgreSQL journal nothing, as any number of nodes share the root and the journal's
     claims keep each submission in one process's hands (state.journal.Lease). Yields the lock's descriptor."""
-    if journal_url(path) is not None:
+    if root.config.journal.url is not None:
         yield None
         return
-    with exclusive(path) as fd:
+    with exclusive(root.path) as fd:
         yield fd
 
 
@@ -801,8 +800,8 @@ def take_request_drops(root: Root, agency: Agency, folder: Folder, now: datetime
 def run_once(path: Path) -> list[Outcome]:
     """Recover, then process what is in every outbox now, and return the outcomes; the audit log ends
     with a signed checkpoint (if the gateway key cannot sign, that is logged: `audit verify` says so)."""
-    with node(path):
-        root = Root.open(path)
+    root = Root.open(path)
+    with node(root):
         try:
             arm_faults(root)
             root.journal.claiming = root.journal.leases  # beside other nodes, it claims as they do
