@@ -103,6 +103,9 @@ class Daemon:
     workers: int = field(default_factory=default_workers)  # processes that take ready files in parallel
 
 
+DEFAULT_LEASE_SECONDS = 30
+
+
 @dataclass(frozen=True, slots=True)
 class Journal:
     """Where the journal is: `state/gateway.db` (url None, the default) or the PostgreSQL database at `url`
@@ -111,10 +114,9 @@ class Journal:
     url: str | None = None
     # how long a node's claim on a submission lasts without renewal (renewed every third of it while the node
     # works): a node paused or cut off longer loses the submission to another, and writes nothing more for it
-    lease_seconds: int = 30  # DEFAULT_LEASE_SECONDS
+    lease_seconds: int = DEFAULT_LEASE_SECONDS
 
 
-DEFAULT_LEASE_SECONDS = 30
 POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 
 
@@ -241,10 +243,7 @@ class Config:
         """Where the passphrase comes from: "environment", "credential" or "file" (the one a rotation can update)."""
         if os.environ.get(VAULT_ENV):
             return "environment"
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
-            return "credential"
-        return "file"
+        return "credential" if systemd_credential(CREDENTIAL_NAME) is not None else "file"
 
     def vault_passphrase(self) -> Secret:
         """The vault passphrase: ${VAULT_ENV}, a systemd credential, or [vault] passphrase_file (0600).
@@ -254,10 +253,9 @@ class Config:
         value = os.environ.get(VAULT_ENV)
         if value:
             return Secret(value)
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
-            # systemd owns the credential's permissions (0400, or 0440 with an ACL from systemd 254)
-            return Secret((Path(credentials) / CREDENTIAL_NAME).read_text(encoding="utf-8").strip())
+        credential = systemd_credential(CREDENTIAL_NAME)
+        if credential is not None:
+            return Secret(credential.read_text(encoding="utf-8").strip())
         path = self.vault_passphrase_file
         if path is not None:
             if path.is_file():
@@ -333,8 +331,8 @@ def journal_url_problem(value: object) -> str | None:
     """What is wrong with `value` as a PostgreSQL journal's URL, or None: a postgresql:// URL naming a database,
     with no password in it (a password in gateway.toml is readable by whoever reads the configuration)."""
     fix = (
-        f"keep the password out of it: store it with `iom-gateway keys journal-password --from FILE`, or pass a"
-        f" systemd credential named {JOURNAL_CREDENTIAL!r}"
+        "keep the password out of it: store it with `iom-gateway keys journal-password --password-file FILE`,"
+        f" or pass a systemd credential named {JOURNAL_CREDENTIAL!r}"
     )
     if not isinstance(value, str):
         return 'journal.url must be "sqlite" or a postgresql:// URL'
@@ -358,10 +356,18 @@ def journal_url_problem(value: object) -> str | None:
 def journal_password(vault_credential: Secret | None) -> Secret | None:
     """The PostgreSQL journal's password: the systemd credential named journal-password, else the one stored in
     the vault (`vault_credential`), else None (libpq then tries ~/.pgpass, or peer authentication)."""
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and (Path(credentials) / JOURNAL_CREDENTIAL).is_file():
-        return Secret((Path(credentials) / JOURNAL_CREDENTIAL).read_text(encoding="utf-8").strip()) or None
+    credential = systemd_credential(JOURNAL_CREDENTIAL)
+    if credential is not None:
+        return Secret(credential.read_text(encoding="utf-8").strip()) or None
     return vault_credential
+
+
+def systemd_credential(name: str) -> Path | None:
+    """The file of the systemd credential `name` ($CREDENTIALS_DIRECTORY/name), if the service was given one.
+    systemd owns its permissions (0400, or 0440 with an ACL from systemd 254)."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(credentials) / name if credentials else None
+    return path if path is not None and path.is_file() else None
 
 
 def unsafe_fault_injection() -> str | None:

@@ -275,7 +275,11 @@ def test_the_journal_is_sqlite_unless_journal_url_names_a_postgresql_database(tm
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("postgresql://iom:hunter2hunter2@db/iom", "holds a password: keep the password out of it"),
+        (
+            "postgresql://iom:hunter2hunter2@db/iom",
+            "holds a password: keep the password out of it: store it with"
+            " `iom-gateway keys journal-password --password-file FILE`",
+        ),
         ("postgresql://iom@db/iom?password=hunter2hunter2", "password= parameter"),
         ("mysql://iom@db/iom", 'must be "sqlite"'),
         ("postgresql://iom@db", "names no database"),
