@@ -27,6 +27,7 @@ import secrets
 import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ house = burst.house
 
 from gateway.adapters import pg  # noqa: E402
 from gateway.adapters.db import writing  # noqa: E402
+from gateway.adapters.store import PackageStore  # noqa: E402
 from gateway.core.secret import Secret  # noqa: E402
 from gateway.state.journal import Journal  # noqa: E402
 from tests.integration.pg_harness import Cluster, cluster, move_journal  # noqa: E402
@@ -155,18 +157,22 @@ def writes_per_second(server: Cluster, threads: int, count: int = 400) -> float:
 def claims_per_second(server: Cluster, threads: int, claims: int = 400) -> float:
     """Claims taken and released per second by `threads` threads, each a process's journal of its own."""
     url, root_id = server.database(f"claims_{secrets.token_hex(4)}"), secrets.token_hex(16)
+    root = Path(tempfile.mkdtemp(prefix="claims-"))  # the fence folders, one per claim (as a node's inbox/.fences/)
     journals = []
     for _ in range(threads):
         journal = Journal(
             pg.connect(url, Secret(server.password), root_id=root_id, root_path="bench"),
             claims=Path("/nonexistent"),
+            fences=PackageStore(
+                root, routes={"police": ["probation", "council", "housing", "treatment", "yos"]}
+            ).fences,
         )
         journal.claiming = True
         journals.append(journal)
 
     def work(journal: Journal, offset: int) -> None:
         for n in range(claims // threads):
-            journal.claim(f"bench-{offset}-{n}")
+            journal.claim(f"bench-{offset}-{n}", "police")
             journal.unclaim()
 
     workers = [threading.Thread(target=work, args=(j, i)) for i, j in enumerate(journals)]
@@ -178,6 +184,7 @@ def claims_per_second(server: Cluster, threads: int, claims: int = 400) -> float
     rate = (claims // threads) * threads / (time.perf_counter() - start)
     for journal in journals:
         journal.db.close()
+    shutil.rmtree(root)
     return rate
 
 

@@ -5,24 +5,41 @@ fsynced, and link()ed to its final name. If that name exists the existing packag
 adopted, never overwritten (rename-over is not safe on NFS; S3 maps this to If-None-Match puts).
 Every write goes through the folder's open descriptor, never a path: a link put in place of an
 inbox folder, or of a temp file, is not followed.
+
+Fencing (many nodes over one root, the PostgreSQL journal): a process holding a claim stages every file it
+publishes to an agency, and every file it withdraws, in its claim's own folder in that agency's inbox,
+inbox/<agency>/.fences/<fencing number>/, made before the claim was committed, and links or renames it
+into place by a path through that folder (in the inbox itself, so on the file system of the inbox, whatever
+is mounted there). A node that takes the submission over first removes those folders (`Fences.revoke`),
+so the old holder, however long it was paused, can put no file in any inbox after that: its next link
+finds no such path.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from gateway.adapters.fsio import Folder, sha256_fd
 from gateway.adapters.perms import group_id, share_file
-from gateway.core.errors import GatewayError
+from gateway.core.errors import ClaimLost, GatewayError
 
 INBOX = "inbox"
+FENCES = ".fences"  # inbox/<agency>/.fences/<n>/: the staging folder there of the claim with fencing number n
+_REVOKED = "revoked-"  # a fence folder being removed
+_STAGING_ERRORS = (
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.ESTALE,
+)  # a path through a fence folder that is gone (ESTALE: NFS)
 
 
 @dataclass(slots=True)
@@ -33,13 +50,187 @@ class Created:
     sha256: str = ""
 
 
+class Fences:
+    """The claims' fence folders, inbox/<agency>/.fences/<n>/ (see the module).
+
+    `current` is the fencing number of the claim this process holds (None: it holds none, or claims are not
+    leases); while it is set, the store stages every publication and withdrawal in that claim's folders.
+    `routes` gives, for a sender, the agencies its files are delivered to: a claim gets a folder in each.
+    """
+
+    def __init__(self, base: Path, routes: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.base = base  # the root
+        self.routes = dict(routes or {})
+        self.current: int | None = None
+        self._made: dict[int, tuple[str, ...]] = {}  # fencing number -> the agencies given a folder for it
+
+    def make(self, number: int, agencies: Iterable[str]) -> None:
+        """Make the folders of the claim `number` in the inboxes of `agencies` (before the claim is committed:
+        see `revoke`). Not synced: a crash that loses one ends its holder too."""
+        made: list[str] = []
+        self._made[number] = ()
+        for agency in dict.fromkeys(agencies):
+            with Folder.open(self.base, INBOX, agency, create=True) as inbox:
+                _make_in(inbox, str(number))
+            made.append(agency)
+            self._made[number] = tuple(made)
+
+    def drop(self, number: int) -> None:
+        """Remove the folders of the claim `number`, let go by its holder (what they still hold is left to `sweep`),
+        and .fences itself where no other claim has one: an idle inbox holds packages only."""
+        for agency in self._made.pop(number, ()):
+            with suppress(OSError, GatewayError), Folder.open(self.base, INBOX, agency) as inbox:
+                os.rmdir(f"{FENCES}/{number}", dir_fd=inbox.fd)
+                os.rmdir(FENCES, dir_fd=inbox.fd)  # refused while another claim has a folder there
+
+    def revoke(self, number: int) -> None:
+        """Take the folders of the claim `number` away, in every inbox, with whatever its holder was writing in
+        them: from now on that holder can publish or withdraw nothing (its paths through them lead nowhere).
+
+        They were made before their claim was committed, and their holder never makes them again, so once
+        they are renamed away nothing can bring them back.
+        """
+        for inbox, fences in self._every():
+            with inbox, fences:
+                _revoke_in(fences, str(number))
+                _tidy(inbox)
+
+    def sweep(self, live: Callable[[int], bool], quiet: float) -> int:
+        """Remove what revocations left, and the fence folders unchanged for `quiet` seconds that no claim
+        holds any more (`live(n)` False: let go, or its lease ran out and no one took it over; a folder just
+        made belongs to a claim not yet committed); return how many went."""
+        removed = 0
+        for inbox, fences in self._every():
+            with inbox, fences:
+                for entry in fences.entries():
+                    if entry.name.startswith(_REVOKED):
+                        _remove_tree(fences, entry.name)
+                        removed += 1
+                    elif entry.name.isdigit() and _idle(entry) >= quiet and not live(int(entry.name)):
+                        _revoke_in(fences, entry.name)
+                        removed += 1
+                _tidy(inbox)
+        return removed
+
+    def _every(self) -> Iterator[tuple[Folder, Folder]]:
+        """Every agency's inbox that has a .fences folder, and that folder (links never followed)."""
+        try:
+            with Folder.open(self.base, INBOX) as inbox:
+                names = [e.name for e in inbox.entries() if e.is_dir(follow_symlinks=False)]
+        except (GatewayError, OSError):
+            return
+        for name in names:
+            try:
+                agency = Folder.open(self.base, INBOX, name)
+            except (GatewayError, OSError):
+                continue
+            try:
+                fences = agency.sub(FENCES)
+            except (GatewayError, OSError):  # none there (or not a folder of ours)
+                agency.close()
+                continue
+            yield agency, fences
+
+    def staged(self, name: str) -> str:
+        """A new temp name for `name` in the current claim's folder, as a path from the agency's inbox."""
+        assert self.current is not None  # noqa: S101 (only while a claim is held)
+        return f"{FENCES}/{self.current}/.{name[:200]}.{secrets.token_hex(4)}.tmp"
+
+    @contextmanager
+    def temp_file(self, inbox: Folder, name: str) -> Iterator[tuple[str, BinaryIO]]:
+        """A private temp file in the current claim's folder in `inbox`, as (its path from `inbox`, handle);
+        gone afterwards. Raises ClaimLost if the folder was revoked."""
+        temp = self.staged(name)
+        try:
+            fd = os.open(
+                temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=inbox.fd
+            )
+        except OSError as exc:
+            raise self.lost(inbox, exc) from None
+        try:
+            with os.fdopen(fd, "w+b") as handle:
+                yield temp, handle
+        finally:
+            with suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(temp, dir_fd=inbox.fd)
+
+    def lost(self, inbox: Folder, exc: OSError) -> OSError | ClaimLost:
+        """What a failed step through the current claim's folder in `inbox` means: ClaimLost if it is gone."""
+        if exc.errno not in _STAGING_ERRORS or self.current is None:
+            return exc
+        try:
+            os.stat(f"{FENCES}/{self.current}", dir_fd=inbox.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return ClaimLost(
+                f"the claim with fencing number {self.current} was taken over by another node while this one was"
+                f" paused or cut off longer than its lease (or inbox/{inbox.path.name} became a recipient after"
+                " the claim was taken): nothing was published or withdrawn there, and the file is looked at again"
+            )
+        return exc
+
+
+def _make_in(inbox: Folder, name: str, tries: int = 5) -> None:
+    """Make the fence folder `name` in `inbox`'s .fences (made too if missing: another process may remove it,
+    empty, between the two steps; then both are made again)."""
+    for attempt in range(tries):
+        with suppress(FileExistsError):
+            os.mkdir(FENCES, 0o700, dir_fd=inbox.fd)
+        try:
+            os.mkdir(f"{FENCES}/{name}", 0o700, dir_fd=inbox.fd)
+        except FileNotFoundError:
+            if attempt == tries - 1:
+                raise
+            continue
+        return
+
+
+def _tidy(inbox: Folder) -> None:
+    """Remove `inbox`'s .fences if no claim has a folder there (refused, and left, if one has)."""
+    with suppress(OSError):
+        os.rmdir(FENCES, dir_fd=inbox.fd)
+
+
+def _revoke_in(fences: Folder, name: str) -> None:
+    """Rename the fence folder `name` away in `fences` (if it is there), then remove it and what it holds."""
+    gone = f"{_REVOKED}{name}-{secrets.token_hex(4)}"
+    try:
+        os.rename(name, gone, src_dir_fd=fences.fd, dst_dir_fd=fences.fd)
+    except FileNotFoundError:
+        return  # let go (or never made here): nothing to take away
+    fences.sync()
+    _remove_tree(fences, gone)
+
+
+def _idle(entry: os.DirEntry[str]) -> float:
+    """Seconds since the folder `entry` last changed (0 if it is gone)."""
+    try:
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _remove_tree(fences: Folder, name: str) -> None:
+    """Remove the (revoked) fence folder `name` and the temp files in it; what a writer adds meanwhile is left
+    for the next sweep."""
+    with suppress(GatewayError), fences.sub(name) as folder:
+        for entry in folder.entries():
+            with suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(entry.name, dir_fd=folder.fd)
+    with suppress(OSError):
+        os.rmdir(name, dir_fd=fences.fd)
+        fences.sync()
+
+
 class PackageStore:
     """inbox/<agency>/ folders under a gateway root."""
 
-    def __init__(self, root: Path, groups: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, groups: Mapping[str, str] | None = None, routes: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         self.root = root / INBOX
         self.base = root
         self.groups = dict(groups or {})  # agency id -> its Unix group: who may read what is published
+        self.fences = Fences(root, routes)  # routes: sender id -> the agencies it delivers to
 
     def group(self, agency: str) -> int | None:
         """The gid that may read `agency`'s inbox files; None (they stay private) if it has none on this host."""
@@ -61,9 +252,10 @@ class PackageStore:
         already exists.
 
         Whatever happens the temp file is gone afterwards. `Created.sha256` is the SHA-256 of what was
-        written (read back through the temp file's own descriptor, not by name).
+        written (read back through the temp file's own descriptor, not by name). Raises ClaimLost if this
+        process's claim was taken over (see the module's "Fencing"): nothing is published then.
         """
-        with self.open(agency) as folder, folder.temp_file(name) as (temp, handle):
+        with self.open(agency) as folder, self._temp_file(folder, name) as (temp, handle):
             created = Created(handle)
             yield created
             handle.flush()
@@ -75,7 +267,20 @@ class PackageStore:
             except FileExistsError:  # made before a crash, or by another worker: adopt it
                 with folder.open_file(name) as adopted:
                     created.sha256 = adopted.hash()
+            except OSError as exc:
+                raise self.fences.lost(folder, exc) from None
             folder.sync()
+
+    @contextmanager
+    def _temp_file(self, folder: Folder, name: str) -> Iterator[tuple[str, BinaryIO]]:
+        """A private temp file to publish as `name` in `folder`: (its path from `folder`, its handle); in the
+        current claim's fence folder there while a claim is held (see the module)."""
+        if self.fences.current is None:
+            with folder.temp_file(name) as staged:
+                yield staged
+        else:
+            with self.fences.temp_file(folder, name) as staged:
+                yield staged
 
     def staging(self, agency: str) -> BinaryIO | None:
         """A new nameless private file (O_TMPFILE, 0600) in the agency's inbox, to be finished and then
@@ -97,38 +302,88 @@ class PackageStore:
         """Publish `staged` (from `staging(agency)`, written, fsynced, of SHA-256 `sha256`) as `name`
         when the body ends, create-once as `create_once` does: a file already there is kept and adopted.
 
-        The body runs before the link, so a failure (a crash) in it publishes nothing.
+        The body runs before the link, so a failure (a crash) in it publishes nothing. Raises ClaimLost as
+        `create_once` does.
         """
         with self.open(agency) as folder:
             created = Created(staged, sha256)
             yield created
             share_file(staged.fileno(), self.group(agency))  # by descriptor, before the link shows it
             try:
-                os.link(f"/proc/self/fd/{staged.fileno()}", name, dst_dir_fd=folder.fd, follow_symlinks=True)
+                self._link_nameless(staged.fileno(), folder, name)
             except FileExistsError:  # made before a crash, or by another worker: adopt it
                 with folder.open_file(name) as adopted:
                     created.sha256 = adopted.hash()
             except OSError as exc:  # /proc/self/fd links refused (some sandboxes): a named temp, as create_once
-                if exc.errno not in (errno.EXDEV, errno.ENOENT, errno.EPERM):
-                    raise
+                lost = self.fences.lost(folder, exc)
+                if isinstance(lost, ClaimLost) or exc.errno not in (errno.EXDEV, errno.ENOENT, errno.EPERM):
+                    raise lost from None
                 staged.seek(0)
                 with self.create_once(agency, name) as copy:
                     shutil.copyfileobj(staged, copy.file, 1 << 20)
                 created.sha256 = copy.sha256
             folder.sync()
 
+    def _link_nameless(self, fd: int, folder: Folder, name: str) -> None:
+        """linkat() the nameless file `fd` into `folder` as `name`: directly, or while a claim is held first into
+        its fence folder there and from that (a path a take-over cuts)."""
+        source = f"/proc/self/fd/{fd}"
+        if self.fences.current is None:
+            os.link(source, name, dst_dir_fd=folder.fd, follow_symlinks=True)
+            return
+        temp = self.fences.staged(name)
+        os.link(source, temp, dst_dir_fd=folder.fd, follow_symlinks=True)
+        try:
+            os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
+        finally:
+            with suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(temp, dir_fd=folder.fd)
+
     def publish_signed(self, agency: str, name: str, document: bytes, signature_name: str, signature: bytes) -> None:
         """Write `document` as `name`, replacing what is there (unsigned it is worth nothing), then its
         signature as `signature_name` in place of any other, with one sync of the folder for both.
 
         Either may be missing after a crash before the sync; the caller's retry writes both again.
-        A signature another process published meanwhile for the same document is kept.
+        A signature another process published meanwhile for the same document is kept. Raises ClaimLost
+        as `create_once` does.
         """
         with self.open(agency) as folder:
-            folder.write(name, document, group=self.group(agency), sync_folder=False)
-            folder.remove(signature_name)  # one left by a crash, over other bytes
+            with self._temp_file(folder, name) as (temp, handle):
+                handle.write(document)
+                handle.flush()
+                share_file(handle.fileno(), self.group(agency))
+                os.fsync(handle.fileno())
+                try:
+                    os.rename(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+                except OSError as exc:
+                    raise self.fences.lost(folder, exc) from None
+            self._remove(folder, signature_name)  # one left by a crash, over other bytes
         with self.create_once(agency, signature_name) as created:  # its folder sync covers both names
             created.file.write(signature)
+
+    def withdraw(self, agency: str, names: Iterable[str]) -> None:
+        """Remove the published files `names` (those that are there) from the agency's inbox, then sync it once.
+        Raises ClaimLost as `create_once` does: a process taken over removes nothing."""
+        with self.open(agency) as folder:
+            for name in names:
+                self._remove(folder, name)
+            folder.sync()
+
+    def _remove(self, folder: Folder, name: str) -> None:
+        """Remove `name` from `folder`: while a claim is held, by a rename into its fence folder there first."""
+        if self.fences.current is None:
+            folder.remove(name)
+            return
+        temp = self.fences.staged(name)
+        try:
+            os.rename(name, temp, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+        except OSError as exc:
+            lost = self.fences.lost(folder, exc)
+            if isinstance(lost, ClaimLost) or not isinstance(exc, FileNotFoundError):
+                raise lost from None
+            return  # not there
+        with suppress(FileNotFoundError, NotADirectoryError):
+            os.unlink(temp, dir_fd=folder.fd)
 
     def read(self, agency: str, name: str, limit: int) -> bytes | None:
         """The bytes of `name` (None if missing, a link, or larger than `limit`), read through one descriptor."""

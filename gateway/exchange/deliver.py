@@ -196,10 +196,9 @@ def _defer(
     base = sealed.base(submission)
     if previous is not None and previous.status == SEALING:
         # begun before a crash for a key that is no longer active: what it wrote is never adopted
-        with root.store.open(why.recipient) as folder:
-            for extension in (package_suffix(previous.method), ".manifest.json", ".manifest.json.sig"):
-                folder.remove(base + extension)
-            folder.sync()
+        root.store.withdraw(
+            why.recipient, (base + e for e in (package_suffix(previous.method), ".manifest.json", ".manifest.json.sig"))
+        )
     method = root.config.agencies[why.recipient].delivery.value
     details = {
         "submission": submission,

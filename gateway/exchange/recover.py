@@ -50,7 +50,9 @@ def recover(root: Root) -> Recovery:
     abandoned: list[str] = []
     withdrawn: list[str] = []
     for record in root.journal.submissions(DELIVERED, REJECTING, RECEIVED, SEALING, PARTIAL):
-        if not root.journal.try_claim(record.id):  # another node's, in its hands now (the PostgreSQL journal)
+        if not root.journal.try_claim(
+            record.id, record.agency
+        ):  # another node's, in its hands now (the PostgreSQL journal)
             continue
         try:
             _recover_one(root, record, finished, abandoned, withdrawn)
@@ -163,16 +165,25 @@ def _remove_temp_files(root: Root) -> int:
     folders = [root.path / STATE, root.path / KEYS]
     for parent in (root.path / INBOX, root.path / QUARANTINE):
         folders += [p for p in parent.iterdir() if p.is_dir() and not p.is_symlink()] if parent.is_dir() else []
+    # on the PostgreSQL journal other nodes' writers are live: only a temp file idle past two leases is stale
+    quiet = 2 * root.config.journal.lease_seconds if root.journal.leases else 0
+    removed = _remove_fences(root, quiet)
     outboxes = root.path / OUTBOX
     if outboxes.is_dir():
         folders += [p / REJECTED for p in outboxes.iterdir() if not p.is_symlink() and (p / REJECTED).is_dir()]
-    # on the PostgreSQL journal other nodes' writers are live: only a temp file idle past two leases is stale
-    quiet = 2 * root.config.journal.lease_seconds if root.journal.leases else 0
-    removed = 0
     for folder in folders:
         for temp in [*folder.glob(".*.tmp"), *folder.glob(f".*{REPACK_SUFFIX}")]:
             if temp.is_file() and not temp.is_symlink() and _idle(temp) >= quiet:
                 temp.unlink()
                 removed += 1
                 log.info("removed stale temp file=%r", str(temp.relative_to(root.path)))
+    return removed
+
+
+def _remove_fences(root: Root, quiet: float) -> int:
+    """Remove the fence folders (inbox/<agency>/.fences/<n>/) of claims no process holds now, and what is in them: a
+    node killed before it let its claim go leaves one (with the temp files it was writing)."""
+    removed = root.store.fences.sweep(root.journal.fence_live, quiet)
+    if removed:
+        log.info("removed stale fence folders=%d", removed)
     return removed

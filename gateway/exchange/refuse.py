@@ -199,10 +199,8 @@ def roll_back(root: Root, submission: str) -> list[str]:
             log.warning("kept agency=%s package=%s: pulled before the rollback", delivery.recipient, delivery.package)
             continue
         root.journal.rolled_back(submission, delivery.recipient)
-        with root.store.open(delivery.recipient) as folder:
-            for extension in (package_suffix(delivery.method), ".manifest.json", ".manifest.json.sig"):
-                folder.remove(delivery.package + extension)
-            folder.sync()
+        extensions = (package_suffix(delivery.method), ".manifest.json", ".manifest.json.sig")
+        root.store.withdraw(delivery.recipient, (delivery.package + e for e in extensions))
         withdrawn.append(f"{delivery.recipient}/{delivery.package}")
     return withdrawn
 

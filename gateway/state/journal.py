@@ -53,6 +53,7 @@ from gateway.adapters.db import Cursor, Database, writing
 from gateway.core.errors import Claimed, ClaimLost, GatewayError
 
 if TYPE_CHECKING:
+    from gateway.adapters.store import Fences
     from gateway.state.subjects import Entries
 
 log = logging.getLogger(__name__)
@@ -189,11 +190,12 @@ def _gone(node: str) -> bool:
 
 
 # A lease's times are the server's (clock_timestamp(), in UTC, as ISO 8601 text): nodes' clocks never meet in it.
-_HELD = """SELECT node, until > to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS')
+_HELD = """SELECT node, until > to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS'), fence
     FROM claims WHERE submission = ? FOR UPDATE SKIP LOCKED"""
 _TAKE = """UPDATE claims SET node = ?, fence = nextval('claim_fences'),
     until = to_char((clock_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS')
     WHERE submission = ? RETURNING fence"""
+_DELIVERED_TO = "SELECT recipient FROM deliveries WHERE submission = ?"
 _RENEW = """UPDATE claims
     SET until = to_char((clock_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS')
     WHERE submission = ? AND fence = ?"""
@@ -210,29 +212,48 @@ class Lease:
     Every later write of this process checks, in its own transaction, that the row still shows its fencing
     number (`guard`, which also share-locks the row until that write commits, so no take-over can land inside
     it): once another process has taken the submission over, this one writes nothing more for it (ClaimLost).
+    Its files are fenced too (adapters.store's "Fencing"): the claim's folder in inbox/.fences/ is made before
+    the claim is committed, and a take-over removes the old claim's folder before committing its own, so
+    the old holder can no longer publish or withdraw a package either.
     """
 
-    def __init__(self, db: pg.Connection, submission: str, fence: int, seconds: int) -> None:
-        self.db, self.submission, self.fence, self.seconds = db, submission, fence, seconds
+    def __init__(self, db: pg.Connection, submission: str, fence: int, seconds: int, fences: Fences) -> None:
+        self.db, self.submission, self.fence, self.seconds, self.fences = db, submission, fence, seconds, fences
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name=f"lease-{submission[:12]}", daemon=True)
         self._renewer.start()
         db.guard = self.guard
+        fences.current = fence
 
     @classmethod
-    def take(cls, db: pg.Connection, submission: str, seconds: int) -> Lease:
-        """Claim `submission` for this process for `seconds`; raise Claimed if another live process holds it."""
-        with writing(db, serial=False) as claims:
-            claims.execute(
-                "INSERT INTO claims (submission, fence, node, until) VALUES (?, 0, '', '') ON CONFLICT DO NOTHING",
-                (submission,),
-            )
-            row = claims.execute(_HELD, (submission,)).fetchone()
-            if row is None or (row[0] and row[0] != _node() and row[1] and not _gone(str(row[0]))):
-                holder = row[0] if row else "another node"
-                raise Claimed(f"submission {submission[:16]} is being processed by {holder}")
-            fence = int(claims.execute(_TAKE, (_node(), seconds, submission)).fetchone()[0])
-        return cls(db, submission, fence, seconds)
+    def take(cls, db: pg.Connection, submission: str, seconds: int, fences: Fences, sender: str) -> Lease:
+        """Claim `submission` (from agency `sender`) for this process for `seconds`, its fence folders made in the
+        inboxes of `sender`'s recipients and of any the submission was delivered to before; raise Claimed if
+        another live process holds it."""
+        made: int | None = None
+        try:
+            with writing(db, serial=False) as claims:
+                claims.execute(
+                    "INSERT INTO claims (submission, fence, node, until) VALUES (?, 0, '', '') ON CONFLICT DO NOTHING",
+                    (submission,),
+                )
+                row = claims.execute(_HELD, (submission,)).fetchone()
+                if row is None or (row[0] and row[0] != _node() and row[1] and not _gone(str(row[0]))):
+                    holder = row[0] if row else "another node"
+                    raise Claimed(f"submission {submission[:16]} is being processed by {holder}")
+                if row[0]:  # not let go: its holder is gone or past its lease, and may yet wake up
+                    fences.revoke(int(row[2]))
+                agencies = list(fences.routes.get(sender, ()))
+                if row[2]:  # claimed before: what it published may be withdrawn now, wherever the routes say
+                    agencies += [r for (r,) in claims.execute(_DELIVERED_TO, (submission,)).fetchall()]
+                fence = int(claims.execute(_TAKE, (_node(), seconds, submission)).fetchone()[0])
+                made = fence
+                fences.make(fence, agencies)
+        except BaseException:
+            if made is not None:
+                fences.drop(made)
+            raise
+        return cls(db, submission, fence, seconds, fences)
 
     def guard(self, db: pg.Connection) -> None:
         """In a write transaction of this process: raise ClaimLost unless the claim is still this one."""
@@ -265,18 +286,25 @@ class Lease:
         self._renewer.join()
         if self.db.guard == self.guard:
             self.db.guard = None
+        if self.fences.current == self.fence:
+            self.fences.current = None
         try:
             self.db.execute(
                 "UPDATE claims SET node = '', until = '' WHERE submission = ? AND fence = ?",
                 (self.submission, self.fence),
             )
-        except GatewayError as exc:  # the lease runs out by itself
+        except GatewayError as exc:  # the lease runs out by itself (and its fence folder is swept then)
             log.warning("claim of submission %s not released: %s", self.submission[:16], exc.message)
+            return
+        self.fences.drop(self.fence)
 
 
 class Journal:
-    def __init__(self, connection: Database, *, claims: Path, lease_seconds: int = 30) -> None:
+    def __init__(
+        self, connection: Database, *, claims: Path, lease_seconds: int = 30, fences: Fences | None = None
+    ) -> None:
         self.db = connection
+        self.fences = fences  # on PostgreSQL: the claims' folders in inbox/.fences/ (Lease)
         self._claims = str(claims)  # the file whose byte-range locks are the claims (`claim`)
         self._claimed: int | None = None  # the byte of the claims file this process holds, if any
         self._lease: Lease | None = None  # on PostgreSQL: the claim this process holds, if any
@@ -290,7 +318,7 @@ class Journal:
         """Whether claims are leases in the journal (PostgreSQL: nodes on many hosts) rather than locks."""
         return isinstance(self.db, pg.Connection)
 
-    def claim(self, submission_id: str) -> None:
+    def claim(self, submission_id: str, agency: str) -> None:
         """Hold the submission for this process, waiting while another process (a worker) holds it.
 
         Two names with the same bytes are one submission: two workers taking them at once must not
@@ -303,23 +331,35 @@ class Journal:
             return
         self.unclaim()
         if isinstance(self.db, pg.Connection):
-            self._lease = Lease.take(self.db, submission_id, self.lease_seconds)
+            assert self.fences is not None  # noqa: S101 (given by the root for every PostgreSQL journal)
+            self._lease = Lease.take(self.db, submission_id, self.lease_seconds, self.fences, agency)
             return
         fd = _claims(self._claims)
         byte = _claim_byte(submission_id)
         fcntl.lockf(fd, fcntl.LOCK_EX, 1, byte)
         self._claimed = byte
 
-    def try_claim(self, submission_id: str) -> bool:
+    def try_claim(self, submission_id: str, agency: str) -> bool:
         """Claim the submission unless another live process holds it (then False); always True on SQLite, where
         the one daemon's recovery runs with no worker holding a claim."""
         if not self.leases or not self.claiming:
             return True
         try:
-            self.claim(submission_id)
+            self.claim(submission_id, agency)
         except Claimed:
             return False
         return True
+
+    def fence_live(self, fence: int) -> bool:
+        """Whether a claim with fencing number `fence` is held and its lease has not run out (its folder is in use)."""
+        if not isinstance(self.db, pg.Connection):
+            return False
+        row = self.db.execute(
+            "SELECT 1 FROM claims WHERE fence = ? AND node <> ''"
+            """ AND until > to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS')""",
+            (fence,),
+        ).fetchone()
+        return row is not None
 
     def duty(self, number: int) -> bool:
         """Whether this node is the one doing the once-only work `number` (DUTY_*) now: on the PostgreSQL journal,
@@ -392,7 +432,7 @@ class Journal:
         the gateway every time is recognised and quarantined instead of looping. In the daemon, claims
         the submission first (see `claim`): an attempt in another live process is waited for, never counted.
         """
-        self.claim(submission_id)
+        self.claim(submission_id, agency)
         now = _now()
         with self._transaction(durable=False) as db:  # the upsert's columns named by table (PostgreSQL needs it)
             db.execute(

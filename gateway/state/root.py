@@ -119,7 +119,10 @@ class Root:
         from gateway.state.journal import Journal  # noqa: PLC0415
 
         journal = Journal(
-            self.db, claims=self.path / STATE / CLAIMS_FILE, lease_seconds=self.config.journal.lease_seconds
+            self.db,
+            claims=self.path / STATE / CLAIMS_FILE,
+            lease_seconds=self.config.journal.lease_seconds,
+            fences=self.store.fences,
         )
         journal.claiming = self.claiming
         return journal
@@ -159,7 +162,9 @@ class Root:
     def store(self) -> PackageStore:
         from gateway.adapters.store import PackageStore  # noqa: PLC0415
 
-        return PackageStore(self.path, {a.id: a.unix_group for a in self.config.agencies.values()})
+        agencies = self.config.agencies.values()
+        routes = {a.id: [r.id for r in self.config.recipients(a)] for a in agencies}
+        return PackageStore(self.path, {a.id: a.unix_group for a in agencies}, routes)
 
     @functools.cached_property
     def keyring(self) -> Keyring:

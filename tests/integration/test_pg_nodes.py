@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.adapters import pg
+from gateway.adapters.store import FENCES
 from gateway.state.journal import DUTY_METRICS
 from tests.integration.daemon_harness import (
     ROUTE,
@@ -107,6 +108,7 @@ def test_two_nodes_share_a_burst_and_deliver_each_file_exactly_once(root: Path, 
     assert sum(_delivered_by(node) for node in nodes) == BURST
     _exactly_once(root)
     assert temp_files(root) == []
+    assert _fenced(root) == []  # every claim let go took its fence folders with it
 
 
 def _stopped(pid: int) -> bool:
@@ -140,6 +142,48 @@ def test_one_node_killed_and_one_paused_past_its_lease_still_deliver_exactly_onc
     swept = run_once_process(root)  # a node's recovery removes it
     assert swept.returncode == 0, swept.stderr
     assert temp_files(root) == []
+    assert _fenced(root) == []  # the killed node's fence folders too
     _exactly_once(root)
     for recipient in ROUTE:  # and every package opens, its manifest and payload one whole
         assert len(pull_raw(root, recipient, tmp_path / recipient)) == BURST
+
+
+def _published(root: Path) -> list[str]:
+    """Every file in the recipients' inboxes (what a recipient could see or pull: the claims' fence folders
+    are the gateway's own, 0700)."""
+    return sorted(f"{r}/{p.name}" for r in ROUTE for p in (root / "inbox" / r).iterdir() if p.name != FENCES)
+
+
+def _fenced(root: Path) -> list[str]:
+    """What is in the claims' fence folders, in every recipient's inbox."""
+    return sorted(str(p.relative_to(root)) for r in ROUTE for p in (root / "inbox" / r / FENCES).rglob("*"))
+
+
+def test_a_node_paused_before_its_link_publishes_nothing_once_its_submission_was_withdrawn(
+    root: Path, tmp_path: Path
+) -> None:
+    staging = _signed(root, tmp_path / "one", ["police-paused-2026-10.csv"], 7000)
+    # paused with its first payload written and fsynced, in the instant before it is linked into the inbox
+    paused = Daemon(root, fault="deliver.payload.written@1:stop").ready()
+    (name,) = _release(root, staging)
+    wait_until(lambda: _stopped(paused.process.pid), 120, "the node to reach its pause")
+    held = journal_rows(root, "SELECT id, status FROM submissions")
+    assert [status for _, status in held] == ["sealing"] and _published(root) == []
+    for path in (root / "outbox" / "police" / (name + ".sig"), root / "outbox" / "police" / name):
+        path.unlink()  # the sender takes the file back while the node is paused
+    time.sleep(2 * LEASE + 1)  # its lease runs out, and its session if it sat in a transaction
+    other = Daemon(root).ready()  # its recovery takes the submission over, and abandons it: the file is gone
+    wait_until(
+        lambda: journal_rows(root, "SELECT status FROM submissions") == [("abandoned",)],
+        120,
+        "the submission abandoned",
+    )
+    os.kill(paused.process.pid, signal.SIGCONT)
+    wait_until(lambda: "taken over by another node" in paused.text(), 60, "the resumed node to find itself fenced")
+    _stop(paused, other)
+    assert _published(root) == []  # no package, manifest or signature: nothing without a delivery behind it
+    assert journal_rows(root, "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'") == [(0,)]
+    assert "outcome=delivered" not in paused.text() + other.text()
+    assert temp_files(root) == []
+    assert _fenced(root) == []
+    assert cli(root, "audit", "verify") == 0
