@@ -69,19 +69,24 @@ class Fences:
         see `revoke`). Not synced: a crash that loses one ends its holder too."""
         made: list[str] = []
         self._made[number] = ()
-        for agency in dict.fromkeys(agencies):
-            with Folder.open(self.base, INBOX, agency, create=True) as inbox:
-                _make_in(inbox, str(number))
-            made.append(agency)
-            self._made[number] = tuple(made)
+        with Folder.open(self.base, INBOX, create=True) as inboxes:
+            for agency in dict.fromkeys(agencies):
+                with inboxes.sub(agency, create=True) as inbox:
+                    _make_in(inbox, str(number))
+                made.append(agency)
+                self._made[number] = tuple(made)
 
     def drop(self, number: int) -> None:
         """Remove the folders of the claim `number`, let go by its holder (what they still hold is left to `sweep`),
         and .fences itself where no other claim has one: an idle inbox holds packages only."""
-        for agency in self._made.pop(number, ()):
-            with suppress(OSError, GatewayError), Folder.open(self.base, INBOX, agency) as inbox:
-                os.rmdir(f"{FENCES}/{number}", dir_fd=inbox.fd)
-                os.rmdir(FENCES, dir_fd=inbox.fd)  # refused while another claim has a folder there
+        agencies = self._made.pop(number, ())
+        if not agencies:
+            return
+        with suppress(OSError, GatewayError), Folder.open(self.base, INBOX) as inboxes:
+            for agency in agencies:
+                with suppress(OSError, GatewayError), inboxes.sub(agency) as inbox:
+                    os.rmdir(f"{FENCES}/{number}", dir_fd=inbox.fd)
+                    os.rmdir(FENCES, dir_fd=inbox.fd)  # refused while another claim has a folder there
 
     def revoke(self, number: int) -> None:
         """Take the folders of the claim `number` away, in every inbox, with whatever its holder was writing in

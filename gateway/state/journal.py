@@ -212,9 +212,9 @@ class Lease:
     Every later write of this process checks, in its own transaction, that the row still shows its fencing
     number (`guard`, which also share-locks the row until that write commits, so no take-over can land inside
     it): once another process has taken the submission over, this one writes nothing more for it (ClaimLost).
-    Its files are fenced too (adapters.store's "Fencing"): the claim's folder in inbox/.fences/ is made before
-    the claim is committed, and a take-over removes the old claim's folder before committing its own, so
-    the old holder can no longer publish or withdraw a package either.
+    Its files are fenced too (adapters.store's "Fencing"): the claim's folders, inbox/<agency>/.fences/<fence>/,
+    are made before the claim is committed, and a take-over removes the old claim's folders before committing
+    its own, so the old holder can no longer publish or withdraw a package either.
     """
 
     def __init__(self, db: pg.Connection, submission: str, fence: int, seconds: int, fences: Fences) -> None:
@@ -304,7 +304,7 @@ class Journal:
         self, connection: Database, *, claims: Path, lease_seconds: int = 30, fences: Fences | None = None
     ) -> None:
         self.db = connection
-        self.fences = fences  # on PostgreSQL: the claims' folders in inbox/.fences/ (Lease)
+        self.fences = fences  # on PostgreSQL: the claims' folders in inbox/<agency>/.fences/ (Lease)
         self._claims = str(claims)  # the file whose byte-range locks are the claims (`claim`)
         self._claimed: int | None = None  # the byte of the claims file this process holds, if any
         self._lease: Lease | None = None  # on PostgreSQL: the claim this process holds, if any
