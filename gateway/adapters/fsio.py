@@ -331,6 +331,11 @@ def _open_regular_fd(path: Path, dir_fd: int | None) -> tuple[int, int]:
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def temp_name(name: str) -> str:
+    """A new name for a temp file of `name` (hidden; swept by recovery when a writer is killed)."""
+    return f".{name[:200]}.{secrets.token_hex(4)}.tmp"
+
+
 class Folder:
     """A folder opened without following a symbolic link at any step below a trusted base; every
     operation is relative to its descriptor, so swapping a folder on the way for a link (to a place
@@ -398,26 +403,27 @@ class Folder:
         return True
 
     @contextmanager
-    def temp_file(self, name: str, mode: int = 0o600) -> Iterator[tuple[str, BinaryIO]]:
+    def temp_file(self, name: str, mode: int = 0o600, *, within: str = "") -> Iterator[tuple[str, BinaryIO]]:
         """Yield the name and handle of a new private temp file beside `name` (flushed and fsynced when
-        the body ends); whatever happens, that name is gone afterwards (the body may link or rename it)."""
-        temp = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
+        the body ends); whatever happens, that name is gone afterwards (the body may link or rename it).
+        With `within` (a folder's path from this one) it is made there, and its name is a path from this folder."""
+        temp = f"{within}/{temp_name(name)}" if within else temp_name(name)
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.fd)
         try:
             with os.fdopen(fd, "w+b") as handle:
                 yield temp, handle
         finally:
-            with suppress(FileNotFoundError):
+            with suppress(FileNotFoundError, NotADirectoryError):
                 os.unlink(temp, dir_fd=self.fd)
 
     @contextmanager
     def new_file(
-        self, name: str, mode: int = 0o600, *, group: int | None = None, sync_folder: bool = True
+        self, name: str, mode: int = 0o600, *, group: int | None = None, sync_folder: bool = True, within: str = ""
     ) -> Iterator[BinaryIO]:
-        """Yield a private temp file beside `name`; on success fsync it and rename it over `name`. With
-        `group`, it gets that group and 0640 by its descriptor before the rename shows it (or stays private).
-        With `sync_folder=False` the rename is durable only once the caller syncs the folder (`sync`)."""
-        with self.temp_file(name, mode) as (temp, handle):
+        """Yield a private temp file beside `name` (or `within`, as `temp_file`); on success fsync it and rename it
+        over `name`. With `group`, it gets that group and 0640 by its descriptor before the rename shows it (or
+        stays private). With `sync_folder=False` the rename is durable only once the caller syncs the folder."""
+        with self.temp_file(name, mode, within=within) as (temp, handle):
             yield handle
             handle.flush()
             if group is not None:
@@ -428,10 +434,17 @@ class Folder:
                 os.fsync(self.fd)
 
     def write(
-        self, name: str, data: bytes, mode: int = 0o600, *, group: int | None = None, sync_folder: bool = True
+        self,
+        name: str,
+        data: bytes,
+        mode: int = 0o600,
+        *,
+        group: int | None = None,
+        sync_folder: bool = True,
+        within: str = "",
     ) -> None:
-        """Write `data` as `name` atomically and durably (readable by `group` too, as `new_file`)."""
-        with self.new_file(name, mode, group=group, sync_folder=sync_folder) as handle:
+        """Write `data` as `name` atomically and durably (readable by `group` too, staged `within`, as `new_file`)."""
+        with self.new_file(name, mode, group=group, sync_folder=sync_folder, within=within) as handle:
             handle.write(data)
 
     def sync(self) -> None:

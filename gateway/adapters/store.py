@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.adapters.fsio import Folder, sha256_fd
+from gateway.adapters.fsio import Folder, sha256_fd, temp_name
 from gateway.adapters.perms import group_id, share_file
 from gateway.core.errors import ClaimLost, GatewayError
 
@@ -136,28 +136,10 @@ class Fences:
                 continue
             yield agency, fences
 
-    def staged(self, name: str) -> str:
-        """A new temp name for `name` in the current claim's folder, as a path from the agency's inbox."""
-        assert self.current is not None  # noqa: S101 (only while a claim is held)
-        return f"{FENCES}/{self.current}/.{name[:200]}.{secrets.token_hex(4)}.tmp"
-
-    @contextmanager
-    def temp_file(self, inbox: Folder, name: str) -> Iterator[tuple[str, BinaryIO]]:
-        """A private temp file in the current claim's folder in `inbox`, as (its path from `inbox`, handle);
-        gone afterwards. Raises ClaimLost if the folder was revoked."""
-        temp = self.staged(name)
-        try:
-            fd = os.open(
-                temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=inbox.fd
-            )
-        except OSError as exc:
-            raise self.lost(inbox, exc) from None
-        try:
-            with os.fdopen(fd, "w+b") as handle:
-                yield temp, handle
-        finally:
-            with suppress(FileNotFoundError, NotADirectoryError):
-                os.unlink(temp, dir_fd=inbox.fd)
+    @property
+    def within(self) -> str:
+        """The current claim's folder as a path from an agency's inbox ("" while no claim is held)."""
+        return "" if self.current is None else f"{FENCES}/{self.current}"
 
     def lost(self, inbox: Folder, exc: OSError) -> OSError | ClaimLost:
         """What a failed step through the current claim's folder in `inbox` means: ClaimLost if it is gone."""
@@ -260,7 +242,11 @@ class PackageStore:
         written (read back through the temp file's own descriptor, not by name). Raises ClaimLost if this
         process's claim was taken over (see the module's "Fencing"): nothing is published then.
         """
-        with self.open(agency) as folder, self._temp_file(folder, name) as (temp, handle):
+        with (
+            self.open(agency) as folder,
+            self._fenced(folder),
+            folder.temp_file(name, within=self.fences.within) as (temp, handle),
+        ):
             created = Created(handle)
             yield created
             handle.flush()
@@ -272,20 +258,16 @@ class PackageStore:
             except FileExistsError:  # made before a crash, or by another worker: adopt it
                 with folder.open_file(name) as adopted:
                     created.sha256 = adopted.hash()
-            except OSError as exc:
-                raise self.fences.lost(folder, exc) from None
             folder.sync()
 
     @contextmanager
-    def _temp_file(self, folder: Folder, name: str) -> Iterator[tuple[str, BinaryIO]]:
-        """A private temp file to publish as `name` in `folder`: (its path from `folder`, its handle); in the
-        current claim's fence folder there while a claim is held (see the module)."""
-        if self.fences.current is None:
-            with folder.temp_file(name) as staged:
-                yield staged
-        else:
-            with self.fences.temp_file(folder, name) as staged:
-                yield staged
+    def _fenced(self, folder: Folder) -> Iterator[None]:
+        """Raise ClaimLost for a step through the current claim's fence folder in `folder` that failed because
+        that folder was revoked (see the module); any other failure as it is."""
+        try:
+            yield
+        except OSError as exc:
+            raise self.fences.lost(folder, exc) from None
 
     def staging(self, agency: str) -> BinaryIO | None:
         """A new nameless private file (O_TMPFILE, 0600) in the agency's inbox, to be finished and then
@@ -336,7 +318,7 @@ class PackageStore:
         if self.fences.current is None:
             os.link(source, name, dst_dir_fd=folder.fd, follow_symlinks=True)
             return
-        temp = self.fences.staged(name)
+        temp = f"{self.fences.within}/{temp_name(name)}"
         os.link(source, temp, dst_dir_fd=folder.fd, follow_symlinks=True)
         try:
             os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
@@ -353,15 +335,8 @@ class PackageStore:
         as `create_once` does.
         """
         with self.open(agency) as folder:
-            with self._temp_file(folder, name) as (temp, handle):
-                handle.write(document)
-                handle.flush()
-                share_file(handle.fileno(), self.group(agency))
-                os.fsync(handle.fileno())
-                try:
-                    os.rename(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
-                except OSError as exc:
-                    raise self.fences.lost(folder, exc) from None
+            with self._fenced(folder):
+                folder.write(name, document, group=self.group(agency), sync_folder=False, within=self.fences.within)
             self._remove(folder, signature_name)  # one left by a crash, over other bytes
         with self.create_once(agency, signature_name) as created:  # its folder sync covers both names
             created.file.write(signature)
@@ -379,7 +354,7 @@ class PackageStore:
         if self.fences.current is None:
             folder.remove(name)
             return
-        temp = self.fences.staged(name)
+        temp = f"{self.fences.within}/{temp_name(name)}"
         try:
             os.rename(name, temp, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
         except OSError as exc:
