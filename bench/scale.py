@@ -51,6 +51,7 @@ from gateway.state.journal import Journal  # noqa: E402
 from tests.integration.pg_harness import Cluster, cluster, move_journal  # noqa: E402
 
 ROWS_REPEAT = burst.ROWS_REPEAT
+RECIPIENTS = ("probation", "council", "housing", "treatment", "yos")  # police's, in the demo root
 
 
 def _postmaster(server: Cluster) -> int:
@@ -157,15 +158,13 @@ def writes_per_second(server: Cluster, threads: int, count: int = 400) -> float:
 def claims_per_second(server: Cluster, threads: int, claims: int = 400) -> float:
     """Claims taken and released per second by `threads` threads, each a process's journal of its own."""
     url, root_id = server.database(f"claims_{secrets.token_hex(4)}"), secrets.token_hex(16)
-    root = Path(tempfile.mkdtemp(prefix="claims-"))  # the fence folders, one per claim (as a node's inbox/.fences/)
+    root = Path(tempfile.mkdtemp(prefix="claims-"))  # for the fence folders: one per claim in each recipient's inbox
     journals = []
     for _ in range(threads):
         journal = Journal(
             pg.connect(url, Secret(server.password), root_id=root_id, root_path="bench"),
             claims=Path("/nonexistent"),
-            fences=PackageStore(
-                root, routes={"police": ["probation", "council", "housing", "treatment", "yos"]}
-            ).fences,
+            fences=PackageStore(root, recipients=lambda _: RECIPIENTS).fences,
         )
         journal.claiming = True
         journals.append(journal)

@@ -12,6 +12,7 @@ import resource
 import secrets
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -329,6 +330,14 @@ def _open_regular_fd(path: Path, dir_fd: int | None) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------- folders by descriptor
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def idle_seconds(entry: Path | os.DirEntry[str]) -> float:
+    """Seconds since the entry itself (a link is not followed) last changed; 0 if it is gone."""
+    try:
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def temp_name(name: str) -> str:

@@ -21,14 +21,13 @@ import errno
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.adapters.fsio import Folder, sha256_fd, temp_name
+from gateway.adapters.fsio import Folder, idle_seconds, sha256_fd, temp_name
 from gateway.adapters.perms import group_id, share_file
 from gateway.core.errors import ClaimLost, GatewayError
 
@@ -55,12 +54,12 @@ class Fences:
 
     `current` is the fencing number of the claim this process holds (None: it holds none, or claims are not
     leases); while it is set, the store stages every publication and withdrawal in that claim's folders.
-    `routes` gives, for a sender, the agencies its files are delivered to: a claim gets a folder in each.
+    `recipients(sender)` gives the agencies a sender's files are delivered to: a claim gets a folder in each.
     """
 
-    def __init__(self, base: Path, routes: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(self, base: Path, recipients: Callable[[str], Sequence[str]] | None = None) -> None:
         self.base = base  # the root
-        self.routes = dict(routes or {})
+        self.recipients = recipients or (lambda _: ())
         self.current: int | None = None
         self._made: dict[int, tuple[str, ...]] = {}  # fencing number -> the agencies given a folder for it
 
@@ -111,7 +110,7 @@ class Fences:
                     if entry.name.startswith(_REVOKED):
                         _remove_tree(fences, entry.name)
                         removed += 1
-                    elif entry.name.isdigit() and _idle(entry) >= quiet and not live(int(entry.name)):
+                    elif entry.name.isdigit() and idle_seconds(entry) >= quiet and not live(int(entry.name)):
                         _revoke_in(fences, entry.name)
                         removed += 1
                 _tidy(inbox)
@@ -188,14 +187,6 @@ def _revoke_in(fences: Folder, name: str) -> None:
     _remove_tree(fences, gone)
 
 
-def _idle(entry: os.DirEntry[str]) -> float:
-    """Seconds since the folder `entry` last changed (0 if it is gone)."""
-    try:
-        return time.time() - entry.stat(follow_symlinks=False).st_mtime
-    except FileNotFoundError:
-        return 0.0
-
-
 def _remove_tree(fences: Folder, name: str) -> None:
     """Remove the (revoked) fence folder `name` and the temp files in it; what a writer adds meanwhile is left
     for the next sweep."""
@@ -212,12 +203,15 @@ class PackageStore:
     """inbox/<agency>/ folders under a gateway root."""
 
     def __init__(
-        self, root: Path, groups: Mapping[str, str] | None = None, routes: Mapping[str, Sequence[str]] | None = None
+        self,
+        root: Path,
+        groups: Mapping[str, str] | None = None,
+        recipients: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         self.root = root / INBOX
         self.base = root
         self.groups = dict(groups or {})  # agency id -> its Unix group: who may read what is published
-        self.fences = Fences(root, routes)  # routes: sender id -> the agencies it delivers to
+        self.fences = Fences(root, recipients)  # sender id -> the agencies it delivers to
 
     def group(self, agency: str) -> int | None:
         """The gid that may read `agency`'s inbox files; None (they stay private) if it has none on this host."""

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from gateway.adapters.fsio import Folder, fsync_dir, shown
+from gateway.adapters.fsio import Folder, fsync_dir, idle_seconds, shown
 from gateway.core.errors import GatewayError
 from gateway.exchange.intake import OUTBOX, REJECTED, SIGNATURE_SUFFIXES, open_outbox
 from gateway.exchange.refuse import roll_back
@@ -50,9 +48,8 @@ def recover(root: Root) -> Recovery:
     abandoned: list[str] = []
     withdrawn: list[str] = []
     for record in root.journal.submissions(DELIVERED, REJECTING, RECEIVED, SEALING, PARTIAL):
-        if not root.journal.try_claim(
-            record.id, record.agency
-        ):  # another node's, in its hands now (the PostgreSQL journal)
+        # one another node holds is in its hands now (the PostgreSQL journal)
+        if not root.journal.try_claim(record.id, record.agency):
             continue
         try:
             _recover_one(root, record, finished, abandoned, withdrawn)
@@ -152,14 +149,6 @@ def _remove_copy(left: tuple[Folder, tuple[int, int]], name: str) -> None:
     folder.sync()
 
 
-def _idle(path: Path) -> float:
-    """Seconds since `path` last changed (0 if it is gone)."""
-    try:
-        return time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
-
-
 def _remove_temp_files(root: Root) -> int:
     """Delete the temp files our own writers leave when killed (never an agency's own temp files in an outbox)."""
     folders = [root.path / STATE, root.path / KEYS]
@@ -173,7 +162,7 @@ def _remove_temp_files(root: Root) -> int:
         folders += [p / REJECTED for p in outboxes.iterdir() if not p.is_symlink() and (p / REJECTED).is_dir()]
     for folder in folders:
         for temp in [*folder.glob(".*.tmp"), *folder.glob(f".*{REPACK_SUFFIX}")]:
-            if temp.is_file() and not temp.is_symlink() and _idle(temp) >= quiet:
+            if temp.is_file() and not temp.is_symlink() and idle_seconds(temp) >= quiet:
                 temp.unlink()
                 removed += 1
                 log.info("removed stale temp file=%r", str(temp.relative_to(root.path)))

@@ -243,7 +243,7 @@ class Lease:
                     raise Claimed(f"submission {submission[:16]} is being processed by {holder}")
                 if row[0]:  # not let go: its holder is gone or past its lease, and may yet wake up
                     fences.revoke(int(row[2]))
-                agencies = list(fences.routes.get(sender, ()))
+                agencies = list(fences.recipients(sender))
                 if row[2]:  # claimed before: what it published may be withdrawn now, wherever the routes say
                     agencies += [r for (r,) in claims.execute(_DELIVERED_TO, (submission,)).fetchall()]
                 fence = int(claims.execute(_TAKE, (_node(), seconds, submission)).fetchone()[0])

@@ -162,9 +162,13 @@ class Root:
     def store(self) -> PackageStore:
         from gateway.adapters.store import PackageStore  # noqa: PLC0415
 
-        agencies = self.config.agencies.values()
-        routes = {a.id: [r.id for r in self.config.recipients(a)] for a in agencies}
-        return PackageStore(self.path, {a.id: a.unix_group for a in agencies}, routes)
+        config = self.config
+
+        def recipients(sender: str) -> list[str]:  # asked per claim, not built for every agency up front
+            agency = config.agencies.get(sender)
+            return [] if agency is None else [r.id for r in config.recipients(agency)]
+
+        return PackageStore(self.path, {a.id: a.unix_group for a in config.agencies.values()}, recipients)
 
     @functools.cached_property
     def keyring(self) -> Keyring:

@@ -50,7 +50,7 @@ def _journal(url: str, server: Cluster, root_id: str, root: Path, lease: int = 5
         pg.connect(url, Secret(server.password), root_id=root_id, root_path="test"),
         claims=Path("/nonexistent/claims.lock"),  # never used on PostgreSQL
         lease_seconds=lease,
-        fences=PackageStore(root, routes=ROUTES).fences,
+        fences=PackageStore(root, recipients=lambda sender: ROUTES.get(sender, [])).fences,
     )
     journal.claiming = True
     return journal
